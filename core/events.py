@@ -1,0 +1,71 @@
+"""Events that leave the core. Plain frozen dataclasses: the GUI bridge turns them into Qt
+signals, the WebSocket server into pushes, tests into assertions — none needs to know libp2p."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PeerData:
+    """A direct message arrived on a started protocol."""
+    peer: str
+    protocol: str
+    data: Any
+
+
+@dataclass(frozen=True)
+class TopicData:
+    topic: str
+    peer: str
+    data: Any
+
+
+@dataclass(frozen=True)
+class PeerChange:
+    """A peer joined (or left) a subscribed or monitored topic."""
+    topic: str
+    peer: str
+    joined: bool
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    peer: str
+    addr: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class PeerDisconnected:
+    peer: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one direct message: acknowledged by the remote peer, or failed."""
+    peer: str
+    protocol: str
+    msg_id: str
+    delivered: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class DhtReady:
+    routing_table_size: int
+
+
+@dataclass(frozen=True)
+class CoreError:
+    """Something the user should hear about that is not tied to one request."""
+    message: str
+
+
+Event = (
+    PeerData | TopicData | PeerChange | PeerConnected | PeerDisconnected | Delivery | DhtReady
+    | CoreError
+)
+EventSink = Callable[[Event], None]

@@ -1,0 +1,415 @@
+"""One libp2p peer (the design card's Peer): a host and everything that runs on it.
+
+The peer owns its trio tasks; callers use its async methods from inside the same trio run
+(``PeerManager`` for several peers, the WebSocket server, the GUI bridge) and hear back through
+the event sink. Nothing here blocks the trio thread on disk or zeroconf work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.keys import KeyPair
+from libp2p.host.ping import PingService
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from . import identity
+from . import libp2p_compat as compat
+from .contacts import Contacts
+from .dht import Dht
+from .direct import DirectConfig, DirectMessaging, Outgoing
+from .events import CoreError, Event, EventSink, PeerConnected, PeerDisconnected
+from .topics import Topics, make_pubsub, make_router
+
+log = logging.getLogger(__name__)
+
+CLOSE_BOUND = 3.0
+PING_INTERVAL = 15.0
+DIAL_TIMEOUT = 10.0
+
+
+@dataclass
+class PeerConfig:
+    listen_addrs: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0"])
+    bootstrap: list[str] = field(default_factory=list)
+    mdns: bool = False
+    mdns_interfaces: list[str] | None = None
+    low_water: int = 100
+    high_water: int = 400
+    direct: DirectConfig = field(default_factory=DirectConfig)
+    dht_ready_wait: float = 30.0
+    contacts_redial: float = 5.0
+    file_update_topic: str = ""
+
+
+class _ConnectionEvents(INotifee):
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.peer._on_connected(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.peer._on_disconnected(conn)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class Peer:
+    def __init__(
+        self,
+        key_pair: KeyPair,
+        config: PeerConfig | None = None,
+        emit: EventSink | None = None,
+        *,
+        contacts: dict[str, list[str]] | None = None,
+        save_contacts: Callable[[dict[str, list[str]]], None] | None = None,
+        alias: str = "",
+    ) -> None:
+        self.key_pair = key_pair
+        self.config = config or PeerConfig()
+        self.alias = alias
+        self._sinks: list[EventSink] = [emit] if emit else []
+        self.host = compat.build_host(
+            key_pair, low_water=self.config.low_water, high_water=self.config.high_water
+        )
+        self.peer_id: ID = self.host.get_id()
+        self.router = make_router()
+        self.pubsub = make_pubsub(self.host, self.router)
+        self.direct = DirectMessaging(self.host, self._emit, self.config.direct)
+        self.dht = Dht(self.host, self._emit, self.dial, self.config.bootstrap,
+                       ready_wait=self.config.dht_ready_wait)
+        self.topics = Topics(
+            self.host, self.pubsub, self.router, self._emit,
+            on_subscribed=self._on_subscribed, on_unsubscribed=self.dht.stop_advertising,
+        )
+        self.contacts = Contacts(
+            self.host, self.dial, self.dht.find_peer, contacts or {},
+            save_contacts or (lambda _c: None), redial_interval=self.config.contacts_redial,
+        )
+        self._ping = PingService(self.host)
+        self._latency: dict[ID, float] = {}
+        self._connected_since: dict[ID, float] = {}
+        self._stop = trio.Event()
+        self.stopped = trio.Event()
+        self.running = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._mdns: Any = None
+
+    # -- events -------------------------------------------------------------------------------
+
+    def add_sink(self, sink: EventSink) -> None:
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: EventSink) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def _emit(self, event: Event) -> None:
+        for sink in list(self._sinks):
+            try:
+                sink(event)
+            except Exception:
+                log.exception("event sink failed on %r", event)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Peer] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop()``; then close every connection and the host within a bound."""
+        listen = [multiaddr.Multiaddr(a) for a in self.config.listen_addrs]
+        self._token = trio.lowlevel.current_trio_token()
+        self.host.get_network().register_notifee(_ConnectionEvents(self))
+        try:
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(self.host.run(listen))
+                await stack.enter_async_context(background_trio_service(self.pubsub))
+                await stack.enter_async_context(background_trio_service(self.router))
+                await stack.enter_async_context(background_trio_service(self.dht.kad))
+                await self.pubsub.wait_until_ready()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await nursery.start(self.direct.run)
+                    await nursery.start(self.topics.run)
+                    await nursery.start(self.dht.run)
+                    await nursery.start(self.contacts.run)
+                    nursery.start_soon(self._ping_loop)
+                    if self.config.mdns:
+                        self._start_mdns()
+                    self.running = True
+                    task_status.started(self)
+                    await self._stop.wait()
+                    self.running = False
+                    self._stop_mdns()
+                    nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_BOUND):
+                    await self._close_connections()
+                    await self.host.close()
+        finally:
+            self.running = False
+            self.stopped.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _close_connections(self) -> None:
+        """Closing connections one by one costs ~200 ms each inside host.close(): do them all
+        at once first."""
+        network = self.host.get_network()
+        conns = [c for conns in network.get_connections_map().values() for c in conns]
+
+        async def close(conn: INetConn) -> None:
+            try:
+                await conn.muxed_conn.close()
+            except Exception:
+                log.debug("closing connection failed", exc_info=True)
+
+        async with trio.open_nursery() as nursery:
+            for conn in conns:
+                nursery.start_soon(close, conn)
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def dial(self, info: PeerInfo) -> bool:
+        if info.peer_id == self.peer_id:
+            return False
+        compat.forget_dial_failure(self.host, info.peer_id)
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                await self.host.connect(info)
+            return True
+        except Exception as exc:
+            log.debug("dial %s failed: %s", info.peer_id, exc)
+            return False
+
+    async def connect(self, addr: str) -> str:
+        """Dial a ``/…/p2p/<id>`` multiaddr; returns the peer id. Raises ValueError on a bad
+        address and ConnectionError when the peer cannot be reached."""
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        except Exception as exc:
+            raise ValueError(f"{addr!r} is not a multiaddr ending in /p2p/<peer id>") from exc
+        if info.peer_id == self.peer_id:
+            raise ValueError("that is this peer's own address")
+        compat.forget_dial_failure(self.host, info.peer_id)
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                await self.host.connect(info)
+        except Exception as exc:
+            raise ConnectionError(f"could not connect to {addr}: {exc}") from exc
+        return str(info.peer_id)
+
+    def _on_connected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        first = peer not in self._connected_since
+        self._connected_since.setdefault(peer, time.time())
+        self.direct.peer_seen(peer)
+        if first:
+            addr = ""
+            try:
+                addrs = conn.get_transport_addresses()
+                addr = str(addrs[0]) if addrs else ""
+            except Exception:
+                pass
+            self._emit(PeerConnected(str(peer), addr, _direction(conn)))
+        if self._nursery is not None:
+            self._nursery.start_soon(self.dht.add_peer, peer)
+
+    def _on_disconnected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        if self.host.get_network().get_connections(peer):
+            return
+        if self._connected_since.pop(peer, None) is not None:
+            self._latency.pop(peer, None)
+            self._emit(PeerDisconnected(str(peer)))
+
+    async def _ping_loop(self) -> None:
+        while True:
+            for peer in list(self.host.get_connected_peers()):
+                start = time.perf_counter()
+                try:
+                    with trio.move_on_after(5):
+                        await self._ping.ping(peer, 1)
+                        self._latency[peer] = (time.perf_counter() - start) * 1000
+                except Exception:
+                    log.debug("ping %s failed", peer, exc_info=True)
+            await trio.sleep(PING_INTERVAL)
+
+    def info(self) -> dict[str, Any]:
+        network = self.host.get_network()
+        store = self.host.get_peerstore()
+        conns = []
+        for peer, peer_conns in network.get_connections_map().items():
+            if not peer_conns:
+                continue
+            conn = peer_conns[0]
+            try:
+                addrs = [str(a) for a in conn.get_transport_addresses()]
+            except Exception:
+                addrs = []
+            try:
+                protocols = sorted(store.get_protocols(peer))
+            except Exception:
+                protocols = []
+            conns.append({
+                "peer": str(peer),
+                "addrs": addrs,
+                "direction": _direction(conn),
+                "latency_ms": round(self._latency[peer], 2) if peer in self._latency else None,
+                "protocols": protocols,
+                "contact": self.contacts.is_contact(peer),
+                "since": self._connected_since.get(peer),
+            })
+        return {
+            "peerid": str(self.peer_id),
+            "alias": self.alias,
+            "addrs": [str(a) for a in self.host.get_addrs()],
+            "protocols": sorted(self.direct.started),
+            "connections": sorted(conns, key=lambda c: c["peer"]),
+            "topics": self.topics.subscribed,
+            "monitored": self.topics.monitored,
+            "dht_ready": self.dht.ready.is_set(),
+            "routing_table": self.dht.routing_table_size(),
+            "mdns": self._mdns is not None,
+            "contacts": self.contacts.list(),
+        }
+
+    def listen_addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    # -- direct messages ----------------------------------------------------------------------
+
+    def start_protocol(self, protocol: str) -> None:
+        _check_protocol(protocol)
+        self.direct.start_protocol(protocol)
+
+    def stop_protocol(self, protocol: str) -> None:
+        self.direct.stop_protocol(protocol)
+
+    def enqueue(self, peer: str, protocol: str, value: Any) -> Outgoing:
+        _check_protocol(protocol)
+        return self.direct.enqueue(_peer_id(peer), protocol, value)
+
+    async def send(self, peer: str, protocol: str, value: Any) -> str:
+        msg = self.enqueue(peer, protocol, value)
+        await msg.wait()
+        return msg.msg_id
+
+    # -- topics -------------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str) -> None:
+        await self.topics.subscribe(topic)
+
+    def _on_subscribed(self, topic: str) -> None:
+        self.dht.discover_topic_peers(topic)
+        self.dht.advertise_topic(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        await self.topics.unsubscribe(topic)
+
+    async def publish(self, topic: str, value: Any) -> None:
+        await self.topics.publish(topic, value)
+
+    def list_peers(self, topic: str) -> list[str]:
+        return self.topics.peers(topic)
+
+    def monitor(self, topic: str) -> None:
+        self.topics.monitor(topic)
+
+    def stop_monitor(self, topic: str) -> None:
+        self.topics.stop_monitor(topic)
+
+    # -- contacts -----------------------------------------------------------------------------
+
+    def add_peers(self, entries: list[str]) -> dict[str, str]:
+        return self.contacts.add(entries)
+
+    def remove_peers(self, entries: list[str]) -> dict[str, str]:
+        return self.contacts.remove(entries)
+
+    # -- mDNS ---------------------------------------------------------------------------------
+
+    def _start_mdns(self) -> None:
+        try:
+            from .mdns import Mdns
+        except ImportError as exc:
+            self._emit(CoreError(f"LAN discovery unavailable: {exc}"))
+            return
+        token = self._token
+        assert token is not None
+
+        def found(peer: str, addrs: list[str]) -> None:  # zeroconf thread
+            try:
+                trio.from_thread.run_sync(self._on_mdns_found, peer, addrs, trio_token=token)
+            except trio.RunFinishedError:
+                pass
+
+        self._mdns = Mdns(str(self.peer_id), self._concrete_addrs, found,
+                          interfaces=self.config.mdns_interfaces)
+        self._mdns.start()
+
+    def _stop_mdns(self) -> None:
+        mdns, self._mdns = self._mdns, None
+        if mdns is not None:
+            # zeroconf's unregister blocks for a while; it runs on its own thread, not ours.
+            trio.lowlevel.spawn_system_task(trio.to_thread.run_sync, mdns.stop)
+
+    def _concrete_addrs(self) -> list[str]:
+        return [str(a).split("/p2p/")[0] for a in self.host.get_addrs()]
+
+    def _on_mdns_found(self, peer: str, addrs: list[str]) -> None:
+        if self._nursery is None or not self.running:
+            return
+        try:
+            info = PeerInfo(ID.from_base58(peer), [multiaddr.Multiaddr(a) for a in addrs])
+        except Exception as exc:
+            log.debug("ignoring mDNS record for %s: %s", peer, exc)
+            return
+        if info.peer_id == self.peer_id or info.peer_id in self._connected_since:
+            return
+        self._nursery.start_soon(self.dial, info)
+
+
+def _peer_id(text: str) -> ID:
+    try:
+        return ID.from_base58(text)
+    except Exception as exc:
+        raise ValueError(f"{text!r} is not a valid peer id") from exc
+
+
+def _check_protocol(protocol: str) -> None:
+    if not isinstance(protocol, str) or not protocol.startswith("/") or len(protocol) > 256:
+        raise ValueError("a protocol id is a string starting with '/', e.g. /chat/1.0.0")
+    if protocol == "/p2p-webapp/1.0.0":
+        raise ValueError("/p2p-webapp/1.0.0 is reserved for file exchange")
+
+
+def _direction(conn: INetConn) -> str:
+    direction = getattr(conn, "direction", None)
+    name = getattr(direction, "name", str(direction or "unknown"))
+    return name.lower()
+
+
+def new_peer(config: PeerConfig | None = None, emit: EventSink | None = None,
+             key_pair: KeyPair | None = None, **kwargs: Any) -> Peer:
+    return Peer(key_pair or identity.generate(), config, emit, **kwargs)

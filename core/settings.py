@@ -1,0 +1,85 @@
+"""User settings, kept as TOML in the profile so people can read and edit them by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+log = logging.getLogger(__name__)
+
+# The public IPFS bootstrap peers, as kubo and go-libp2p-kad-dht ship them.
+DEFAULT_BOOTSTRAP = [
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+]
+
+
+@dataclass
+class Settings:
+    listen_port: int = 0
+    """TCP port on every interface; 0 lets the system choose one."""
+    listen_addrs: list[str] = field(default_factory=list)
+    """Explicit listen multiaddrs; when set they replace ``listen_port``."""
+    bootstrap: list[str] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP))
+    mdns: bool = True
+    file_update_topic: str = ""
+    conn_low_water: int = 100
+    conn_high_water: int = 400
+    notifications: bool = True
+
+    def effective_listen_addrs(self) -> list[str]:
+        if self.listen_addrs:
+            return list(self.listen_addrs)
+        return [f"/ip4/0.0.0.0/tcp/{self.listen_port}"]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Unknown keys are ignored and wrong types fall back to defaults: a hand-edited file
+        must never keep the app from starting."""
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value, default = data[f.name], getattr(defaults, f.name)
+            if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+                value, type(default)
+            ):
+                log.warning("settings: ignoring %s=%r (expected %s)", f.name, value,
+                            type(default).__name__)
+                continue
+            if isinstance(default, list):
+                value = [str(v) for v in value]
+            values[f.name] = value
+        return cls(**values)
+
+
+def load(path: Path) -> Settings:
+    try:
+        with path.open("rb") as fh:
+            return Settings.from_dict(tomllib.load(fh))
+    except FileNotFoundError:
+        return Settings()
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        log.error("settings file %s is unreadable (%s); using defaults", path, exc)
+        return Settings()
+
+
+def save(settings: Settings, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        tomli_w.dump(dataclasses.asdict(settings), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,208 @@
+"""GossipSub topics: subscribe, publish, membership and live monitoring.
+
+Settings follow p2p-webapp (D=6, Dlo=5, Dhi=12, heartbeat 500 ms) and fix py-libp2p's traps:
+its 120 s default heartbeat, its spam limit that silently drops a user's 11th message in a
+second, and per-peer outbound queues of 32 RPCs that drop on overflow — publishing waits for
+room in those queues instead of losing messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.abc import IHost, ISubscriptionAPI
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+
+from . import libp2p_compat as compat
+from .events import EventSink, PeerChange, TopicData
+from .framing import dumps
+
+log = logging.getLogger(__name__)
+
+MESHSUB_PROTOCOLS = ["/meshsub/1.2.0", "/meshsub/1.1.0", "/meshsub/1.0.0"]
+HEARTBEAT = 0.5
+MAX_MESSAGE = 1024 * 1024
+
+
+def make_router() -> GossipSub:
+    return GossipSub(
+        protocols=MESHSUB_PROTOCOLS,
+        degree=6,
+        degree_low=5,
+        degree_high=12,
+        heartbeat_interval=HEARTBEAT,  # type: ignore[arg-type]  (typed int, used as seconds)
+        heartbeat_initial_delay=0.05,
+        do_px=True,
+        spam_protection_enabled=False,
+    )
+
+
+def make_pubsub(host: IHost, router: GossipSub) -> Pubsub:
+    return Pubsub(host, router, strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE + 64 * 1024)
+
+
+@dataclass
+class TopicStats:
+    """What the topic monitor shows: who is there since when, and how busy the topic is."""
+
+    members: dict[str, float] = field(default_factory=dict)
+    messages: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def rate(self, window: float = 10.0) -> float:
+        cutoff = time.monotonic() - window
+        return sum(1 for t in self.recent if t >= cutoff) / window
+
+
+class Topics:
+    """Owns the node's subscriptions; one task per subscription drains it promptly."""
+
+    def __init__(
+        self,
+        host: IHost,
+        pubsub: Pubsub,
+        router: GossipSub,
+        emit: EventSink,
+        on_subscribed: Callable[[str], None] | None = None,
+        on_unsubscribed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.pubsub = pubsub
+        self.router = router
+        self.emit = emit
+        self.on_subscribed = on_subscribed
+        self.on_unsubscribed = on_unsubscribed
+        self._subs: dict[str, trio.CancelScope] = {}
+        self._monitored: set[str] = set()
+        self._stats: dict[str, TopicStats] = {}
+        self._lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._membership_loop)
+            task_status.started()
+            await trio.sleep_forever()
+
+    @property
+    def subscribed(self) -> list[str]:
+        return sorted(self._subs)
+
+    @property
+    def monitored(self) -> list[str]:
+        return sorted(self._monitored)
+
+    async def subscribe(self, topic: str, mesh_wait: float = 5.0) -> None:
+        """Idempotent. Returns once a mesh peer is there (plus one heartbeat) or after
+        ``mesh_wait`` seconds, as p2p-webapp does, so a publish right after reaches someone."""
+        _check_topic(topic)
+        assert self._nursery is not None
+        async with self._lock:
+            if topic in self._subs:
+                return
+            sub = await self.pubsub.subscribe(topic)
+            scope = trio.CancelScope()
+            self._subs[topic] = scope
+            self._stats_for(topic)
+            self._nursery.start_soon(self._drain, topic, sub, scope)
+        if self.on_subscribed:
+            self.on_subscribed(topic)
+        with trio.move_on_after(mesh_wait):
+            while not compat.mesh_peers(self.router, topic):
+                await trio.sleep(0.05)
+            await trio.sleep(HEARTBEAT)
+
+    async def unsubscribe(self, topic: str) -> None:
+        async with self._lock:
+            scope = self._subs.pop(topic, None)
+            if scope is None:
+                return
+            scope.cancel()
+            await self.pubsub.unsubscribe(topic)
+        if self.on_unsubscribed:
+            self.on_unsubscribed(topic)
+
+    async def publish(self, topic: str, value: Any) -> None:
+        _check_topic(topic)
+        data = dumps(value)
+        if len(data) > MAX_MESSAGE:
+            raise ValueError(f"message of {len(data)} bytes exceeds the 1 MiB topic limit")
+        # Pace on the fullest outbound queue: py-libp2p drops RPCs pushed onto a full one.
+        for _ in range(2000):
+            longest, capacity = compat.max_outbound_queue(self.pubsub)
+            if longest < capacity // 2:
+                break
+            await trio.sleep(0.002)
+        await self.pubsub.publish(topic, data)
+
+    def peers(self, topic: str) -> list[str]:
+        me = self.host.get_id()
+        return sorted(str(p) for p in compat.topic_peers(self.pubsub, topic) if p != me)
+
+    def monitor(self, topic: str) -> None:
+        _check_topic(topic)
+        self._monitored.add(topic)
+        self._stats_for(topic)
+
+    def stop_monitor(self, topic: str) -> None:
+        self._monitored.discard(topic)
+
+    def stats(self, topic: str) -> TopicStats | None:
+        return self._stats.get(topic)
+
+    def _stats_for(self, topic: str) -> TopicStats:
+        stats = self._stats.get(topic)
+        if stats is None:
+            now = time.time()
+            stats = self._stats[topic] = TopicStats(
+                members={p: now for p in self.peers(topic)})
+        return stats
+
+    async def _drain(self, topic: str, sub: ISubscriptionAPI, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                msg = await sub.get()
+                try:
+                    value = json.loads(msg.data)
+                except (ValueError, UnicodeDecodeError):
+                    log.warning("topic %s: dropped a non-JSON message", topic)
+                    continue
+                try:
+                    sender = str(ID(msg.from_id))
+                except Exception:
+                    continue
+                stats = self._stats_for(topic)
+                stats.messages += 1
+                stats.recent.append(time.monotonic())
+                self.emit(TopicData(topic, sender, value))
+
+    async def _membership_loop(self) -> None:
+        """No join/leave events exist in py-libp2p: compare each watched topic's peers every
+        second, as p2p-webapp does."""
+        while True:
+            await trio.sleep(1.0)
+            for topic in set(self._subs) | self._monitored:
+                stats = self._stats_for(topic)
+                now_peers = set(self.peers(topic))
+                before = set(stats.members)
+                for peer in sorted(now_peers - before):
+                    stats.members[peer] = time.time()
+                    self.emit(PeerChange(topic, peer, True))
+                for peer in sorted(before - now_peers):
+                    del stats.members[peer]
+                    self.emit(PeerChange(topic, peer, False))
+
+
+def _check_topic(topic: str) -> None:
+    if not isinstance(topic, str) or not topic or len(topic) > 1024:
+        raise ValueError("a topic is a non-empty string of at most 1024 characters")
