@@ -18,6 +18,8 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from . import libp2p_compat as compat
+
 log = logging.getLogger(__name__)
 
 TAG = "connected"
@@ -153,8 +155,14 @@ class Contacts:
                 nursery.start_soon(self._redial, peer)
 
     async def _redial(self, peer: ID) -> None:
+        try:
+            await self._try_redial(peer)
+        except Exception:
+            log.exception("redialling contact %s failed", peer)
+
+    async def _try_redial(self, peer: ID) -> None:
         addrs = list(self._contacts.get(peer, []))
-        addrs += [a for a in self.host.get_peerstore().addrs(peer) if a not in addrs]
+        addrs += [a for a in compat.known_addrs(self.host, peer) if a not in addrs]
         if addrs and await self.dial(PeerInfo(peer, addrs)):
             return
         now = time.monotonic()

@@ -324,7 +324,7 @@ class DirectMessaging:
             await ch.wait_change()
         if ch.unreachable:
             try:
-                addrs = self.host.get_peerstore().addrs(ch.peer)
+                addrs = compat.known_addrs(self.host, ch.peer)
                 compat.forget_dial_failure(self.host, ch.peer)
                 with trio.fail_after(self.config.open_timeout):
                     await self.host.connect(PeerInfo(ch.peer, addrs))

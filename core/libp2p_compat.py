@@ -168,3 +168,11 @@ def forget_dial_failure(host: IHost, peer: ID) -> None:
     unblock = getattr(network, "unblock_peer", None)
     if unblock is not None:
         unblock(peer)
+
+
+def known_addrs(host: IHost, peer: ID) -> list[multiaddr.Multiaddr]:
+    """The peerstore raises for a peer it has never heard of, instead of answering []."""
+    try:
+        return list(host.get_peerstore().addrs(peer))
+    except Exception:
+        return []
