@@ -19,6 +19,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from . import libp2p_compat as compat
+from .identity import parse_peer_id
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,12 @@ def parse_contact(entry: str) -> ParsedContact:
     if entry.startswith("/"):
         try:
             addr = multiaddr.Multiaddr(entry)
-            peer = ID.from_base58(addr.get_peer_id() or "")
+            peer = parse_peer_id(addr.get_peer_id() or "")
         except Exception as exc:
             raise ValueError(f"{entry!r} is not a multiaddr with a /p2p/ peer id") from exc
         transport = entry.split("/p2p/")[0]
         return ParsedContact(peer, [multiaddr.Multiaddr(transport)] if transport else [])
-    try:
-        peer = ID.from_base58(entry)
-        if not entry or peer.to_base58() != entry:
-            raise ValueError
-    except Exception as exc:
-        raise ValueError(f"{entry!r} is not a valid peer id") from exc
-    return ParsedContact(peer, [])
+    return ParsedContact(parse_peer_id(entry), [])
 
 
 class Contacts:

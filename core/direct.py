@@ -165,10 +165,12 @@ class DirectMessaging:
             task_status.started()
             await trio.sleep_forever()
 
-    def start_protocol(self, protocol: str) -> None:
-        if protocol not in self.started:
-            self.started.add(protocol)
-            self.host.set_stream_handler(protocol, self._on_inbound_stream)
+    def start_protocol(self, protocol: str) -> bool:
+        if protocol in self.started:
+            return False
+        self.started.add(protocol)
+        self.host.set_stream_handler(protocol, self._on_inbound_stream)
+        return True
 
     def stop_protocol(self, protocol: str) -> None:
         if protocol in self.started:

@@ -95,3 +95,18 @@ def load_or_create(path: Path) -> KeyPair:
     key_pair = generate()
     save(key_pair, path)
     return key_pair
+
+
+def parse_peer_id(text: str) -> ID:
+    """A peer id is a base58 multihash (identity for Ed25519 keys, sha2-256 for RSA); base58
+    alone accepts words like ``nope``, so check the multihash inside too."""
+    if not isinstance(text, str) or not 8 <= len(text) <= 128:
+        raise ValueError(f"{text!r} is not a valid peer id")
+    try:
+        peer = ID.from_base58(text)
+        raw = peer.to_bytes()
+    except Exception as exc:
+        raise ValueError(f"{text!r} is not a valid peer id") from exc
+    if len(raw) < 2 or raw[0] not in (0x00, 0x12) or raw[1] != len(raw) - 2:
+        raise ValueError(f"{text!r} is not a valid peer id")
+    return peer

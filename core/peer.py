@@ -299,16 +299,17 @@ class Peer:
 
     # -- direct messages ----------------------------------------------------------------------
 
-    def start_protocol(self, protocol: str) -> None:
+    def start_protocol(self, protocol: str) -> bool:
+        """Returns False if the protocol was already started."""
         _check_protocol(protocol)
-        self.direct.start_protocol(protocol)
+        return self.direct.start_protocol(protocol)
 
     def stop_protocol(self, protocol: str) -> None:
         self.direct.stop_protocol(protocol)
 
     def enqueue(self, peer: str, protocol: str, value: Any) -> Outgoing:
         _check_protocol(protocol)
-        return self.direct.enqueue(_peer_id(peer), protocol, value)
+        return self.direct.enqueue(identity.parse_peer_id(peer), protocol, value)
 
     async def send(self, peer: str, protocol: str, value: Any) -> str:
         msg = self.enqueue(peer, protocol, value)
@@ -390,16 +391,12 @@ class Peer:
         self._nursery.start_soon(self.dial, info)
 
 
-def _peer_id(text: str) -> ID:
-    try:
-        return ID.from_base58(text)
-    except Exception as exc:
-        raise ValueError(f"{text!r} is not a valid peer id") from exc
-
-
 def _check_protocol(protocol: str) -> None:
-    if not isinstance(protocol, str) or not protocol.startswith("/") or len(protocol) > 256:
-        raise ValueError("a protocol id is a string starting with '/', e.g. /chat/1.0.0")
+    """p2p-webapp apps use bare names like ``chat`` as well as ``/chat/1.0.0``; multistream
+    only forbids what would break its newline-delimited negotiation."""
+    if (not isinstance(protocol, str) or not protocol or len(protocol) > 256
+            or any(c in protocol for c in "\r\n\0")):
+        raise ValueError("a protocol id is a non-empty string such as /chat/1.0.0")
     if protocol == "/p2p-webapp/1.0.0":
         raise ValueError("/p2p-webapp/1.0.0 is reserved for file exchange")
 

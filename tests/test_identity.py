@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import stat
 
+import base58
 import pytest
 
 from core import identity
@@ -23,13 +24,20 @@ def test_export_is_go_format_and_round_trips() -> None:
     assert identity.export_key(again) == text
 
 
-def test_go_key_vector_gives_the_go_peer_id() -> None:
-    # seed = 32 × 0x01; go-libp2p: crypto.UnmarshalEd25519PrivateKey(seed‖pub) → peer id.
-    seed = bytes([1]) * 32
-    kp = identity.from_seed(seed)
-    go_text = base64.b64encode(b"\x08\x01\x12\x40" + seed + kp.public_key.to_bytes()).decode()
-    assert str(identity.peer_id(identity.import_key(go_text))) == str(identity.peer_id(kp))
-    assert str(identity.peer_id(kp)).startswith("12D3KooW")
+def test_go_key_gives_the_peer_id_go_derives() -> None:
+    """Derive the expected id independently of py-libp2p: the public key from the
+    ``cryptography`` package, the id as go does it — base58 of the identity multihash of the
+    protobuf ``PublicKey{Type=Ed25519, Data=pub}``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    seed = bytes(range(32))
+    pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
+    go_text = base64.b64encode(b"\x08\x01\x12\x40" + seed + pub).decode()
+    expected = base58.b58encode(b"\x00\x24\x08\x01\x12\x20" + pub).decode()
+    assert str(identity.peer_id(identity.import_key(go_text))) == expected
+    assert expected.startswith("12D3KooW")
 
 
 def test_py_libp2p_seed_only_form_is_accepted() -> None:
@@ -63,3 +71,15 @@ def test_profile_key_is_private_and_stable(tmp_path) -> None:
     profile.replace_identity(other)
     assert identity.peer_id(profile.key_pair()) == identity.peer_id(other)
     assert stat.S_IMODE(profile.key_path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("text", ["nope", "", "12D3KooW", "Qm" + "1" * 44])
+def test_parse_peer_id_refuses_non_ids(text: str) -> None:
+    with pytest.raises(ValueError):
+        identity.parse_peer_id(text)
+
+
+def test_parse_peer_id_accepts_ed25519_and_rsa_forms() -> None:
+    for text in ["12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+                 "QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN"]:
+        assert str(identity.parse_peer_id(text)) == text

@@ -1,0 +1,78 @@
+"""``peerdesk serve``: the core without a window, driving p2p-webapp web apps over WebSocket."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from . import __version__
+from .manager import PeerManager
+from .peer import PeerConfig
+from .profile import Profile
+from .wsapi import WsApi
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    data_dir: Path | None = None
+    ws_port: int = 0
+    listen: list[str] = field(default_factory=list)
+    bootstrap: list[str] = field(default_factory=list)
+    no_bootstrap: bool = False
+    no_mdns: bool = False
+
+
+def peer_config(profile: Profile, options: ServeOptions) -> PeerConfig:
+    """Settings from the profile, overridden by what the command line says."""
+    settings = profile.load_settings()
+    if options.no_bootstrap:
+        bootstrap: list[str] = []
+    elif options.bootstrap:
+        bootstrap = list(options.bootstrap)
+    else:
+        bootstrap = list(settings.bootstrap)
+    return PeerConfig(
+        listen_addrs=list(options.listen) or settings.effective_listen_addrs(),
+        bootstrap=bootstrap,
+        mdns=settings.mdns and not options.no_mdns,
+        low_water=settings.conn_low_water,
+        high_water=settings.conn_high_water,
+        file_update_topic=settings.file_update_topic,
+    )
+
+
+async def serve(options: ServeOptions) -> None:
+    profile = Profile.open(options.data_dir)
+    manager = PeerManager(peer_config(profile, options))
+    api = WsApi(manager)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            port = await nursery.start(api.serve, "127.0.0.1", options.ws_port)
+            ready = {"event": "ready", "ws": f"ws://127.0.0.1:{port}/ws",
+                     "version": __version__, "data_dir": str(profile.root)}
+            print(json.dumps(ready), flush=True)
+            async for signum in signals:
+                log.info("received %s; shutting down", signal.Signals(signum).name)
+                break
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await manager.close()
+            nursery.cancel_scope.cancel()
+    print(json.dumps({"event": "stopped"}), flush=True)
+
+
+def run(options: ServeOptions) -> int:
+    try:
+        trio.run(serve, options)
+    except OSError as exc:
+        print(f"peerdesk serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

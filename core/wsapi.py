@@ -1,0 +1,344 @@
+"""p2p-webapp's local WebSocket JSON API (wire-protocol.md §9), so its web apps run unchanged.
+
+Envelope: ``{"requestid", "method", "params", "result", "error": {"code", "message"},
+"isresponse"}``. Each connection gets one peer (method ``peer``); closing the socket removes it.
+
+Where we differ from the Go server, on purpose and invisibly to its client library:
+``send`` is answered only once the remote peer acked (then the ``ack`` push) or delivery failed
+(an error response, plus a ``sendFailed`` push that old clients ignore); malformed JSON gets an
+error response instead of silence. Requests are handled in order, but a ``send`` waiting for its
+ack or a ``subscribe`` waiting for the mesh runs on its own, holding up nothing behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from . import __version__, identity
+from .direct import DeliveryFailed
+from .events import Delivery, Event, PeerChange, PeerData, TopicData
+from .manager import PeerInUse, PeerManager
+from .peer import Peer
+
+log = logging.getLogger(__name__)
+
+MAX_WS_MESSAGE = 64 * 1024 * 1024
+OUTBOX = 10_000
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def _str(params: dict[str, Any], name: str, *, optional: bool = False) -> str:
+    value = params.get(name)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str) or (not value and not optional):
+        raise _bad(f"invalid params: {name} must be a non-empty string")
+    return value
+
+
+def _str_list(params: dict[str, Any], name: str) -> list[str]:
+    value = params.get(name)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(f"invalid params: {name} must be a list of strings")
+    return value
+
+
+class WsApi:
+    """Serves ``ws://HOST:PORT/ws``; every connection becomes a ``Session``."""
+
+    def __init__(self, manager: PeerManager) -> None:
+        self.manager = manager
+        self.sessions: set[Session] = set()
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_websocket(
+                    self._handle, host, port, None, handler_nursery=nursery,
+                    max_message_size=MAX_WS_MESSAGE, task_status=task_status))
+            task_status.started(server.port)
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        if request.path.split("?")[0] not in ("/ws", "/ws/"):
+            await request.reject(404, body=b"the WebSocket API is at /ws\n")
+            return
+        conn = await request.accept()
+        session = Session(conn, self.manager)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+
+class Session:
+    def __init__(self, conn: WebSocketConnection, manager: PeerManager) -> None:
+        self.conn = conn
+        self.manager = manager
+        self.peer: Peer | None = None
+        self._push_id = 0
+        self._out_send, self._out_recv = trio.open_memory_channel[str](OUTBOX)
+        self._nursery: trio.Nursery | None = None
+        self._methods: dict[str, Callable[[int, dict[str, Any]], Awaitable[Any]]] = {
+            "peer": self._peer,
+            "start": self._start,
+            "stop": self._stop,
+            "send": self._send,
+            "subscribe": self._subscribe,
+            "publish": self._publish,
+            "unsubscribe": self._unsubscribe,
+            "listpeers": self._listpeers,
+            "addpeers": self._addpeers,
+            "removepeers": self._removepeers,
+            "monitor": self._monitor,
+            "stopmonitor": self._stopmonitor,
+            "connect": self._connect,
+            "info": self._info,
+        }
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.peer is not None:
+                self.peer.remove_sink(self._on_event)
+                with trio.CancelScope(shield=True):
+                    await self.manager.remove_peer(str(self.peer.peer_id))
+
+    async def _reader(self) -> None:
+        assert self._nursery is not None
+        while True:
+            try:
+                text = await self.conn.get_message()
+            except ConnectionClosed:
+                return
+            try:
+                msg = json.loads(text)
+                if not isinstance(msg, dict):
+                    raise ValueError("a request is a JSON object")
+            except (ValueError, UnicodeDecodeError) as exc:
+                self._respond(-1, error=_bad(f"malformed JSON: {exc}"))
+                continue
+            request_id = msg.get("requestid")
+            if not isinstance(request_id, int) or isinstance(request_id, bool):
+                self._respond(-1, error=_bad("requestid must be an integer"))
+                continue
+            if msg.get("isresponse"):
+                continue  # clients may answer our pushes; nothing waits for that
+            await self._dispatch(request_id, msg.get("method"), msg.get("params"))
+
+    async def _dispatch(self, request_id: int, method: Any, params: Any) -> None:
+        handler = self._methods.get(method) if isinstance(method, str) else None
+        if handler is None:
+            self._respond(request_id, error=_bad(f"unknown method: {method}"))
+            return
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            self._respond(request_id, error=_bad("invalid params"))
+            return
+        try:
+            result = await handler(request_id, params)
+        except ApiError as exc:
+            self._respond(request_id, error=exc)
+        except ValueError as exc:
+            self._respond(request_id, error=_bad(str(exc)))
+        except Exception as exc:
+            log.exception("%s failed", method)
+            self._respond(request_id, error=ApiError(500, str(exc) or type(exc).__name__))
+        else:
+            if result is not _DEFERRED:
+                self._respond(request_id, result)
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _respond(self, request_id: int, result: Any = None, *, error: ApiError | None = None
+                 ) -> None:
+        msg: dict[str, Any] = {"requestid": request_id, "isresponse": True}
+        if error is not None:
+            msg["error"] = {"code": error.code, "message": error.message}
+        else:
+            msg["result"] = result
+        self._queue(msg)
+
+    def _push(self, method: str, params: dict[str, Any]) -> None:
+        self._queue({"requestid": self._push_id, "method": method, "params": params,
+                     "isresponse": False})
+        self._push_id += 1
+
+    def _queue(self, msg: dict[str, Any]) -> None:
+        try:
+            self._out_send.send_nowait(json.dumps(msg, separators=(",", ":")))
+        except trio.WouldBlock:
+            log.error("WebSocket client is not reading; closing it")
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+
+    async def _writer(self) -> None:
+        async for text in self._out_recv:
+            try:
+                await self.conn.send_message(text)
+            except ConnectionClosed:
+                return
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, PeerData):
+            self._push("peerData", {"peer": event.peer, "protocol": event.protocol,
+                                    "data": event.data})
+        elif isinstance(event, TopicData):
+            self._push("topicData", {"topic": event.topic, "peerid": event.peer,
+                                     "data": event.data})
+        elif isinstance(event, PeerChange):
+            self._push("peerChange", {"topic": event.topic, "peerid": event.peer,
+                                      "joined": event.joined})
+        elif isinstance(event, Delivery):
+            pass  # answered per request in _send, which knows the client's ack number
+
+    # -- methods ------------------------------------------------------------------------------
+
+    def _require_peer(self) -> Peer:
+        if self.peer is None:
+            raise ApiError(404, "no peer on this connection yet: call peer first")
+        return self.peer
+
+    async def _peer(self, _rid: int, params: dict[str, Any]) -> Any:
+        if self.peer is not None:
+            raise ApiError(500, "peer already initialized")
+        key_text = _str(params, "peerkey", optional=True)
+        root = _str(params, "rootDirectory", optional=True)
+        if root:
+            log.info("rootDirectory %s requested; file trees are not served yet", root)
+        try:
+            key_pair = identity.import_key(key_text) if key_text else identity.generate()
+        except identity.IdentityError as exc:
+            raise _bad(f"invalid peerkey: {exc}") from exc
+        try:
+            self.peer = await self.manager.create_peer(key_pair, self._on_event)
+        except PeerInUse as exc:
+            raise ApiError(500, f"duplicate peer: {exc}") from exc
+        return {"peerid": str(self.peer.peer_id), "peerkey": identity.export_key(key_pair),
+                "version": __version__}
+
+    async def _start(self, _rid: int, params: dict[str, Any]) -> Any:
+        protocol = _str(params, "protocol")
+        if not self._require_peer().start_protocol(protocol):
+            raise ApiError(500, f"already started protocol: {protocol}")
+        return None
+
+    async def _stop(self, _rid: int, params: dict[str, Any]) -> Any:
+        self._require_peer().stop_protocol(_str(params, "protocol"))
+        return None
+
+    async def _send(self, request_id: int, params: dict[str, Any]) -> Any:
+        peer = self._require_peer()
+        target, protocol = _str(params, "peer"), _str(params, "protocol")
+        if "data" not in params:
+            raise _bad("invalid params: data is missing")
+        ack = params.get("ack", -1)
+        if not isinstance(ack, int) or isinstance(ack, bool):
+            raise _bad("invalid params: ack must be an integer")
+        msg = peer.enqueue(target, protocol, params["data"])  # in request order
+
+        async def outcome() -> None:
+            try:
+                await msg.wait()
+            except DeliveryFailed as exc:
+                self._push("sendFailed", {"ack": ack, "peer": target, "protocol": protocol,
+                                          "error": str(exc)})
+                self._respond(request_id, error=ApiError(500, str(exc)))
+                return
+            if ack >= 0:
+                self._push("ack", {"ack": ack})
+            self._respond(request_id, None)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(outcome)
+        return _DEFERRED
+
+    async def _subscribe(self, request_id: int, params: dict[str, Any]) -> Any:
+        peer = self._require_peer()
+        topic = _str(params, "topic")
+
+        async def subscribe() -> None:
+            try:
+                await peer.subscribe(topic)
+                peer.monitor(topic)
+            except ValueError as exc:
+                self._respond(request_id, error=_bad(str(exc)))
+            except Exception as exc:
+                self._respond(request_id, error=ApiError(500, str(exc)))
+            else:
+                self._respond(request_id, None)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(subscribe)
+        return _DEFERRED
+
+    async def _publish(self, _rid: int, params: dict[str, Any]) -> Any:
+        if "data" not in params:
+            raise _bad("invalid params: data is missing")
+        await self._require_peer().publish(_str(params, "topic"), params["data"])
+        return None
+
+    async def _unsubscribe(self, _rid: int, params: dict[str, Any]) -> Any:
+        peer = self._require_peer()
+        topic = _str(params, "topic")
+        await peer.unsubscribe(topic)
+        peer.stop_monitor(topic)
+        return None
+
+    async def _listpeers(self, _rid: int, params: dict[str, Any]) -> Any:
+        return {"peers": self._require_peer().list_peers(_str(params, "topic"))}
+
+    async def _addpeers(self, _rid: int, params: dict[str, Any]) -> Any:
+        errors = self._require_peer().add_peers(_str_list(params, "peerIds"))
+        for entry, why in errors.items():
+            log.warning("addpeers: skipped %s: %s", entry, why)
+        return None
+
+    async def _removepeers(self, _rid: int, params: dict[str, Any]) -> Any:
+        self._require_peer().remove_peers(_str_list(params, "peerIds"))
+        return None
+
+    async def _monitor(self, _rid: int, params: dict[str, Any]) -> Any:
+        self._require_peer().monitor(_str(params, "topic"))
+        return None
+
+    async def _stopmonitor(self, _rid: int, params: dict[str, Any]) -> Any:
+        self._require_peer().stop_monitor(_str(params, "topic"))
+        return None
+
+    async def _connect(self, _rid: int, params: dict[str, Any]) -> Any:
+        try:
+            return {"peerid": await self._require_peer().connect(_str(params, "addr"))}
+        except ConnectionError as exc:
+            raise ApiError(500, str(exc)) from exc
+
+    async def _info(self, _rid: int, params: dict[str, Any]) -> Any:
+        return self._require_peer().info()
+
+
+_DEFERRED = object()
+"""A handler's result meaning "the response is sent later by a task of its own"."""
+

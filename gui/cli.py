@@ -1,0 +1,57 @@
+"""The ``peerdesk`` command. Imports nothing from Qt until a window is really wanted, so
+``peerdesk serve`` runs on machines without a display."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from core import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peerdesk", description="A desktop libp2p peer.")
+    parser.add_argument("--version", action="version", version=f"peerdesk {__version__}")
+    parser.add_argument("--data-dir", type=Path, help="profile folder (default: per-user app data)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-vv includes py-libp2p's own)")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run headless with p2p-webapp's WebSocket API")
+    serve.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
+    serve.add_argument("--ws-port", type=int, default=0, help="WebSocket port (0 = any free)")
+    serve.add_argument("--listen", action="append", default=[], metavar="MULTIADDR",
+                       help="libp2p listen address (repeatable)")
+    serve.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                       help="DHT bootstrap peer (repeatable; replaces the configured list)")
+    serve.add_argument("--no-bootstrap", action="store_true", help="do not join the public DHT")
+    serve.add_argument("--no-mdns", action="store_true", help="no LAN discovery")
+    serve.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
+    return parser
+
+
+def setup_logging(verbosity: int) -> None:
+    from core.libp2p_compat import quiet_library_logging
+
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_library_logging(logging.DEBUG if verbosity >= 3 else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.command == "serve":
+        from core.serve import ServeOptions, run
+
+        return run(ServeOptions(
+            data_dir=args.data_dir, ws_port=args.ws_port, listen=args.listen,
+            bootstrap=args.bootstrap, no_bootstrap=args.no_bootstrap, no_mdns=args.no_mdns))
+    _parser().print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
