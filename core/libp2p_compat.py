@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import libp2p
 import multiaddr
+import trio
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
@@ -20,6 +21,7 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -176,3 +178,22 @@ def known_addrs(host: IHost, peer: ID) -> list[multiaddr.Multiaddr]:
         return list(host.get_peerstore().addrs(peer))
     except Exception:
         return []
+
+
+async def resync_subscriptions(pubsub: Pubsub, peer: ID, timeout: float = 10.0) -> None:
+    """Pubsub builds a new peer's hello packet *before* registering the peer's stream; a topic
+    joined between the two is announced to everyone but that peer, which then never learns
+    of it (seen with peers that connect and subscribe at once). Once the stream is registered,
+    announce every current subscription to that peer again; receivers treat repeats as no-ops.
+    """
+    try:
+        await pubsub.wait_for_peer(peer, timeout=timeout)
+    except trio.TooSlowError:
+        return
+    topics = list(pubsub.topic_ids)
+    queue = pubsub.peer_queues.get(peer)
+    if not topics or queue is None:
+        return
+    packet = rpc_pb2.RPC()
+    packet.subscriptions.extend(rpc_pb2.RPC.SubOpts(subscribe=True, topicid=t) for t in topics)
+    queue.push(packet, priority=True)

@@ -234,6 +234,8 @@ class Peer:
             self._emit(PeerConnected(str(peer), addr, _direction(conn)))
         if self._nursery is not None:
             self._nursery.start_soon(self.dht.add_peer, peer)
+            if first:
+                self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
 
     def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id

@@ -118,9 +118,16 @@ class Topics:
         if self.on_subscribed:
             self.on_subscribed(topic)
         with trio.move_on_after(mesh_wait):
-            while not compat.mesh_peers(self.router, topic):
+            while not self._has_route(topic):
                 await trio.sleep(0.05)
             await trio.sleep(HEARTBEAT)
+
+    def _has_route(self, topic: str) -> bool:
+        """A mesh peer, or a direct peer in the topic (direct peers are never in the mesh but
+        always get our messages)."""
+        if compat.mesh_peers(self.router, topic):
+            return True
+        return bool(compat.topic_peers(self.pubsub, topic) & set(self.router.direct_peers))
 
     async def unsubscribe(self, topic: str) -> None:
         async with self._lock:
