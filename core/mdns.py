@@ -4,7 +4,8 @@ What goes over the wire (wire-protocol.md §6), exactly as go-libp2p + libp2p/ze
 
 - service name `p2p-webapp.local.` (go: `NewMdnsService(host, "p2p-webapp", …)`, domain `local`)
   — NOT the libp2p default `_p2p._udp.local.`;
-- instance `<name>.p2p-webapp.local.`, `<name>` 32-63 random characters of `[a-z0-9]`;
+- instance `<name>.p2p-webapp.local.`, `<name>` random `[a-z0-9]` (go: 32-63 characters; ours
+  32-52, python-zeroconf's limit — go accepts any);
 - PTR `p2p-webapp.local.` → instance; SRV instance → `<name>.local.` port 4001 (go passes a
   fixed 4001: "libp2p only uses the TXT records"); A/AAAA `<name>.local.` → the first IPv4 and
   the first IPv6 address of our listen addresses (go's browser drops entries without any A/AAAA);
@@ -377,6 +378,7 @@ class _Listener(RecordUpdateListener):
         if zc is None or now - self._asked.get(key, -1e9) < 1.0:
             return
         self._remember(self._asked, key, now)
+        log.debug("mDNS: %s came without TXT; asking for it", instance)
         out = DNSOutgoing(_FLAGS_QUERY)
         out.add_question(DNSQuestion(instance, _TYPE_TXT, _CLASS_IN))
         out.add_question(DNSQuestion(instance, _TYPE_SRV, _CLASS_IN))
@@ -474,7 +476,6 @@ class Mdns:
         self._reports: queue.SimpleQueue[tuple[str, list[str]] | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
-        self._zc: Zeroconf | None = None
         self._info: ServiceInfo | None = None
         self._announced: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._last_addrs: tuple[str, ...] | None = None
@@ -518,14 +519,16 @@ class Mdns:
             self._stopped = True
         self._stop.set()
         self._reports.put(None)
-        deadline = time.monotonic() + timeout
         current = threading.current_thread()
-        for thread in (self._worker, self._dispatcher):
-            if thread is None or thread is current:
-                continue
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.warning("mDNS: %s did not stop within %.1f s", thread.name, timeout)
+        worker, dispatcher = self._worker, self._dispatcher
+        if worker is not None and worker is not current:
+            worker.join(timeout)
+            if worker.is_alive():
+                log.warning("mDNS: zeroconf did not shut down within %.1f s", timeout)
+        if dispatcher is not None and dispatcher is not current:
+            # It only waits for (or sits in) a caller's callback; it makes no further calls, so
+            # do not block long on it: the callback may itself be waiting for our caller.
+            dispatcher.join(min(timeout, 0.5))
 
     # -- called by the listener (zeroconf loop thread) -------------------------------------------
 
@@ -558,7 +561,6 @@ class Mdns:
         except Exception:
             log.exception("mDNS: cannot open multicast sockets; LAN discovery is off")
             return
-        self._zc = zc
         try:
             zc.add_listener(self._listener, None)
             self._loop(zc, initial)
