@@ -11,7 +11,6 @@ whatever machine runs it.
 from __future__ import annotations
 
 import argparse
-import statistics
 import struct
 import sys
 import time
@@ -22,9 +21,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.events import Event, TopicData  # noqa: E402
-from core.libp2p_compat import quiet_library_logging  # noqa: E402
-from core.peer import PeerConfig, new_peer  # noqa: E402
+from core.events import Event, TopicData
+from core.libp2p_compat import quiet_library_logging
+from core.peer import PeerConfig, new_peer
 
 CHAT = "/bench/1.0.0"
 
@@ -120,12 +119,12 @@ async def main(count: int) -> None:
     print(f"raw TCP ping-pong           {raw_rate:10.0f} round trips/s   "
           f"p50 {pct(raw_lat, 50) * 1e3:6.3f} ms  p99 {pct(raw_lat, 99) * 1e3:6.3f} ms")
     print(f"direct messages, acked      {p['direct_rate']:10.0f} msg/s (pipelined)   "
-          f"{p['direct_rate'] / raw_rate:6.3f} × raw")
+          f"{p['direct_rate'] / raw_rate:6.3f} x raw")
     print(f"direct message round trip   "
           f"p50 {p['direct_p50'] * 1e3:6.3f} ms  p99 {p['direct_p99'] * 1e3:6.3f} ms   "
-          f"{pct(raw_lat, 50) / p['direct_p50']:6.3f} × raw (p50 speed)")
+          f"{pct(raw_lat, 50) / p['direct_p50']:6.3f} x raw (p50 speed)")
     print(f"topic messages, delivered   {p['topic_rate']:10.0f} msg/s   "
-          f"{p['topic_rate'] / raw_rate:6.3f} × raw")
+          f"{p['topic_rate'] / raw_rate:6.3f} x raw")
 
 
 if __name__ == "__main__":

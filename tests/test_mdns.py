@@ -603,3 +603,19 @@ async def test_hand_off_to_trio(loopback_multicast: None) -> None:
             await trio.to_thread.run_sync(pa.stop)
             await trio.to_thread.run_sync(pb.stop)
     assert seen == [(b, ["/ip4/127.0.0.1/tcp/41018"])]
+
+
+async def test_two_peers_find_and_connect_over_mdns_on_loopback() -> None:
+    """The whole path: announce, browse, hand over to trio, dial."""
+    from core.events import PeerConnected
+
+    from .conftest import fast_config, peer_group
+
+    def cfg():
+        return fast_config(mdns=True, mdns_interfaces=["127.0.0.1"])
+
+    async with peer_group(2, config=cfg) as [(a, ra), (b, rb)]:
+        await ra.wait_for(lambda: any(e.peer == str(b.peer_id) for e in ra.of(PeerConnected))
+                          or any(e.peer == str(a.peer_id) for e in rb.of(PeerConnected)),
+                          timeout=20)
+        assert a.info()["mdns"] is True
