@@ -58,6 +58,7 @@ def build_host(
     *,
     low_water: int = 100,
     high_water: int = 400,
+    grace_period: float = 20.0,
 ) -> IHost:
     """A host that speaks exactly what go-libp2p/p2p-webapp offers: TCP + Noise + Yamux.
 
@@ -74,6 +75,7 @@ def build_host(
         low_watermark=low_water,
         high_watermark=high_water,
         max_connections=max(high_water, low_water) + 100,
+        grace_period=grace_period,
     )
     host = new_host(
         key_pair=key_pair,

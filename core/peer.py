@@ -25,6 +25,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import identity
 from . import libp2p_compat as compat
+from .connmgr import Trimmer
 from .contacts import Contacts
 from .dht import Dht
 from .direct import DirectConfig, DirectMessaging, Outgoing
@@ -46,6 +47,8 @@ class PeerConfig:
     mdns_interfaces: list[str] | None = None
     low_water: int = 100
     high_water: int = 400
+    grace_period: float = 20.0
+    """New connections are safe from pruning for this long."""
     direct: DirectConfig = field(default_factory=DirectConfig)
     dht_ready_wait: float = 30.0
     contacts_redial: float = 5.0
@@ -91,7 +94,8 @@ class Peer:
         self.alias = alias
         self._sinks: list[EventSink] = [emit] if emit else []
         self.host = compat.build_host(
-            key_pair, low_water=self.config.low_water, high_water=self.config.high_water
+            key_pair, low_water=self.config.low_water, high_water=self.config.high_water,
+            grace_period=self.config.grace_period,
         )
         self.peer_id: ID = self.host.get_id()
         self.router = make_router()
@@ -107,6 +111,8 @@ class Peer:
             self.host, self.dial, self.dht.find_peer, contacts or {},
             save_contacts or (lambda _c: None), redial_interval=self.config.contacts_redial,
         )
+        self.trimmer = Trimmer(self.host, self.config.low_water, self.config.high_water,
+                               self.config.grace_period)
         self._ping = PingService(self.host)
         self._latency: dict[ID, float] = {}
         self._connected_since: dict[ID, float] = {}
@@ -153,6 +159,7 @@ class Peer:
                     await nursery.start(self.topics.run)
                     await nursery.start(self.dht.run)
                     await nursery.start(self.contacts.run)
+                    await nursery.start(self.trimmer.run)
                     nursery.start_soon(self._ping_loop)
                     if self.config.mdns:
                         self._start_mdns()
@@ -224,6 +231,7 @@ class Peer:
         first = peer not in self._connected_since
         self._connected_since.setdefault(peer, time.time())
         self.direct.peer_seen(peer)
+        self.trimmer.connected(peer)
         if first:
             addr = ""
             try:
@@ -236,26 +244,32 @@ class Peer:
             self._nursery.start_soon(self.dht.add_peer, peer)
             if first:
                 self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
+                self._nursery.start_soon(self._measure_latency, peer)
 
     def _on_disconnected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
         if self.host.get_network().get_connections(peer):
             return
+        self.trimmer.disconnected(peer)
         if self._connected_since.pop(peer, None) is not None:
             self._latency.pop(peer, None)
             self._emit(PeerDisconnected(str(peer)))
 
     async def _ping_loop(self) -> None:
         while True:
-            for peer in list(self.host.get_connected_peers()):
-                start = time.perf_counter()
-                try:
-                    with trio.move_on_after(5):
-                        await self._ping.ping(peer, 1)
-                        self._latency[peer] = (time.perf_counter() - start) * 1000
-                except Exception:
-                    log.debug("ping %s failed", peer, exc_info=True)
+            async with trio.open_nursery() as nursery:
+                for peer in list(self.host.get_connected_peers()):
+                    nursery.start_soon(self._measure_latency, peer)
             await trio.sleep(PING_INTERVAL)
+
+    async def _measure_latency(self, peer: ID) -> None:
+        start = time.perf_counter()
+        try:
+            with trio.move_on_after(5):
+                await self._ping.ping(peer, 1)
+                self._latency[peer] = (time.perf_counter() - start) * 1000
+        except Exception:
+            log.debug("ping %s failed", peer, exc_info=True)
 
     def info(self) -> dict[str, Any]:
         network = self.host.get_network()

@@ -56,3 +56,21 @@ async def test_saved_contacts_are_dialled_on_start() -> None:
             await rec.wait_for(lambda: rec.of(PeerConnected))
             assert a.host.get_network().is_protected(b.peer_id, TAG)
             a.stop()
+
+
+async def test_over_the_high_watermark_contacts_are_kept_and_others_pruned() -> None:
+    from .conftest import connect
+
+    def hub_config():
+        return fast_config(low_water=1, high_water=2, grace_period=0.0)
+
+    async with peer_group(1, config=hub_config) as [(hub, _)], peer_group(4) as others:
+        contact = others[0][0]
+        hub.add_peers([str(contact.peer_id)])
+        for other, _ in others:
+            await connect(other, hub)
+            await trio.sleep(0.2)  # the pruner runs when a connection arrives
+        with trio.fail_after(10):
+            while len(hub.host.get_connected_peers()) > 2:
+                await trio.sleep(0.1)
+        assert contact.peer_id in hub.host.get_connected_peers()
