@@ -59,6 +59,38 @@ class DhtReady:
 
 
 @dataclass(frozen=True)
+class PeerFiles:
+    """A file listing arrived (ours or a remote peer's): ``entries`` maps path → entry."""
+    peer: str
+    cid: str
+    entries: dict[str, dict[str, str]]
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class GotFile:
+    """The outcome of a get: ``content`` has p2p-webapp's gotFile content shape."""
+    cid: str
+    success: bool
+    content: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FilesChanged:
+    """Our own tree has a new root."""
+    root: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A long import or transfer moved on; ``total`` is 0 when unknown."""
+    op: str
+    done: int
+    total: int
+    finished: bool = False
+
+
+@dataclass(frozen=True)
 class CoreError:
     """Something the user should hear about that is not tied to one request."""
     message: str
@@ -66,6 +98,6 @@ class CoreError:
 
 Event = (
     PeerData | TopicData | PeerChange | PeerConnected | PeerDisconnected | Delivery | DhtReady
-    | CoreError
+    | PeerFiles | GotFile | FilesChanged | Progress | CoreError
 )
 EventSink = Callable[[Event], None]

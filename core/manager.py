@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import string
+from pathlib import Path
 
 import trio
 from libp2p.crypto.keys import KeyPair
@@ -70,7 +71,7 @@ class PeerManager:
         async with self._lock:
             if peer_id in self.peers:
                 raise PeerInUse(f"peer {peer_id} is already running in this process")
-            config = self._config_for_next()
+            config = self._config_for_next(peer_id)
             peer = Peer(key_pair, config, emit, alias=alias_for(self._created),
                         **peer_kwargs)  # type: ignore[arg-type]
             self._created += 1
@@ -84,14 +85,15 @@ class PeerManager:
         log.info("%s started as %s", peer.alias, peer_id)
         return peer
 
-    def _config_for_next(self) -> PeerConfig:
+    def _config_for_next(self, peer_id: str) -> PeerConfig:
         """The first peer listens where the user asked; later ones on any free port of the same
-        interfaces (one port cannot serve two hosts)."""
+        interfaces (one port cannot serve two hosts). Each identity keeps its own file store
+        under ``files_dir``, so a web app that reuses its key finds its files again."""
         base = self.config
-        if not self.peers:
-            return base
-        return PeerConfig(**{**base.__dict__,
-                             "listen_addrs": [_any_port(a) for a in base.listen_addrs]})
+        listen = base.listen_addrs if not self.peers else [_any_port(a) for a in
+                                                           base.listen_addrs]
+        files = str(Path(base.files_dir) / "peers" / peer_id) if base.files_dir else ""
+        return PeerConfig(**{**base.__dict__, "listen_addrs": listen, "files_dir": files})
 
     async def _run_peer(self, peer: Peer, *, task_status: trio.TaskStatus[None]) -> None:
         try:

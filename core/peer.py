@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import multiaddr
@@ -25,11 +26,13 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import identity
 from . import libp2p_compat as compat
+from .blockstore import BlockStore
 from .connmgr import Trimmer
 from .contacts import Contacts
 from .dht import Dht
 from .direct import DirectConfig, DirectMessaging, Outgoing
 from .events import CoreError, Event, EventSink, PeerConnected, PeerDisconnected
+from .exchange import Files
 from .topics import Topics, make_pubsub, make_router
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ class PeerConfig:
     dht_ready_wait: float = 30.0
     contacts_redial: float = 5.0
     file_update_topic: str = ""
+    files_dir: str = ""
+    """Folder of this peer's block store; empty means no file tree."""
 
 
 class _ConnectionEvents(INotifee):
@@ -122,6 +127,10 @@ class Peer:
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._mdns: Any = None
+        self.files: Files | None = None
+        if self.config.files_dir:
+            store = BlockStore(Path(self.config.files_dir) / "blocks.sqlite")
+            self.files = Files(self.host, store, self._emit, self._publish_file_notice)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -161,6 +170,8 @@ class Peer:
                     await nursery.start(self.contacts.run)
                     await nursery.start(self.trimmer.run)
                     nursery.start_soon(self._ping_loop)
+                    if self.files is not None:
+                        await nursery.start(self.files.run)
                     if self.config.mdns:
                         self._start_mdns()
                     self.running = True
@@ -174,6 +185,8 @@ class Peer:
                     await self.host.close()
         finally:
             self.running = False
+            if self.files is not None:
+                self.files.store.close()
             self.stopped.set()
 
     def stop(self) -> None:
@@ -355,6 +368,20 @@ class Peer:
 
     def stop_monitor(self, topic: str) -> None:
         self.topics.stop_monitor(topic)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def require_files(self) -> Files:
+        if self.files is None:
+            raise RuntimeError("this peer has no file store")
+        return self.files
+
+    async def _publish_file_notice(self) -> None:
+        """p2p-webapp's notice after every change, only while subscribed to the topic."""
+        topic = self.config.file_update_topic
+        if topic and topic in self.topics.subscribed:
+            await self.publish(topic, {"type": "p2p-webapp-file-update",
+                                       "peer": str(self.peer_id)})
 
     # -- contacts -----------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ def peer_config(profile: Profile, options: ServeOptions) -> PeerConfig:
         low_water=settings.conn_low_water,
         high_water=settings.conn_high_water,
         file_update_topic=settings.file_update_topic,
+        files_dir=str(profile.root),
     )
 
 

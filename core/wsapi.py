@@ -12,6 +12,8 @@ ack or a ``subscribe`` waiting for the mesh runs on its own, holding up nothing 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,7 +24,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from . import __version__, identity
 from .direct import DeliveryFailed
-from .events import Delivery, Event, PeerChange, PeerData, TopicData
+from .events import Delivery, Event, GotFile, PeerChange, PeerData, PeerFiles, TopicData
 from .manager import PeerInUse, PeerManager
 from .peer import Peer
 
@@ -109,6 +111,10 @@ class Session:
             "removepeers": self._removepeers,
             "monitor": self._monitor,
             "stopmonitor": self._stopmonitor,
+            "storefile": self._storefile,
+            "removefile": self._removefile,
+            "listfiles": self._listfiles,
+            "getfile": self._getfile,
             "connect": self._connect,
             "info": self._info,
         }
@@ -212,6 +218,12 @@ class Session:
         elif isinstance(event, PeerChange):
             self._push("peerChange", {"topic": event.topic, "peerid": event.peer,
                                       "joined": event.joined})
+        elif isinstance(event, PeerFiles):
+            self._push("peerFiles", {"peerid": event.peer, "cid": event.cid,
+                                     "entries": event.entries})
+        elif isinstance(event, GotFile):
+            self._push("gotFile", {"cid": event.cid, "success": event.success,
+                                   "content": event.content})
         elif isinstance(event, Delivery):
             pass  # answered per request in _send, which knows the client's ack number
 
@@ -227,8 +239,6 @@ class Session:
             raise ApiError(500, "peer already initialized")
         key_text = _str(params, "peerkey", optional=True)
         root = _str(params, "rootDirectory", optional=True)
-        if root:
-            log.info("rootDirectory %s requested; file trees are not served yet", root)
         try:
             key_pair = identity.import_key(key_text) if key_text else identity.generate()
         except identity.IdentityError as exc:
@@ -237,6 +247,11 @@ class Session:
             self.peer = await self.manager.create_peer(key_pair, self._on_event)
         except PeerInUse as exc:
             raise ApiError(500, f"duplicate peer: {exc}") from exc
+        if root:
+            try:
+                await self.peer.require_files().restore(root)
+            except Exception as exc:
+                log.warning("rootDirectory %s not restored: %s", root, exc)
         return {"peerid": str(self.peer.peer_id), "peerkey": identity.export_key(key_pair),
                 "version": __version__}
 
@@ -327,6 +342,48 @@ class Session:
 
     async def _stopmonitor(self, _rid: int, params: dict[str, Any]) -> Any:
         self._require_peer().stop_monitor(_str(params, "topic"))
+        return None
+
+    async def _storefile(self, _rid: int, params: dict[str, Any]) -> Any:
+        files = self._require_peer().require_files()
+        path = _str(params, "path")
+        directory = params.get("directory", False)
+        if not isinstance(directory, bool):
+            raise _bad("invalid params: directory must be a boolean")
+        if directory:
+            file_cid, root_cid = await files.mkdir(path)
+        else:
+            content = params.get("content")
+            if content is None:
+                content = ""
+            if not isinstance(content, str):
+                raise _bad("invalid params: content must be base64 text")
+            try:
+                data = base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise _bad("invalid base64 content") from exc
+            file_cid, root_cid = await files.store_file(path, data, total=len(data))
+        return {"fileCid": file_cid, "rootCid": root_cid}
+
+    async def _removefile(self, _rid: int, params: dict[str, Any]) -> Any:
+        await self._require_peer().require_files().remove(_str(params, "path"))
+        return None
+
+    async def _listfiles(self, _rid: int, params: dict[str, Any]) -> Any:
+        peer = self._require_peer()
+        target = _str(params, "peerid")
+        if target != str(peer.peer_id):
+            identity.parse_peer_id(target)
+        peer.require_files().list_files(target)
+        return None
+
+    async def _getfile(self, _rid: int, params: dict[str, Any]) -> Any:
+        peer = self._require_peer()
+        cid = _str(params, "cid")
+        fallback = _str(params, "fallbackPeerID", optional=True)
+        if fallback:
+            identity.parse_peer_id(fallback)
+        peer.require_files().get_file(cid, fallback)
         return None
 
     async def _connect(self, _rid: int, params: dict[str, Any]) -> Any:

@@ -1,5 +1,5 @@
-"""The ``peerdesk`` command. Imports nothing from Qt until a window is really wanted, so
-``peerdesk serve`` runs on machines without a display."""
+"""The ``peerdesk`` command: the desktop app, or ``peerdesk serve`` headless. Imports nothing
+from Qt until a window is really wanted, so ``serve`` runs on machines without a display."""
 
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(ServeOptions(
             data_dir=args.data_dir, ws_port=args.ws_port, listen=args.listen,
             bootstrap=args.bootstrap, no_bootstrap=args.no_bootstrap, no_mdns=args.no_mdns))
-    _parser().print_help()
-    return 0
+    from gui.app import main as gui_main
+
+    return gui_main(args.data_dir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""File-tree figures, each next to a baseline measured in the same run.
+
+- import of a 1 GiB file into the block store (MB/s) next to hashlib.sha256 over the same
+  bytes (MB/s), and the importer's peak RSS (measured in a child process of its own);
+- transfer of a 256 MiB file between two local peers over bitswap (MB/s);
+- HAMT: inserting 1 000 and 100 000 names, and listing 100 000.
+
+    .venv/bin/python benchmarks/bench_files.py [--size-mib 1024] [--transfer-mib 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHUNK = 1 << 20
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(CHUNK)
+    with path.open("wb") as fh:
+        for i in range(size // CHUNK):
+            fh.write(block[i % 251:] + block[: i % 251])
+
+
+def sha256_rate(path: Path) -> float:
+    start = time.perf_counter()
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return path.stat().st_size / (time.perf_counter() - start) / 1e6
+
+
+IMPORT_CHILD = """
+import resource, sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from core.blockstore import BlockStore
+from core import unixfs
+store = BlockStore(Path({db!r}))
+start = time.perf_counter()
+with store.session() as s, s.batch() as batch, open({src!r}, "rb") as fh:
+    result = unixfs.import_file(fh, batch.put)
+elapsed = time.perf_counter() - start
+print(result.size / elapsed / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def import_rate(path: Path, workdir: Path) -> tuple[float, float]:
+    script = IMPORT_CHILD.format(root=str(ROOT), db=str(workdir / "import.sqlite"),
+                                 src=str(path))
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def transfer_rate(size: int, workdir: Path) -> float:
+    import trio
+
+    from core.libp2p_compat import quiet_library_logging
+    from core.peer import PeerConfig, new_peer
+
+    quiet_library_logging()
+
+    async def main() -> float:
+        def cfg(name: str) -> PeerConfig:
+            return PeerConfig(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[],
+                              dht_ready_wait=0.1, files_dir=str(workdir / name))
+
+        async with trio.open_nursery() as nursery:
+            a = await nursery.start(new_peer(cfg("a")).run)
+            b = await nursery.start(new_peer(cfg("b")).run)
+            await b.connect(a.listen_addrs()[0])
+            src = workdir / "transfer.bin"
+            make_file(src, size)
+            cid, _ = await a.require_files().store_file("t.bin", src)
+            start = time.perf_counter()
+            await b.require_files().save(cid, workdir / "received.bin")
+            rate = size / (time.perf_counter() - start) / 1e6
+            assert (workdir / "received.bin").stat().st_size == size
+            a.stop()
+            b.stop()
+        return rate
+
+    return trio.run(main)
+
+
+def hamt_figures() -> dict[str, float]:
+    from core.hamt import HamtDirectory
+
+    blocks: dict[bytes, bytes] = {}
+
+    def put(cid: bytes, data: bytes, _links: list[bytes]) -> None:
+        blocks[cid] = data
+
+    file_cid = bytes.fromhex("01701220") + hashlib.sha256(b"x").digest()
+    out = {}
+    for n in (1_000, 100_000):
+        d = HamtDirectory.empty(blocks.get)
+        start = time.perf_counter()
+        for i in range(n):
+            d.set(f"file-{i:06d}.txt", file_cid, 10)
+        root, _ = d.flush(put)
+        out[f"insert_{n}"] = time.perf_counter() - start
+    start = time.perf_counter()
+    count = sum(1 for _ in HamtDirectory.load(blocks.get, root).items())
+    out["list_100000"] = time.perf_counter() - start
+    assert count == 100_000
+    d = HamtDirectory.load(blocks.get, root)
+    before = len(blocks)
+    start = time.perf_counter()
+    d.set("one-more.txt", file_cid, 10)
+    d.flush(put)
+    out["add_one_to_100000"] = time.perf_counter() - start
+    out["blocks_written_for_one"] = len(blocks) - before
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--transfer-mib", type=int, default=256)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        work = Path(tmp)
+        src = work / "big.bin"
+        make_file(src, args.size_mib * CHUNK)
+        sha = sha256_rate(src)
+        rate, rss = import_rate(src, work)
+        print(f"import {args.size_mib} MiB       {rate:8.1f} MB/s   "
+              f"(hashlib.sha256 {sha:8.1f} MB/s; ratio {rate / sha:5.2f})   "
+              f"peak RSS {rss:6.1f} MiB")
+        src.unlink()
+        t = transfer_rate(args.transfer_mib * CHUNK, work)
+        print(f"transfer {args.transfer_mib} MiB     {t:8.1f} MB/s   (bitswap, two local peers)")
+    h = hamt_figures()
+    print(f"HAMT insert 1 000        {h['insert_1000'] * 1e3:8.1f} ms")
+    print(f"HAMT insert 100 000      {h['insert_100000']:8.2f} s")
+    print(f"HAMT list 100 000        {h['list_100000']:8.2f} s")
+    print(f"HAMT add 1 to 100 000    {h['add_one_to_100000'] * 1e3:8.1f} ms   "
+          f"({h['blocks_written_for_one']} blocks written)")
+    print(f"(parent RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

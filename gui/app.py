@@ -1,0 +1,129 @@
+"""``peerdesk`` with no arguments: the desktop app.
+
+The window is shown first and the network started behind it (py-libp2p takes ~1 s to import),
+so the app is on screen at once and says "Starting…" until the peer is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import qasync
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
+
+from .bridge import CoreBridge
+from .logview import LogView, QtLogHandler
+from .mainwindow import MainWindow
+
+log = logging.getLogger(__name__)
+
+APP_ID = "io.github.peerdesk.Peerdesk"
+ICON = Path(__file__).resolve().parent.parent / "resources" / "peerdesk.svg"
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("Peerdesk", appauthor=False))
+
+
+class App:
+    """Owns the window, the tray icon and the core; restarts the core when the identity or
+    the network settings change."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.handler = QtLogHandler()
+        logging.getLogger().addHandler(self.handler)
+        self.bridge = CoreBridge()
+        self.window = MainWindow(self.bridge, data_dir, LogView(self.handler))
+        self.window.setWindowIcon(QIcon(str(ICON)))
+        self.window.settings_action.triggered.connect(self.open_settings)
+        self.settings: Any = None
+        self.tray = self._tray()
+        self.window.notify.connect(self._notify)
+        self.bridge.started.connect(lambda _peer: self.window.set_protocol(self.window.protocol))
+
+    def _tray(self) -> QSystemTrayIcon | None:
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            return None
+        tray = QSystemTrayIcon(QIcon(str(ICON)), self.window)
+        menu = QMenu()
+        menu.addAction("Show Peerdesk", self.window.showNormal)
+        menu.addAction("Quit", self.window.close)
+        tray.setContextMenu(menu)
+        tray.setToolTip("Peerdesk")
+        tray.show()
+        return tray
+
+    def _notify(self, title: str, text: str) -> None:
+        if self.tray is not None and (self.settings is None or self.settings.notifications):
+            self.tray.showMessage(title, text[:200], QIcon(str(ICON)), 5000)
+
+    def start_core(self) -> None:
+        """Build the profile's peer (importing py-libp2p now, behind the visible window)."""
+        from core.peer import Peer, PeerConfig
+        from core.profile import Profile
+
+        profile = Profile.open(self.data_dir)
+        self.settings = profile.load_settings()
+        settings = self.settings
+
+        def make_peer(sink: Any) -> Peer:
+            config = PeerConfig(
+                listen_addrs=settings.effective_listen_addrs(),
+                bootstrap=list(settings.bootstrap),
+                mdns=settings.mdns,
+                low_water=settings.conn_low_water,
+                high_water=settings.conn_high_water,
+                file_update_topic=settings.file_update_topic,
+                files_dir=str(profile.root),
+            )
+            return Peer(profile.key_pair(), config, sink, contacts=profile.load_contacts(),
+                        save_contacts=profile.save_contacts)
+
+        self.bridge.start(make_peer)
+
+    def restart_core(self) -> None:
+        self.bridge.stop()
+        self.window.state_label.setText("Restarting…")
+        self.start_core()
+
+    def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.data_dir, self.window)
+        if dialog.exec() and dialog.needs_restart:
+            self.restart_core()
+
+    def shutdown(self) -> None:
+        self.bridge.stop()
+        if self.tray is not None:
+            self.tray.hide()
+
+
+def main(data_dir: Path | None = None) -> int:
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("Peerdesk")
+    app.setApplicationDisplayName("Peerdesk")
+    app.setDesktopFileName(APP_ID)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    peerdesk = App(data_dir or default_data_dir())
+    peerdesk.window.show()
+    QTimer.singleShot(0, peerdesk.start_core)
+    closed = asyncio.Event()
+    app.lastWindowClosed.connect(closed.set)
+    with loop:
+        loop.run_until_complete(closed.wait())
+    peerdesk.shutdown()
+    gc.collect()
+    return 0

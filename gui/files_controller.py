@@ -1,0 +1,193 @@
+"""Connects the Files pane to the core: listings, drops (folders recursively), folders,
+deletes, saves and opens, each long job with a progress row that can cancel it."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
+
+from core import events as ev
+
+from .bridge import CoreBridge
+from .files_pane import OWN, FilesPane
+
+log = logging.getLogger(__name__)
+
+_ops = itertools.count(1)
+
+
+class FilesController(QObject):
+    def __init__(self, pane: FilesPane, bridge: CoreBridge, window: QWidget,
+                 run: Callable[..., None], notify: Callable[[str, str], None]) -> None:
+        super().__init__(window)
+        self.pane = pane
+        self.bridge = bridge
+        self.window = window
+        self.run = run
+        self.notify = notify
+        self.own_id = ""
+        self._cancels: dict[str, Any] = {}
+        self._open_dir = Path(tempfile.mkdtemp(prefix="peerdesk-open-"))
+        pane.sourceChanged.connect(lambda _peer: self.refresh())
+        pane.refreshRequested.connect(self.refresh)
+        pane.dropped.connect(self.store_paths)
+        pane.newFolder.connect(lambda path: self.run(self._call("mkdir", path),
+                                                     what=f"create folder {path}"))
+        pane.deleteRequested.connect(self.delete)
+        pane.saveRequested.connect(self.save)
+        pane.openRequested.connect(self.open)
+        pane.getByCid.connect(self.get_by_cid)
+
+    @property
+    def files(self) -> Any:
+        return self.bridge.peer.files
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return self.bridge.call(getattr(self.files, method), *args)
+
+    # -- listings -----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        if self.bridge.peer is None or self.bridge.peer.files is None:
+            return
+        source = self.pane.current_source
+        if source == OWN:
+            self.run(self._show_own(), what="list your files")
+        else:
+            self.bridge.call_soon(self.files.list_files, source)
+
+    async def _show_own(self) -> None:
+        files = self.files
+
+        async def listing() -> tuple[str, dict[str, dict[str, Any]]]:
+            entries = await files.tree.entries()
+            return files.tree.root, {p: {**e.wire(), "size": e.size} for p, e in entries.items()}
+
+        root, entries = await self.bridge.call(listing)
+        if self.pane.current_source == OWN:
+            self.pane.show_listing(root, entries, read_only=False)
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, ev.FilesChanged) and self.pane.current_source == OWN:
+            self.refresh()
+        elif isinstance(event, ev.PeerFiles) and event.peer == self.pane.current_source:
+            if event.error:
+                self.pane.root_label.setText(f"Could not list that peer's files: {event.error}")
+            else:
+                self.pane.show_listing(event.cid, event.entries, read_only=True)
+        elif isinstance(event, ev.Progress):
+            row = self.pane.progress.get(event.op)
+            if row is not None:
+                row.set_progress(event.done, event.total)
+        elif isinstance(event, ev.GotFile):
+            self._got_file(event)
+        elif (isinstance(event, ev.TopicData) and isinstance(event.data, dict)
+              and event.data.get("type") == "p2p-webapp-file-update"):
+            peer = str(event.data.get("peer", ""))
+            if peer and peer == self.pane.current_source:
+                self.refresh()
+            if peer and peer != self.own_id:
+                self.notify("Files changed", f"{peer[:12]}… updated their files")
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def store_paths(self, folder: str, paths: list[Path]) -> None:
+        """Store dropped files; folders go in recursively, keeping their structure."""
+        jobs: list[tuple[str, Path]] = []
+        dirs: list[str] = []
+        for path in paths:
+            base = f"{folder}/{path.name}" if folder else path.name
+            if path.is_dir():
+                dirs.append(base)
+                for sub in sorted(path.rglob("*")):
+                    rel = f"{base}/{sub.relative_to(path).as_posix()}"
+                    if sub.is_dir():
+                        dirs.append(rel)
+                    elif sub.is_file():
+                        jobs.append((rel, sub))
+            elif path.is_file():
+                jobs.append((base, path))
+        self.run(self._store_all(dirs, jobs), what="store the dropped files")
+
+    async def _store_all(self, dirs: list[str], jobs: list[tuple[str, Path]]) -> None:
+        from core.filetree import Cancel
+
+        for path in dirs:
+            await self._call("mkdir", path)
+        for tree_path, local in jobs:
+            op = f"gui-store:{next(_ops)}"
+            cancel = Cancel()
+            row = self.pane.progress_row(op, f"Adding {tree_path}")
+            row.cancelled.connect(lambda c=cancel: self.bridge.call_soon(c.cancel))
+            try:
+                await self.bridge.call(self._store_one(tree_path, local, cancel, op))
+            finally:
+                self.pane.finish_progress(op)
+
+    def _store_one(self, tree_path: str, local: Path, cancel: Any, op: str) -> Any:
+        files = self.files
+        size = local.stat().st_size
+
+        async def store() -> tuple[str, str]:
+            return await files.store_file(tree_path, local, total=size, cancel=cancel, op=op)
+
+        return store
+
+    def delete(self, paths: list[str]) -> None:
+        async def go() -> None:
+            for path in paths:
+                await self._call("remove", path)
+
+        self.run(go(), what="delete")
+
+    # -- getting out --------------------------------------------------------------------------
+
+    def save(self, cid: str, dest: str, peer: str) -> None:
+        self.run(self._save(cid, Path(dest), peer), what=f"save {Path(dest).name}")
+
+    async def _save(self, cid: str, dest: Path, peer: str) -> Path:
+        op = f"gui-save:{next(_ops)}"
+        self.pane.progress_row(op, f"Saving {dest.name}")
+        try:
+            await self._call("save", cid, dest, peer, op)
+        finally:
+            self.pane.finish_progress(op)
+        return dest
+
+    def open(self, cid: str, name: str, peer: str) -> None:
+        async def go() -> None:
+            target = self._open_dir / cid
+            target.mkdir(exist_ok=True)
+            path = await self._save(cid, target / name, peer)
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+        self.run(go(), what=f"open {name}")
+
+    def get_by_cid(self, cid: str, fallback: str) -> None:
+        if self.bridge.peer is not None:
+            self.bridge.call_soon(self.files.get_file, cid, fallback)
+            self.pane.root_label.setText(f"Fetching {cid}…")
+
+    def _got_file(self, event: ev.GotFile) -> None:
+        if not event.success:
+            QMessageBox.warning(self.window, "Get by CID",
+                                f"Could not get {event.cid}: {event.content.get('error')}")
+            return
+        content = event.content
+        if content.get("type") == "directory":
+            names = "\n".join(sorted(content.get("entries", {}))[:50])
+            QMessageBox.information(self.window, "Folder", f"{event.cid} holds:\n{names}")
+            return
+        self.notify("File received", event.cid)
+        dest, _ = QFileDialog.getSaveFileName(self.window, "Save received file", event.cid)
+        if dest:
+            Path(dest).write_bytes(base64.b64decode(content.get("content", "")))

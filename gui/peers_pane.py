@@ -1,0 +1,241 @@
+"""The Peers pane: who we are connected to, contacts, and our own identity to share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .qr import QrDialog
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+def short_id(peer: str) -> str:
+    return f"{peer[:8]}…{peer[-6:]}" if len(peer) > 16 else peer
+
+
+@dataclass
+class PeerRow:
+    peer: str
+    alias: str = ""
+    addrs: list[str] = field(default_factory=list)
+    latency_ms: float | None = None
+    protocols: list[str] = field(default_factory=list)
+    direction: str = ""
+    contact: bool = False
+    connected: bool = False
+    unread: int = 0
+
+
+class PeersModel(QAbstractTableModel):
+    COLUMNS = ["Peer", "Latency", "Direction", "Address", "Protocols"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[PeerRow] = []
+        self._aliases: dict[str, str] = {}
+
+    def alias(self, peer: str) -> str:
+        """A friendly name that stays the same for the whole session."""
+        if peer not in self._aliases:
+            self._aliases[peer] = f"peer-{len(self._aliases) + 1}"
+        return self._aliases[peer]
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                name = f"{row.alias}  {short_id(row.peer)}"
+                if row.contact:
+                    name = "★ " + name
+                if row.unread:
+                    name += f"  ({row.unread})"
+                return name
+            if col == 1:
+                return "" if row.latency_ms is None else f"{row.latency_ms:.1f} ms"
+            if col == 2:
+                return row.direction if row.connected else "offline"
+            if col == 3:
+                return row.addrs[0] if row.addrs else ""
+            if col == 4:
+                return ", ".join(p for p in row.protocols if not p.startswith("/ipfs/id"))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return "\n".join([row.peer, *row.addrs])
+        if role == Qt.ItemDataRole.FontRole and col == 0 and row.unread:
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.ItemDataRole.ForegroundRole and not row.connected:
+            return QBrush(QColor("gray"))
+        if role == Qt.ItemDataRole.UserRole:
+            return row.peer
+        return None
+
+    def update_from_info(self, info: dict[str, Any]) -> None:
+        """Replace the rows with the core's ``info()``: connections plus offline contacts."""
+        unread = {r.peer: r.unread for r in self.rows}
+        rows = []
+        for conn in info["connections"]:
+            rows.append(PeerRow(conn["peer"], self.alias(conn["peer"]), conn["addrs"],
+                                conn["latency_ms"], conn["protocols"], conn["direction"],
+                                conn["contact"], True, unread.get(conn["peer"], 0)))
+        connected = {r.peer for r in rows}
+        for peer, addrs in info["contacts"].items():
+            if peer not in connected:
+                rows.append(PeerRow(peer, self.alias(peer), addrs, contact=True,
+                                    unread=unread.get(peer, 0)))
+        for peer, count in unread.items():
+            if count and peer not in connected and peer not in info["contacts"]:
+                rows.append(PeerRow(peer, self.alias(peer), unread=count))
+        rows.sort(key=lambda r: (not r.connected, not r.contact, r.alias))
+        self.beginResetModel()
+        self.rows = rows
+        self.endResetModel()
+
+    def add_unread(self, peer: str) -> None:
+        for i, row in enumerate(self.rows):
+            if row.peer == peer:
+                row.unread += 1
+                self.dataChanged.emit(self.index(i, 0), self.index(i, 0))
+                return
+        self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows))
+        self.rows.append(PeerRow(peer, self.alias(peer), unread=1))
+        self.endInsertRows()
+
+    def clear_unread(self, peer: str) -> None:
+        for i, row in enumerate(self.rows):
+            if row.peer == peer and row.unread:
+                row.unread = 0
+                self.dataChanged.emit(self.index(i, 0), self.index(i, 0))
+
+
+class PeersPane(QWidget):
+    openChat = Signal(str)
+    """The user wants to message this peer."""
+    connectRequested = Signal(str)
+    addContacts = Signal(list)
+    removeContacts = Signal(list)
+
+    def __init__(self, model: PeersModel) -> None:
+        super().__init__()
+        self.model = model
+        self.own_id = ""
+        self.own_addrs: list[str] = []
+        self.me = QLabel("Starting…")
+        self.me.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy_id = QPushButton("Copy ID")
+        copy_id.clicked.connect(self._copy_id)
+        copy_addrs = QPushButton("Copy addresses")
+        copy_addrs.clicked.connect(self._copy_addrs)
+        show_qr = QPushButton("QR")
+        show_qr.setToolTip("Show this peer's address as a QR code")
+        show_qr.clicked.connect(self._show_qr)
+        top = QHBoxLayout()
+        top.addWidget(self.me, 1)
+        for button in (copy_id, copy_addrs, show_qr):
+            top.addWidget(button)
+
+        self.table = QTableView()
+        self.table.setModel(model)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._menu)
+        self.table.doubleClicked.connect(lambda idx: self.openChat.emit(
+            model.data(idx, Qt.ItemDataRole.UserRole)))
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.table.verticalHeader().hide()
+
+        self.address = QLineEdit()
+        self.address.setPlaceholderText("/ip4/…/tcp/…/p2p/12D3KooW…  or a peer id")
+        self.address.returnPressed.connect(self._connect)
+        connect = QPushButton("Connect")
+        connect.clicked.connect(self._connect)
+        add = QPushButton("Add contact")
+        add.clicked.connect(self._add_contact)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.address, 1)
+        bottom.addWidget(connect)
+        bottom.addWidget(add)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(bottom)
+
+    def set_identity(self, peer_id: str, addrs: list[str]) -> None:
+        self.own_id, self.own_addrs = peer_id, addrs
+        self.me.setText(f"This peer: <b>{short_id(peer_id)}</b>")
+        self.me.setToolTip(peer_id)
+
+    def _copy_id(self) -> None:
+        QGuiApplication.clipboard().setText(self.own_id)
+
+    def _copy_addrs(self) -> None:
+        QGuiApplication.clipboard().setText("\n".join(self.own_addrs))
+
+    def _show_qr(self) -> None:
+        text = self.own_addrs[0] if self.own_addrs else self.own_id
+        if text:
+            QrDialog(text, self).exec()
+
+    def _connect(self) -> None:
+        text = self.address.text().strip()
+        if text:
+            self.connectRequested.emit(text)
+
+    def _add_contact(self) -> None:
+        text = self.address.text().strip()
+        if not text:
+            text, ok = QInputDialog.getText(self, "Add contact", "Peer id or multiaddr:")
+            if not ok or not text.strip():
+                return
+        self.addContacts.emit([text.strip()])
+        self.address.clear()
+
+    def _menu(self, pos: Any) -> None:
+        index = self.table.indexAt(pos)
+        if not index.isValid():
+            return
+        peer = self.model.data(index, Qt.ItemDataRole.UserRole)
+        row = self.model.rows[index.row()]
+        menu = QMenu(self)
+        menu.addAction("Message…", lambda: self.openChat.emit(peer))
+        menu.addAction("Copy peer id", lambda: QGuiApplication.clipboard().setText(peer))
+        if row.contact:
+            menu.addAction("Remove from contacts", lambda: self.removeContacts.emit([peer]))
+        else:
+            menu.addAction("Keep connected (add contact)", lambda: self.addContacts.emit([peer]))
+        menu.exec(self.table.viewport().mapToGlobal(pos))
+
