@@ -203,7 +203,8 @@ class HamtDirectory:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _split(self, prefix: bytes, existing: Link, new: Link, new_digest: bytes) -> _Shard:
+    @staticmethod
+    def _split(prefix: bytes, existing: Link, new: Link, new_digest: bytes) -> _Shard:
         """A chain of sub-shards, one per hash byte the two names share, ending in a shard
         holding both. Nothing is modified if the hashes cannot be told apart."""
         old_digest = _hash(_name_key(existing.name))

@@ -66,6 +66,9 @@ class DataType(IntEnum):
 
 # --- the UnixFS Data protobuf -----------------------------------------------------------------
 
+# Wire types each known field may use: varints, bytes, and blocksizes either plain or packed.
+_FIELD_WIRE_TYPES = {1: (0,), 2: (2,), 3: (0,), 4: (0, 2), 5: (0,), 6: (0,)}
+
 @dataclass(slots=True)
 class UnixFSData:
     """The UnixFS `Data` message; fields Go leaves unset stay None so they are not written."""
@@ -103,54 +106,47 @@ class UnixFSData:
 
     @classmethod
     def _decode(cls, raw: bytes) -> UnixFSData:
-        values: dict[int, int | bytes] = {}
+        ints: dict[int, int] = {}
+        data: bytes | None = None
         blocksizes: list[int] = []
         pos = 0
         while pos < len(raw):
             tag, pos = decode_varint(raw, pos)
             number, wire = tag >> 3, tag & 7
-            if number == 0:
-                raise UnixFSError("UnixFS field number 0")
-            if number == 4 and wire == 2:  # packed blocksizes, as some encoders write them
-                body, pos = _length_delimited(raw, pos)
-                blocksizes += _packed_varints(body)
-                continue
-            value, pos = _read_field(raw, pos, wire)
-            if number in (1, 3, 4, 5, 6) and wire != 0:
+            if number == 0 or wire not in _FIELD_WIRE_TYPES.get(number, (0, 1, 2, 5)):
                 raise UnixFSError(f"UnixFS field {number} has wire type {wire}")
-            if number == 2 and wire != 2:
-                raise UnixFSError("UnixFS Data field must be length-delimited")
-            if number == 4:
-                blocksizes.append(value)  # type: ignore[arg-type]
-            else:
-                values[number] = value
-        if 1 not in values:
+            if wire == 0:
+                value, pos = decode_varint(raw, pos)
+                if number == 4:
+                    blocksizes.append(value)
+                else:
+                    ints[number] = value
+                continue
+            body, pos = _read_field(raw, pos, wire)
+            if number == 2:
+                data = body
+            elif number == 4:  # packed blocksizes, as some encoders write them
+                blocksizes += _packed_varints(body)
+        if 1 not in ints:
             raise UnixFSError("UnixFS data without a Type")
         try:
-            data_type = DataType(values[1])
+            data_type = DataType(ints[1])
         except ValueError:
-            raise UnixFSError(f"unknown UnixFS type {values[1]}") from None
-        return cls(data_type, values.get(2), values.get(3), blocksizes,  # type: ignore[arg-type]
-                   values.get(5), values.get(6))  # type: ignore[arg-type]
+            raise UnixFSError(f"unknown UnixFS type {ints[1]}") from None
+        return cls(data_type, data, ints.get(3), blocksizes, ints.get(5), ints.get(6))
 
 
-def _length_delimited(raw: bytes, pos: int) -> tuple[bytes, int]:
-    length, pos = decode_varint(raw, pos)
+def _read_field(raw: bytes, pos: int, wire: int) -> tuple[bytes, int]:
+    """The body of a non-varint field (also used to skip unknown ones)."""
+    if wire == 2:
+        length, pos = decode_varint(raw, pos)
+    else:
+        length = {1: 8, 5: 4}.get(wire, -1)
+        if length < 0:
+            raise UnixFSError(f"unsupported protobuf wire type {wire}")
     if pos + length > len(raw):
         raise UnixFSError("UnixFS field runs past the end of the data")
     return raw[pos:pos + length], pos + length
-
-
-def _read_field(raw: bytes, pos: int, wire: int) -> tuple[int | bytes, int]:
-    """One field value of any scalar wire type, so unknown fields can be skipped."""
-    if wire == 0:
-        return decode_varint(raw, pos)
-    if wire == 2:
-        return _length_delimited(raw, pos)
-    width = {1: 8, 5: 4}.get(wire)
-    if width is None or pos + width > len(raw):
-        raise UnixFSError(f"bad protobuf wire type {wire} or truncated field")
-    return raw[pos:pos + width], pos + width
 
 
 def _packed_varints(body: bytes) -> list[int]:

@@ -34,6 +34,11 @@ def parse_input(text: str) -> Any:
         return text
 
 
+def is_file_notice(value: Any) -> bool:
+    """p2p-webapp's "my files changed" notice: for the Files pane, not for the chat."""
+    return isinstance(value, dict) and value.get("type") == "p2p-webapp-file-update"
+
+
 def render(value: Any) -> str:
     if isinstance(value, str):
         return value

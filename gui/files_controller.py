@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 from core import events as ev
 
 from .bridge import CoreBridge
+from .chat import is_file_notice
 from .files_pane import OWN, FilesPane
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,7 @@ class FilesController(QObject):
                 row.set_progress(event.done, event.total)
         elif isinstance(event, ev.GotFile):
             self._got_file(event)
-        elif (isinstance(event, ev.TopicData) and isinstance(event.data, dict)
-              and event.data.get("type") == "p2p-webapp-file-update"):
+        elif isinstance(event, ev.TopicData) and is_file_notice(event.data):
             peer = str(event.data.get("peer", ""))
             if peer and peer == self.pane.current_source:
                 self.refresh()

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from core import events as ev
 
 from .bridge import CoreBridge
-from .chat import ChatMessage, ConversationView, render
+from .chat import ChatMessage, ConversationView, is_file_notice, render
 from .files_controller import FilesController
 from .files_pane import FilesPane
 from .logview import LogView
@@ -138,6 +138,8 @@ class MainWindow(QMainWindow):
         return QSettings(str(self.data_dir / "window.ini"), QSettings.Format.IniFormat)
 
     def _restore_layout(self) -> None:
+        self.resizeDocks([self.docks["Peers"], self.docks["Topics"]], [330, 260],
+                         Qt.Orientation.Vertical)
         settings = self._settings()
         geometry, state = settings.value("geometry"), settings.value("state")
         if isinstance(geometry, QByteArray):
@@ -258,8 +260,8 @@ class MainWindow(QMainWindow):
 
     def _topic_message(self, event: ev.TopicData) -> None:
         self.monitor.on_message(event.topic, event.peer, render(event.data))
-        if event.peer == self.peer_id:
-            return  # our own publication coming back: already shown when sent
+        if event.peer == self.peer_id or is_file_notice(event.data):
+            return  # our own publication coming back (shown when sent), or a system notice
         view = self.open_topic(event.topic, focus=False)
         view.model.append(ChatMessage(event.peer, self.peers_model.alias(event.peer),
                                       event.data, time.time()))

@@ -220,6 +220,8 @@ class MonitorPane(QWidget):
         self.table = QTableView()
         self.table.setModel(self.timeline)
         self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.setWordWrap(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.timeline.rowsInserted.connect(lambda *_: self.table.scrollToBottom())

@@ -172,10 +172,12 @@ class PeersPane(QWidget):
         self.table.customContextMenuRequested.connect(self._menu)
         self.table.doubleClicked.connect(lambda idx: self.openChat.emit(
             model.data(idx, Qt.ItemDataRole.UserRole)))
+        self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(22)
 
         self.address = QLineEdit()
         self.address.setPlaceholderText("/ip4/…/tcp/…/p2p/12D3KooW…  or a peer id")
