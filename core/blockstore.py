@@ -1,8 +1,10 @@
 """Persistent block store: one SQLite file in WAL mode inside the profile folder.
 
 Why SQLite: it gives atomic multi-row transactions, crash recovery and concurrent readers
-for free, in the standard library. A block, its outgoing links and a pin change either all
-land or none do, so a crash can never leave a pin on a block that is not there.
+for free, in the standard library. A chunk of blocks with their links, a pin change, or a
+whole GC lands completely or not at all. Blocks are committed before the pin that names
+them, and GC never deletes what a pin reaches, so no crash can leave a pin on a missing
+block.
 
 Durability (``synchronous``):
 
@@ -16,8 +18,9 @@ Durability (``synchronous``):
 * ``set_root`` commits with ``synchronous=FULL``: its commit fsyncs the WAL, and because
   the WAL is one append-only file, that one fsync also makes durable every block written
   before it. So a root that was reported set survives a power loss together with its
-  whole DAG. At worst the very last root switch is lost, never a block under a surviving
-  root. This costs one fsync per root switch instead of one per 16 MiB chunk of an import.
+  whole DAG. At worst the root switch under way at the moment of the power loss is lost,
+  never a block under a surviving root. This costs one fsync per root switch instead of
+  one per 16 MiB chunk of an import.
 
 Threads: the store is used from worker threads (``trio.to_thread``), and trio may run
 successive calls of one import on different threads. So no transaction ever spans two
@@ -54,11 +57,13 @@ _IDLE_CONNECTIONS = 4
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 10.0
 
+_CACHE_SIZE = "PRAGMA cache_size=-16384"
+
 #: Applied to every connection. temp_store=MEMORY keeps GC's mark tables off a full disk.
 _CONNECTION_PRAGMAS = [
     "PRAGMA synchronous=NORMAL",
     "PRAGMA temp_store=MEMORY",
-    "PRAGMA cache_size=-16384",
+    _CACHE_SIZE,
     "PRAGMA journal_size_limit=67108864",
 ]
 
@@ -105,7 +110,7 @@ WITH RECURSIVE reach (cid) AS (
 SELECT cid FROM reach WHERE cid NOT IN (SELECT cid FROM blocks)
 """
 
-Block = tuple[bytes, bytes, tuple[bytes, ...]]
+_Block = tuple[bytes, bytes, tuple[bytes, ...]]
 
 
 class StoreError(Exception):
@@ -129,7 +134,7 @@ class BlockStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._write_lock = threading.Lock()
-        self._pool_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the idle pool, the sessions and _closed
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         self._sessions: set[Session] = set()
@@ -140,7 +145,7 @@ class BlockStore:
 
     def close(self) -> None:
         """Close idle connections; connections in use close when their call returns."""
-        with self._pool_lock:
+        with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
@@ -187,12 +192,12 @@ class BlockStore:
         started by an unrelated remove would collect them mid-import.
         """
         session = Session(self)
-        with self._pool_lock:
+        with self._lock:
             self._sessions.add(session)
         try:
             yield session
         finally:
-            with self._pool_lock:
+            with self._lock:
                 self._sessions.discard(session)
 
     def get_root(self, name: str) -> bytes | None:
@@ -252,7 +257,7 @@ class BlockStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _write_blocks(self, blocks: list[Block], guard: set[bytes] | None) -> None:
+    def _write_blocks(self, blocks: list[_Block], guard: set[bytes] | None) -> None:
         """Insert blocks and their links in one transaction.
 
         The guard (a session's CID set) is extended under the write lock, before the
@@ -282,7 +287,7 @@ class BlockStore:
             conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (cid BLOB PRIMARY KEY)")
             conn.execute(f"DELETE FROM temp.{table}")
         conn.execute("INSERT OR IGNORE INTO temp.seed SELECT cid FROM main.pins")
-        with self._pool_lock:
+        with self._lock:
             guarded = set().union(*(session._cids for session in self._sessions))
         conn.executemany("INSERT OR IGNORE INTO temp.seed VALUES (?)", ((c,) for c in guarded))
 
@@ -341,7 +346,7 @@ class BlockStore:
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """Borrow a pooled connection; one left inside a transaction is discarded."""
-        with self._pool_lock:
+        with self._lock:
             if self._closed:
                 raise StoreError(f"the block store at {self.path} is closed")
             conn = self._idle.pop() if self._idle else None
@@ -350,7 +355,7 @@ class BlockStore:
         try:
             yield conn
         finally:
-            with self._pool_lock:
+            with self._lock:
                 keep = (
                     not self._closed
                     and not conn.in_transaction
@@ -396,6 +401,10 @@ class BlockStore:
                     f"the block store at {self.path} cannot use write-ahead logging "
                     f"(journal mode {mode}); is it on a network drive?"
                 )
+            # A cache size in KiB is turned into pages with the page size of the moment: on a
+            # new file that was 4 KiB, so 16 MiB meant 4096 pages — 256 MiB once pages are
+            # 64 KiB. Set it again now that the page size is final.
+            conn.execute(_CACHE_SIZE)
         with self._writing() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
@@ -431,13 +440,14 @@ class Batch:
     """Buffers puts and commits them together, ``BATCH_BLOCKS`` or ``BATCH_BYTES`` at a time.
 
     One transaction per chunk instead of per block is what makes large imports fast. Each
-    chunk commits in one call, so a batch may be fed from different worker threads.
+    chunk commits within one call, so successive puts may come from different worker
+    threads (one at a time: a batch is not meant to be shared by concurrent callers).
     """
 
     def __init__(self, store: BlockStore, guard: set[bytes] | None) -> None:
         self._store = store
         self._guard = guard
-        self._pending: list[Block] = []
+        self._pending: list[_Block] = []
         self._bytes = 0
 
     def put(self, cid: bytes, data: bytes, links: list[bytes]) -> None:
@@ -482,7 +492,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _block(cid: bytes, data: bytes, links: Iterable[bytes]) -> Block:
+def _block(cid: bytes, data: bytes, links: Iterable[bytes]) -> _Block:
     """Copy caller buffers so a later mutation of a bytearray cannot change a queued block."""
     return bytes(cid), bytes(data), tuple(bytes(link) for link in links)
 

@@ -452,3 +452,39 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path: Path) -> Non
             reopened.gc()
             assert reopened.missing(root) == []
         assert_sound(path)
+
+
+
+CACHE_CHILD = """
+import os, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from core.blockstore import BlockStore
+
+def peak_kib():  # VmHWM belongs to this image; ru_maxrss survives exec from the parent
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+store = BlockStore(Path({db!r}))
+before = peak_kib()
+blob = os.urandom(262144)
+with store.session() as session, session.batch() as batch:
+    for i in range(512):
+        batch.put(i.to_bytes(4, "big") * 9, blob[4:] + i.to_bytes(4, "big"), [])
+print((peak_kib() - before) // 1024)
+"""
+
+
+def test_page_cache_stays_bounded_on_a_new_store(tmp_path: Path) -> None:
+    """The cache size is given in KiB, and on a new file SQLite converted it with 4 KiB pages:
+    with 64 KiB pages an import then held up to 256 MiB of cache. 128 MiB written must not
+    cost anywhere near that."""
+    import subprocess
+    import sys
+
+    script = CACHE_CHILD.format(root=str(Path(__file__).resolve().parent.parent),
+                                db=str(tmp_path / "fresh.sqlite"))
+    grown_mib = int(subprocess.run([sys.executable, "-c", script], check=True,
+                                   capture_output=True, text=True, timeout=120).stdout)
+    assert grown_mib < 80
