@@ -22,7 +22,7 @@ from libp2p.bitswap.client import BitswapClient
 from libp2p.peer.id import ID
 
 from . import dagpb, unixfs
-from .blockstore import BlockStore
+from .blockstore import BlockStore, Session
 from .events import EventSink, FilesChanged, GotFile, PeerFiles, Progress
 from .fileproto import MAX_FILE_CONTENT, FileProtocolError, FileService
 from .filetree import Cancel, FileTree, FileTreeError, Source, directory_links
@@ -44,12 +44,41 @@ class FetchError(Exception):
     pass
 
 
+class _FetchGuard:
+    """One block-store session, open while any fetch runs: blocks that arrive (by bitswap or
+    from a fallback peer) are garbage-collection roots until the fetch has pinned its result,
+    so a GC triggered meanwhile by an unrelated change cannot take them away."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+        self.session: Session | None = None
+        self._users = 0
+        self._context: Any = None
+
+    def __enter__(self) -> _FetchGuard:
+        if self._users == 0:
+            self._context = self.store.session()
+            self.session = self._context.__enter__()
+        self._users += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._users -= 1
+        if self._users == 0:
+            self.session = None
+            self._context.__exit__(None, None, None)
+
+    def put(self, cid: bytes, data: bytes, links: list[bytes]) -> None:
+        (self.session or self.store).put(cid, data, links)
+
+
 class _BitswapStore(BitswapStore):
     """py-libp2p's bitswap over our SQLite store: blocks are verified before they are kept,
     and their links recorded so garbage collection knows the DAG."""
 
-    def __init__(self, store: BlockStore) -> None:
+    def __init__(self, store: BlockStore, guard: _FetchGuard) -> None:
         self.store = store
+        self.guard = guard
 
     async def get_block(self, cid: CIDInput) -> bytes | None:
         return await trio.to_thread.run_sync(self.store.get, cid_to_bytes(cid))
@@ -59,7 +88,7 @@ class _BitswapStore(BitswapStore):
         if not dagpb.verify(key, data):
             log.warning("bitswap: dropped a block that does not match its CID")
             return
-        await trio.to_thread.run_sync(self.store.put, key, data, _links(key, data))
+        await trio.to_thread.run_sync(self.guard.put, key, data, _links(key, data))
 
     async def has_block(self, cid: CIDInput) -> bool:
         return await trio.to_thread.run_sync(self.store.has, cid_to_bytes(cid))
@@ -95,7 +124,8 @@ class Files:
         self.notify = notify
         self.tree = FileTree(store)
         self.service = FileService(host, self.tree.listing, self._serve_content)
-        self.bitswap = BitswapClient(host, block_store=_BitswapStore(store))
+        self._guard = _FetchGuard(store)
+        self.bitswap = BitswapClient(host, block_store=_BitswapStore(store, self._guard))
         self._listing_pending: dict[str, trio.Event] = {}
         self._fetched: OrderedDict[bytes, None] = OrderedDict(
             (dagpb.parse_cid(name.split(":", 1)[1]), None)
@@ -207,6 +237,10 @@ class Files:
         """Make the whole DAG of ``cid`` local (and keep it pinned among recent fetches)."""
         if await trio.to_thread.run_sync(self._complete, cid):
             return
+        with self._guard:
+            await self._fetch_guarded(cid, fallback, op)
+
+    async def _fetch_guarded(self, cid: bytes, fallback: str, op: str) -> None:
         peers = [p for p in self.host.get_connected_peers() if str(p) != fallback]
         if peers:
             timeout = BITSWAP_TIMEOUT_WITH_FALLBACK if fallback else BITSWAP_TIMEOUT
@@ -241,10 +275,7 @@ class Files:
         return written
 
     def _complete(self, cid: bytes) -> bool:
-        try:
-            return all(self.store.has(c) for c in unixfs.dag_cids(self.store.get, cid))
-        except unixfs.MissingBlock:
-            return False
+        return not self.store.missing(cid)
 
     async def _fetch_bitswap(self, cid: bytes, timeout: float, op: str = "") -> bool:
         session = self.bitswap.new_session()
@@ -294,8 +325,7 @@ class Files:
         if not dagpb.verify(cid, raw):
             raise FetchError("the fallback peer's answer does not match the CID (tampered?)")
         if reply.get("isDirectory"):
-            with self.store.session() as session:
-                session.put(cid, raw, _links(cid, raw))
+            self._guard.put(cid, raw, _links(cid, raw))
             return
         try:
             content = base64.b64decode(reply.get("content", ""), validate=True)
@@ -307,7 +337,8 @@ class Files:
         result = unixfs.import_file([content], lambda c, d, ln: blocks.append((c, d, ln)))
         if not _same_content(result.cid, cid):
             raise FetchError("the fallback peer's content does not match the CID (tampered?)")
-        with self.store.session() as session, session.batch() as batch:
+        assert self._guard.session is not None  # fetch() holds the guard
+        with self._guard.session.batch() as batch:
             for c, d, ln in blocks:
                 batch.put(c, d, ln)
             if result.cid != cid:  # same DAG under another CID version: keep the asked one too

@@ -149,7 +149,7 @@ class FileTree:
     def _restore_sync(self, cid: bytes) -> None:
         if unixfs.node_kind(self.store.get, cid) != "hamt":
             raise FileTreeError("the root directory must be a UnixFS HAMT directory")
-        missing = [c for c in unixfs.dag_cids(self.store.get, cid) if not self.store.has(c)]
+        missing = self.store.missing(cid)
         if missing:
             raise FileTreeError(f"{len(missing)} block(s) of that tree are not stored here")
         self.store.set_root(self.pin, cid)

@@ -107,9 +107,10 @@ async def test_two_peers_list_get_and_fallback(tmp_path: Path) -> None:
         assert got.success and base64.b64decode(got.content["content"]) == content
         assert got.content["type"] == "file"
 
-        # With a fallback peer, over /p2p-webapp/1.0.0, verified and cached whole.
+        # With the fallback peer (the only one connected, so no bitswap): over
+        # /p2p-webapp/1.0.0, verified and cached whole.
         small_cid, _ = await fa.store_file("note.txt", b"a small note\n")
-        await fb._fetch_fallback(dagpb.parse_cid(small_cid), a.peer_id)
+        await fb.fetch(dagpb.parse_cid(small_cid), fallback=str(a.peer_id))
         assert b"".join(fb.tree.read(dagpb.parse_cid(small_cid))) == b"a small note\n"
 
         # A directory by CID.
