@@ -20,6 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .autoscroll import follow_bottom
+
 Index = QModelIndex | QPersistentModelIndex
 
 STATUS_MARK = {"sending": "…", "delivered": "✓", "failed": "✗ failed — right-click to retry",
@@ -80,7 +82,7 @@ class ChatModel(QAbstractListModel):
             if msg.mine:
                 return QBrush(QColor("#1a5fb4"))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return msg.sender
+            return f"{render(msg.value)}\n— {msg.sender or 'me'}"
         return None
 
     def append(self, msg: ChatMessage) -> int:
@@ -117,8 +119,12 @@ class ConversationView(QWidget):
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.view = QListView()
         self.view.setModel(self.model)
-        self.view.setWordWrap(True)
-        self.view.setUniformItemSizes(False)
+        # One line per message, all rows the same height: with wrapped rows of varying height
+        # every insert re-measured every row, and a burst of 1000 messages stalled the window
+        # for 300 ms at a time. Long messages are elided; the tooltip shows them whole.
+        self.view.setUniformItemSizes(True)
+        self.view.setWordWrap(False)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._menu)
         self.input = QLineEdit()
@@ -133,7 +139,7 @@ class ConversationView(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(self.view, 1)
         layout.addLayout(row)
-        self.model.rowsInserted.connect(lambda *_: self.view.scrollToBottom())
+        follow_bottom(self.view)
 
     def _submit(self) -> None:
         text = self.input.text().strip()

@@ -155,10 +155,14 @@ class FilesController(QObject):
         self.run(self._save(cid, Path(dest), peer), what=f"save {Path(dest).name}")
 
     async def _save(self, cid: str, dest: Path, peer: str) -> Path:
+        """Cancel stops the transfer in the core (the asyncio future's cancellation reaches
+        the trio task); nothing is left under the destination name."""
         op = f"gui-save:{next(_ops)}"
-        self.pane.progress_row(op, f"Saving {dest.name}")
+        row = self.pane.progress_row(op, f"Saving {dest.name}")
+        future = self._call("save", cid, dest, peer, op)
+        row.cancelled.connect(future.cancel)
         try:
-            await self._call("save", cid, dest, peer, op)
+            await future
         finally:
             self.pane.finish_progress(op)
         return dest

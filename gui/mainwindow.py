@@ -350,6 +350,8 @@ class MainWindow(QMainWindow):
         async def guarded() -> None:
             try:
                 await aw
+            except asyncio.CancelledError:
+                self.statusBar().showMessage(f"Cancelled: {what}" if what else "Cancelled", 5000)
             except Exception as exc:
                 log.warning("%s failed: %s", what or "operation", exc)
                 self.statusBar().showMessage(f"Could not {what}: {exc}" if what

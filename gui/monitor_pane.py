@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .autoscroll import follow_bottom
 from .peers_pane import short_id
 
 Index = QModelIndex | QPersistentModelIndex
@@ -145,7 +146,7 @@ class Sparkline(QWidget):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), QColor("#fafafa"))
         values = list(self.values)
-        peak = max(values) or 1
+        peak = max(values, default=0) or 1
         w, h = self.width(), self.height() - 14
         step = w / max(1, len(values) - 1)
         points = QPolygonF([QPointF(i * step, 12 + h - v / peak * (h - 2))
@@ -221,10 +222,16 @@ class MonitorPane(QWidget):
         self.table.setModel(self.timeline)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.setWordWrap(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.timeline.rowsInserted.connect(lambda *_: self.table.scrollToBottom())
+        # Fixed widths: ResizeToContents re-measures every row on every insert, which made a
+        # burst of 1000 messages freeze the window for seconds.
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for column, width in enumerate((70, 90, 70, 150)):
+            header.resizeSection(column, width)
+        header.setStretchLastSection(True)
+        follow_bottom(self.table)
         self.member_list = QListWidget()
         split = QSplitter()
         split.addWidget(self.table)
