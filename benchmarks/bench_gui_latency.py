@@ -82,7 +82,7 @@ async def run(size_mib: int) -> None:
     from core.settings import Settings
     from gui.app import App
 
-    tmp = Path(tempfile.mkdtemp(prefix="peerdesk-bench-", dir=ROOT))
+    tmp = Path(tempfile.mkdtemp(prefix="peerdesk-bench-"))
     Profile.open(tmp / "me").save_settings(
         Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False))
     app = App(tmp / "me")

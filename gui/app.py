@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QSystemTrayIcon
 
 from .bridge import CoreBridge
+from .links import LinkError, LinkServer, forward, parse_link
 from .logview import LogView, QtLogHandler
 from .mainwindow import MainWindow
 
@@ -51,6 +53,7 @@ class App:
         self.tray = self._tray()
         self.window.notify.connect(self._notify)
         self.bridge.started.connect(lambda _peer: self.window.set_protocol(self.window.protocol))
+        self.bridge.started.connect(self._announce)
 
     def _tray(self) -> QSystemTrayIcon | None:
         if not QSystemTrayIcon.isSystemTrayAvailable():
@@ -92,6 +95,30 @@ class App:
 
         self.bridge.start(make_peer)
 
+    def open_link(self, link: str) -> None:
+        """Show an ``ipfs://`` link in the Files pane (once the peer is up)."""
+        try:
+            scheme, name, path = parse_link(link)
+        except LinkError as exc:
+            self.window.statusBar().showMessage(str(exc), 10000)
+            return
+        self.window.showNormal()
+        self.window.raise_()
+        self.window.activateWindow()
+        if scheme == "ipns":
+            QMessageBox.information(self.window, "Peerdesk",
+                                    "IPNS names cannot be resolved yet; open an /ipfs/ link.")
+            return
+        if path:
+            self.window.statusBar().showMessage(
+                f"Opening {name}; paths inside it ({path}) are shown from its folder", 8000)
+        self.window.files.open_cid(name)
+
+    def _announce(self, peer: Any) -> None:
+        """One line on stdout once online: scripts and the packaging smoke test read it."""
+        print(json.dumps({"event": "online", "peerid": str(peer.peer_id),
+                          "addrs": peer.listen_addrs()}), flush=True)
+
     def restart_core(self) -> None:
         self.bridge.stop()
         self.window.state_label.setText("Restarting…")
@@ -110,20 +137,27 @@ class App:
             self.tray.hide()
 
 
-def main(data_dir: Path | None = None) -> int:
+def main(data_dir: Path | None = None, link: str = "") -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Peerdesk")
     app.setApplicationDisplayName("Peerdesk")
     app.setDesktopFileName(APP_ID)
+    data_dir = data_dir or default_data_dir()
+    if link and forward(data_dir, link):
+        return 0  # the running Peerdesk opens it
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    peerdesk = App(data_dir or default_data_dir())
+    peerdesk = App(data_dir)
+    links = LinkServer(data_dir, peerdesk.open_link)
     peerdesk.window.show()
     QTimer.singleShot(0, peerdesk.start_core)
+    if link:
+        peerdesk.open_link(link)
     closed = asyncio.Event()
     app.lastWindowClosed.connect(closed.set)
     with loop:
         loop.run_until_complete(closed.wait())
+    links.server.close()
     peerdesk.shutdown()
     gc.collect()
     return 0

@@ -11,15 +11,29 @@ from pathlib import Path
 from core import __version__
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peerdesk", description="A desktop libp2p peer.")
-    parser.add_argument("--version", action="version", version=f"peerdesk {__version__}")
-    parser.add_argument("--data-dir", type=Path, help="profile folder (default: per-user app data)")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--data-dir", type=Path, default=default,
+                        help="profile folder (default: per-user app data)")
+    parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                         help="more logging (-vv includes py-libp2p's own)")
-    sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run headless with p2p-webapp's WebSocket API")
-    serve.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
+
+
+def _app_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peerdesk", description="A desktop libp2p peer. 'peerdesk serve --help' for the "
+        "headless mode with p2p-webapp's WebSocket API.")
+    parser.add_argument("--version", action="version", version=f"peerdesk {__version__}")
+    _common(parser, top=True)
+    parser.add_argument("link", nargs="?", default="",
+                        help="an ipfs:// or /ipfs/ link to open in the Files pane")
+    return parser
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    serve = argparse.ArgumentParser(prog="peerdesk serve",
+                                    description="Run headless with p2p-webapp's WebSocket API.")
+    _common(serve, top=False)
     serve.add_argument("--ws-port", type=int, default=0, help="WebSocket port (0 = any free)")
     serve.add_argument("--listen", action="append", default=[], metavar="MULTIADDR",
                        help="libp2p listen address (repeatable)")
@@ -27,8 +41,20 @@ def _parser() -> argparse.ArgumentParser:
                        help="DHT bootstrap peer (repeatable; replaces the configured list)")
     serve.add_argument("--no-bootstrap", action="store_true", help="do not join the public DHT")
     serve.add_argument("--no-mdns", action="store_true", help="no LAN discovery")
-    serve.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
-    return parser
+    return serve
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Global options may come before ``serve``; anything else is the app with a link."""
+    if "serve" in argv:
+        at = argv.index("serve")
+        top = _app_parser().parse_args(argv[:at])
+        args = _serve_parser().parse_args(argv[at + 1:], namespace=top)
+        args.command = "serve"
+        return args
+    args = _app_parser().parse_args(argv)
+    args.command = ""
+    return args
 
 
 def setup_logging(verbosity: int) -> None:
@@ -41,7 +67,7 @@ def setup_logging(verbosity: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose)
     if args.command == "serve":
         from core.serve import ServeOptions, run
@@ -51,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap=args.bootstrap, no_bootstrap=args.no_bootstrap, no_mdns=args.no_mdns))
     from gui.app import main as gui_main
 
-    return gui_main(args.data_dir)
+    return gui_main(args.data_dir, args.link)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QUrl
+from PySide6.QtCore import QObject, Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
@@ -36,7 +36,8 @@ class FilesController(QObject):
         self.run = run
         self.notify = notify
         self.own_id = ""
-        self._cancels: dict[str, Any] = {}
+        self.last_got: ev.GotFile | None = None
+        self.dialog: QWidget | None = None
         self._open_dir = Path(tempfile.mkdtemp(prefix="peerdesk-open-"))
         pane.sourceChanged.connect(lambda _peer: self.refresh())
         pane.refreshRequested.connect(self.refresh)
@@ -176,22 +177,46 @@ class FilesController(QObject):
 
         self.run(go(), what=f"open {name}")
 
+    def open_cid(self, cid: str) -> None:
+        """An ipfs:// link: fetch it (now, or as soon as the peer is up) and offer it."""
+        self.pane.cid_input.setText(cid)
+        dock = self.pane.parentWidget()
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        if self.bridge.peer is None:
+            self.bridge.started.connect(lambda _p: self.get_by_cid(cid, ""),
+                                        Qt.ConnectionType.SingleShotConnection)
+        else:
+            self.get_by_cid(cid, "")
+
     def get_by_cid(self, cid: str, fallback: str) -> None:
         if self.bridge.peer is not None:
             self.bridge.call_soon(self.files.get_file, cid, fallback)
             self.pane.root_label.setText(f"Fetching {cid}…")
 
     def _got_file(self, event: ev.GotFile) -> None:
+        """Non-modal: the window keeps working while the user decides."""
+        self.last_got = event
         if not event.success:
-            QMessageBox.warning(self.window, "Get by CID",
-                                f"Could not get {event.cid}: {event.content.get('error')}")
+            self._message(QMessageBox.Icon.Warning, "Get by CID",
+                          f"Could not get {event.cid}: {event.content.get('error')}")
             return
         content = event.content
         if content.get("type") == "directory":
             names = "\n".join(sorted(content.get("entries", {}))[:50])
-            QMessageBox.information(self.window, "Folder", f"{event.cid} holds:\n{names}")
+            self._message(QMessageBox.Icon.Information, "Folder",
+                          f"{event.cid} holds:\n{names}")
             return
         self.notify("File received", event.cid)
-        dest, _ = QFileDialog.getSaveFileName(self.window, "Save received file", event.cid)
-        if dest:
-            Path(dest).write_bytes(base64.b64decode(content.get("content", "")))
+        dialog = QFileDialog(self.window, "Save received file", event.cid)
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        data = base64.b64decode(content.get("content", ""))
+        dialog.fileSelected.connect(lambda name: Path(name).write_bytes(data))
+        dialog.open()
+        self.dialog = dialog
+
+    def _message(self, icon: QMessageBox.Icon, title: str, text: str) -> None:
+        box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self.window)
+        box.open()
+        self.dialog = box

@@ -222,3 +222,29 @@ def test_layout_is_remembered(app: Any, qtbot: Any) -> None:
     assert not second.docks["Log"].isVisibleTo(second)
     assert second.docks["Peers"].isVisibleTo(second)
 
+
+
+def test_ipfs_link_is_fetched_and_offered(app: Any, other: OtherPeer, qtbot: Any) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    other.call(other.peer.connect, my_addr(app))
+    cid, _ = other.call(other.peer.files.store_file, "shared.txt", b"from a link\n")
+    app.open_link(f"ipfs://{cid}")
+    files = app.window.files
+    qtbot.waitUntil(lambda: files.last_got is not None, timeout=WAIT_MS)
+    assert files.last_got.success and files.last_got.cid == cid
+    assert isinstance(files.dialog, QFileDialog) and files.dialog.isVisible()
+    files.dialog.reject()
+
+
+def test_a_second_start_forwards_its_link_to_the_running_app(app: Any, qtbot: Any) -> None:
+    from gui.links import LinkServer, forward
+
+    received: list[str] = []
+    server = LinkServer(app.data_dir / "other-profile", received.append)
+    try:
+        assert forward(app.data_dir / "other-profile", "ipfs://bafyexample")
+        qtbot.waitUntil(lambda: received == ["ipfs://bafyexample"], timeout=WAIT_MS)
+        assert not forward(app.data_dir / "nobody-listens", "ipfs://x")
+    finally:
+        server.server.close()
