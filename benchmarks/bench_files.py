@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--transfer-mib", type=int, default=256)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="peerdesk-bench-") as tmp:
         work = Path(tmp)
         src = work / "big.bin"
         make_file(src, args.size_mib * CHUNK)
