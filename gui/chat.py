@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -21,8 +21,6 @@ from PySide6.QtWidgets import (
 )
 
 from .autoscroll import follow_bottom
-
-Index = QModelIndex | QPersistentModelIndex
 
 STATUS_MARK = {"sending": "…", "delivered": "✓", "failed": "✗ failed — right-click to retry",
                "": ""}
@@ -60,44 +58,43 @@ class ChatMessage:
     msg_id: str = ""
 
 
-class ChatModel(QAbstractListModel):
+class ChatModel(QStandardItemModel):
+    """Rows are C++ items filled once from Python, so painting a busy conversation calls no
+    Python at all: with a Python ``data()`` every repaint made ~250 calls into Python, each
+    waiting for the GIL while the core thread worked through a burst of messages."""
+
     def __init__(self) -> None:
         super().__init__()
         self.messages: list[ChatMessage] = []
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.messages)
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        msg = self.messages[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            stamp = time.strftime("%H:%M", time.localtime(msg.at))
-            mark = STATUS_MARK.get(msg.status, msg.status)
-            return f"[{stamp}] {msg.alias}: {render(msg.value)}" + (f"   {mark}" if mark else "")
-        if role == Qt.ItemDataRole.ForegroundRole:
-            if msg.status == "failed":
-                return QBrush(QColor("#b00020"))
-            if msg.mine:
-                return QBrush(QColor("#1a5fb4"))
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{render(msg.value)}\n— {msg.sender or 'me'}"
-        return None
-
     def append(self, msg: ChatMessage) -> int:
-        row = len(self.messages)
-        self.beginInsertRows(QModelIndex(), row, row)
         self.messages.append(msg)
-        self.endInsertRows()
-        return row
+        item = QStandardItem()
+        item.setEditable(False)
+        item.setToolTip(f"{render(msg.value)}\n— {msg.sender or 'me'}")
+        self._fill(item, msg)
+        self.appendRow(item)
+        return len(self.messages) - 1
 
     def set_status(self, row: int, status: str, msg_id: str = "") -> None:
         msg = self.messages[row]
         msg.status = status
         if msg_id:
             msg.msg_id = msg_id
-        self.dataChanged.emit(self.index(row), self.index(row))
+        item = self.item(row)
+        if item is not None:
+            self._fill(item, msg)
+
+    @staticmethod
+    def _fill(item: QStandardItem, msg: ChatMessage) -> None:
+        stamp = time.strftime("%H:%M", time.localtime(msg.at))
+        mark = STATUS_MARK.get(msg.status, msg.status)
+        item.setText(f"[{stamp}] {msg.alias}: {render(msg.value)}" + (f"   {mark}" if mark
+                                                                            else ""))
+        if msg.status == "failed":
+            item.setForeground(QBrush(QColor("#b00020")))
+        elif msg.mine:
+            item.setForeground(QBrush(QColor("#1a5fb4")))
 
     def statuses(self) -> list[str]:
         return [m.status for m in self.messages if m.mine]

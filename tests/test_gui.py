@@ -121,7 +121,7 @@ def test_join_topic_and_see_the_other_peers_message(app: Any, other: OtherPeer,
     qtbot.waitUntil(lambda: any(m.sender == other.id for m in view.model.messages),
                     timeout=WAIT_MS)
     msg = next(m for m in view.model.messages if m.sender == other.id)
-    assert "hello desktop" in view.model.data(view.model.index(view.model.messages.index(msg)))
+    assert "hello desktop" in view.model.item(view.model.messages.index(msg)).text()
 
     view.input.setText("hi back")
     view._submit()
