@@ -259,8 +259,10 @@ class MainWindow(QMainWindow):
             self.conversations.removeTab(index)
 
     def _topic_message(self, event: ev.TopicData) -> None:
-        self.monitor.on_message(event.topic, event.peer, render(event.data))
-        if event.peer == self.peer_id or is_file_notice(event.data):
+        notice = is_file_notice(event.data)
+        self.monitor.on_message(event.topic, event.peer,
+                                "(changed their files)" if notice else render(event.data))
+        if event.peer == self.peer_id or notice:
             return  # our own publication coming back (shown when sent), or a system notice
         view = self.open_topic(event.topic, focus=False)
         view.model.append(ChatMessage(event.peer, self.peers_model.alias(event.peer),
