@@ -11,14 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QPersistentModelIndex,
-    QPointF,
-    Qt,
-    Signal,
-)
+from PySide6.QtCore import QModelIndex, QPointF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QPainter, QPaintEvent, QPen, QPolygonF
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -37,9 +30,9 @@ from PySide6.QtWidgets import (
 )
 
 from .autoscroll import follow_bottom
+from .listmodel import Index, RowsModel
 from .peers_pane import short_id
 
-Index = QModelIndex | QPersistentModelIndex
 KIND_COLOR = {"join": "#2e7d32", "leave": "#c62828", "message": "#1a5fb4"}
 RATE_SECONDS = 120
 MAX_TIMELINE = 50_000
@@ -54,31 +47,18 @@ class TimelineEvent:
     detail: str = ""
 
 
-class TimelineModel(QAbstractTableModel):
+class TimelineModel(RowsModel):
     COLUMNS = ["Time", "Topic", "Event", "Peer", "Detail"]
 
     def __init__(self) -> None:
         super().__init__()
-        self.events: list[TimelineEvent] = []
         self.paused = False
         self._held: list[TimelineEvent] = []
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.events)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        ev = self.events[index.row()]
+        ev = self.rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             return [time.strftime("%H:%M:%S", time.localtime(ev.at)), ev.topic, ev.kind,
                     short_id(ev.peer), ev.detail][index.column()]
@@ -102,24 +82,24 @@ class TimelineModel(QAbstractTableModel):
             self._insert(held)
 
     def _insert(self, evs: list[TimelineEvent]) -> None:
-        start = len(self.events)
+        start = len(self.rows)
         self.beginInsertRows(QModelIndex(), start, start + len(evs) - 1)
-        self.events.extend(evs)
+        self.rows.extend(evs)
         self.endInsertRows()
-        overflow = len(self.events) - MAX_TIMELINE
+        overflow = len(self.rows) - MAX_TIMELINE
         if overflow > 0:
             self.beginRemoveRows(QModelIndex(), 0, overflow - 1)
-            del self.events[:overflow]
+            del self.rows[:overflow]
             self.endRemoveRows()
 
     def clear(self) -> None:
         self.beginResetModel()
-        self.events.clear()
+        self.rows.clear()
         self._held.clear()
         self.endResetModel()
 
     def export(self, path: Path) -> None:
-        rows = [asdict(e) for e in self.events]
+        rows = [asdict(e) for e in self.rows]
         if path.suffix.lower() == ".json":
             path.write_text(json.dumps(rows, indent=1))
             return

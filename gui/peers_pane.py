@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -20,9 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .listmodel import Index, RowsModel
 from .qr import QrDialog
-
-Index = QModelIndex | QPersistentModelIndex
 
 
 def short_id(peer: str) -> str:
@@ -42,12 +41,11 @@ class PeerRow:
     unread: int = 0
 
 
-class PeersModel(QAbstractTableModel):
+class PeersModel(RowsModel):
     COLUMNS = ["Peer", "Latency", "Direction", "Address", "Protocols"]
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[PeerRow] = []
         self._aliases: dict[str, str] = {}
 
     def alias(self, peer: str) -> str:
@@ -55,18 +53,6 @@ class PeersModel(QAbstractTableModel):
         if peer not in self._aliases:
             self._aliases[peer] = f"peer-{len(self._aliases) + 1}"
         return self._aliases[peer]
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

@@ -135,7 +135,7 @@ def test_monitor_shows_join_and_leave(app: Any, other: OtherPeer, qtbot: Any) ->
     window.monitor.topic_input.setText("watched")
     window.monitor._add()
     other.call(other.peer.topics.subscribe, "watched", 0.5)
-    kinds = lambda: [(e.kind, e.peer) for e in window.monitor.timeline.events]  # noqa: E731
+    kinds = lambda: [(e.kind, e.peer) for e in window.monitor.timeline.rows]  # noqa: E731
     qtbot.waitUntil(lambda: ("join", other.id) in kinds(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: other.id in window.monitor.members.get("watched", {}),
                     timeout=WAIT_MS)
