@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QModelIndex  # noqa: E402
+from PySide6.QtCore import QModelIndex
 
-from gui.chat import parse_input, render  # noqa: E402
-from gui.files_model import BATCH, FilesModel  # noqa: E402
-from gui.monitor_pane import RATE_SECONDS, RateCounter, TimelineEvent, TimelineModel  # noqa: E402
+from gui.chat import parse_input, render
+from gui.files_model import BATCH, FilesModel
+from gui.monitor_pane import RATE_SECONDS, RateCounter, TimelineEvent, TimelineModel
 
 
 def test_big_folder_is_handed_to_the_view_in_batches(qapp: Any) -> None:
