@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
-import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -39,6 +38,7 @@ from .framing import (
     decode_json_object,
     dumps,
     encode_frame,
+    loads,
     read_frame,
 )
 
@@ -59,6 +59,9 @@ class DirectConfig:
     probe_interval: float = 5.0
     max_frame: int = MAX_FRAME
     dedup_memory: int = 4096
+
+
+MAX_ID = 128
 
 
 class DeliveryFailed(Exception):
@@ -82,6 +85,7 @@ class Outgoing:
     queued_at: float = field(default_factory=time.monotonic)
     attempts: int = 0
     sent_at: float = 0.0
+    sent_on: _Stream | None = None
     delivered: bool | None = None
     error: str = ""
     done: trio.Event = field(default_factory=trio.Event)
@@ -134,6 +138,7 @@ class _Channel:
         self.unreachable = False
         self.worker_running = False
         self.recent_ids: OrderedDict[str, None] = OrderedDict()
+        self.touched = time.monotonic()
         self._changed = trio.Event()
 
     def poke(self) -> None:
@@ -159,11 +164,23 @@ class DirectMessaging:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._idle_reaper)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._idle_reaper)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._fail_all("the peer stopped")
+
+    def _fail_all(self, reason: str) -> None:
+        """Nothing is dropped silently, not even on shutdown: every waiting sender hears."""
+        for ch in self._channels.values():
+            for msg in [*ch.inflight.values(), *ch.pending]:
+                self._resolve(msg, False, reason)
+            ch.inflight.clear()
+            ch.pending.clear()
 
     def start_protocol(self, protocol: str) -> bool:
         if protocol in self.started:
@@ -207,6 +224,7 @@ class DirectMessaging:
             raise ValueError(f"message of {len(frame)} bytes exceeds the frame limit")
         msg = Outgoing(peer, protocol, msg_id, frame)
         ch = self._channel(peer, protocol)
+        ch.touched = time.monotonic()
         ch.pending.append(msg)
         ch.poke()
         if not ch.worker_running:
@@ -257,6 +275,7 @@ class DirectMessaging:
             msg = ch.pending.popleft()
             ch.inflight[msg.msg_id] = msg
             msg.sent_at = time.monotonic()
+            msg.sent_on = stream
             await stream.write(msg.frame)
         if not ch.inflight:
             return
@@ -286,8 +305,13 @@ class DirectMessaging:
         self._nursery.start_soon(self._read_loop, ch, stream)
 
     async def _after_failure(self, ch: _Channel, reason: str) -> None:
-        if ch.stream is not None:
-            await ch.stream.reset()
+        """Give up the stream this attempt used — not a newer one the peer opened meanwhile —
+        and charge the attempt to the messages it carried."""
+        for failed_stream in {m.sent_on for m in ch.inflight.values()} - {None}:
+            if ch.stream is failed_stream:
+                ch.stream = None
+            await failed_stream.reset()
+        if ch.stream is not None and ch.stream.broken:
             ch.stream = None
         retry = list(ch.inflight.values())
         ch.inflight.clear()
@@ -391,13 +415,20 @@ class DirectMessaging:
         if not isinstance(msg_id, str) or not isinstance(payload, str):
             log.warning("direct %s %s: dropped data frame without id/data", ch.peer, ch.protocol)
             return
+        if not msg_id or len(msg_id) > MAX_ID:
+            # Ids are remembered for duplicate suppression: unbounded ones would let a peer
+            # fill our memory. Go's are ~30 characters.
+            log.warning("direct %s %s: dropped data frame with a %d-character id", ch.peer,
+                        ch.protocol, len(msg_id))
+            return
         if ch.protocol not in self.started:
             log.warning("direct %s: dropped data on protocol %s, which is not started", ch.peer,
                         ch.protocol)
             return
+        ch.touched = time.monotonic()
         if msg_id not in ch.recent_ids:
             try:
-                value = json.loads(base64.b64decode(payload, validate=True))
+                value = loads(base64.b64decode(payload, validate=True))
             except (binascii.Error, ValueError) as exc:
                 log.warning("direct %s %s: dropped non-JSON data: %s", ch.peer, ch.protocol, exc)
                 return
@@ -416,11 +447,15 @@ class DirectMessaging:
         while True:
             await trio.sleep(self.config.idle_check)
             now = time.monotonic()
-            for ch in list(self._channels.values()):
+            for key, ch in list(self._channels.items()):
                 stream = ch.stream
                 if (stream is not None and not ch.inflight and not ch.pending
                         and now - stream.last_activity >= self.config.idle_timeout):
                     ch.stream = None
+                if (ch.stream is None and not ch.inflight and not ch.pending
+                        and not ch.worker_running
+                        and now - ch.touched >= 2 * self.config.idle_timeout):
+                    del self._channels[key]  # its duplicate memory goes with it
             for stream in list(self._streams):
                 if now - stream.last_activity >= self.config.idle_timeout and not any(
                     ch.stream is stream for ch in self._channels.values()

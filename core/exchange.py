@@ -127,6 +127,7 @@ class Files:
         self._guard = _FetchGuard(store)
         self.bitswap = BitswapClient(host, block_store=_BitswapStore(store, self._guard))
         self._listing_pending: dict[str, trio.Event] = {}
+        self._remote_entries: OrderedDict[bytes, dict[str, str]] = OrderedDict()
         self._fetched: OrderedDict[bytes, None] = OrderedDict(
             (dagpb.parse_cid(name.split(":", 1)[1]), None)
             for name in store.roots() if name.startswith("fetched:"))
@@ -202,8 +203,11 @@ class Files:
             else:
                 listing = await self.service.request_list(parse_peer_id(peer))
             self.emit(PeerFiles(peer, listing["cid"], _clean_entries(listing["entries"])))
-        except (FileProtocolError, ValueError, OSError) as exc:
+        except (FileProtocolError, ValueError, OSError, LookupError) as exc:
             self.emit(PeerFiles(peer, "", {}, error=str(exc)))
+        except Exception as exc:  # never let a listing take the peer down
+            log.exception("listing the files of %s failed", peer)
+            self.emit(PeerFiles(peer, "", {}, error=f"{type(exc).__name__}: {exc}"))
         finally:
             del self._listing_pending[peer]
             done.set()
@@ -221,15 +225,25 @@ class Files:
             await self.fetch(key, fallback)
             content = await trio.to_thread.run_sync(self._gotfile_content, key)
             self.emit(GotFile(cid, True, content))
-        except (FetchError, ValueError, unixfs.UnixFSError, FileTreeError) as exc:
+        except (FetchError, ValueError, LookupError, FileTreeError) as exc:
             self.emit(GotFile(cid, False, {"error": str(exc)}))
+        except Exception as exc:  # never let one request take the peer down
+            log.exception("getting %s failed", cid)
+            self.emit(GotFile(cid, False, {"error": f"{type(exc).__name__}: {exc}"}))
 
     def _gotfile_content(self, cid: bytes) -> dict[str, Any]:
         get = self.store.get
         if unixfs.node_kind(get, cid) in ("hamt", "directory"):
-            return {"type": "directory",
-                    "entries": {n: dagpb.cid_str(link.cid)
-                                for n, link in directory_links(get, cid).items()}}
+            try:
+                entries = {n: dagpb.cid_str(link.cid)
+                           for n, link in directory_links(get, cid).items()}
+            except unixfs.MissingBlock:
+                # A sharded folder from a fallback peer: we hold its root block, not its
+                # sub-shards; its immediate entries came with the answer.
+                if cid not in self._remote_entries:
+                    raise
+                entries = dict(self._remote_entries[cid])
+            return {"type": "directory", "entries": entries}
         return {"type": "file", "mimeType": self.tree.mime_of(cid),
                 "content": base64.b64encode(b"".join(self.tree.read(cid))).decode()}
 
@@ -287,17 +301,18 @@ class Files:
                 following: list[bytes] = []
                 for i in range(0, len(level), FETCH_BATCH):
                     batch = level[i:i + FETCH_BATCH]
-                    missing = [c for c in batch if not self.store.has(c)]
+                    missing = await trio.to_thread.run_sync(
+                        lambda b=batch: [c for c in b if not self.store.has(c)])
                     if missing:
                         got = await session.get_blocks_batch(missing, timeout=timeout)
                         if len(got) < len(missing):
                             return False
-                    for c in batch:
-                        data = self.store.get(c)
-                        if data is None:
-                            return False
-                        done += len(data)
-                        following += _links(c, data)
+                    sizes_links = await trio.to_thread.run_sync(self._sizes_and_links, batch)
+                    if sizes_links is None:
+                        return False
+                    for size, links in sizes_links:
+                        done += size
+                        following += links
                     self.emit(Progress(op, done, 0))
                 level = following
             return True
@@ -306,6 +321,15 @@ class Files:
             return False
         finally:
             self.emit(Progress(op, done, done, finished=True))
+
+    def _sizes_and_links(self, cids: list[bytes]) -> list[tuple[int, list[bytes]]] | None:
+        out = []
+        for c in cids:
+            data = self.store.get(c)
+            if data is None:
+                return None
+            out.append((len(data), _links(c, data)))
+        return out
 
     async def _fetch_fallback(self, cid: bytes, peer: ID) -> None:
         try:
@@ -326,6 +350,13 @@ class Files:
             raise FetchError("the fallback peer's answer does not match the CID (tampered?)")
         if reply.get("isDirectory"):
             self._guard.put(cid, raw, _links(cid, raw))
+            entries = reply.get("entries")
+            if isinstance(entries, dict):
+                self._remote_entries[cid] = {
+                    str(name): value for name, value in entries.items()
+                    if isinstance(value, str) and "/" not in str(name)}
+                while len(self._remote_entries) > KEEP_FETCHED:
+                    self._remote_entries.popitem(last=False)
             return
         try:
             content = base64.b64decode(reply.get("content", ""), validate=True)
@@ -363,7 +394,8 @@ class Files:
             key = dagpb.parse_cid(cid)
         except ValueError as exc:
             return {"cid": cid, "error": f"invalid CID: {exc}"}
-        return await trio.to_thread.run_sync(self._serve_content_sync, cid, key)
+        async with self.tree.lock:  # no change may collect what we are about to send
+            return await trio.to_thread.run_sync(self._serve_content_sync, cid, key)
 
     def _serve_content_sync(self, cid: str, key: bytes) -> dict[str, Any]:
         try:
@@ -373,7 +405,7 @@ class Files:
                     and unixfs.file_size(self.store.get, key) > SERVE_LIMIT):
                 return {"cid": cid, "error": "file too large for this protocol; use bitswap"}
             return self.tree.content_sync(key)
-        except (unixfs.UnixFSError, ValueError) as exc:
+        except (unixfs.UnixFSError, ValueError, LookupError) as exc:
             return {"cid": cid, "error": str(exc)}
 
 

@@ -75,7 +75,10 @@ class FileService:
                         answer = FILE_CONTENT, await self.content(cid)
                 else:
                     raise FrameError(f"unknown message type {kind}")
-                await stream.write(bytes([answer[0]]) + encode_frame(dumps(answer[1])))
+                # A whole file, base64 inside JSON, can be 190 MiB: encode it off the trio thread.
+                payload = await trio.to_thread.run_sync(
+                    lambda: bytes([answer[0]]) + encode_frame(dumps(answer[1])))
+                await stream.write(payload)
                 await stream.close()
         except StreamClosed:
             pass
@@ -107,7 +110,8 @@ class FileService:
                 kind = (await read_exactly(stream, 1))[0]
                 if kind != expect:
                     raise FileProtocolError(f"expected message type {expect}, got {kind}")
-                reply = decode_json_object(await read_frame(stream, limit))
+                frame = await read_frame(stream, limit)
+                reply = await trio.to_thread.run_sync(decode_json_object, frame)
             await stream.close()
             return reply
         except trio.TooSlowError as exc:

@@ -69,7 +69,7 @@ class FileTree:
     def __init__(self, store: BlockStore, pin: str = ROOT_PIN) -> None:
         self.store = store
         self.pin = pin
-        self._lock = trio.Lock()
+        self.lock = trio.Lock()
         self._mime: dict[bytes, str] = {}
         self._listing: tuple[bytes, dict[str, Entry]] | None = None
         root = store.get_root(pin)
@@ -89,27 +89,27 @@ class FileTree:
         """Import ``source`` at ``path`` (replacing what is there, creating missing folders);
         returns (file CID, new root CID)."""
         parts = split_path(path)
-        async with self._lock:
+        async with self.lock:
             file_cid = await trio.to_thread.run_sync(
                 self._store_file_sync, parts, source, progress, cancel, abandon_on_cancel=False)
         return dagpb.cid_str(file_cid), self.root
 
     async def mkdir(self, path: str) -> tuple[str, str]:
         parts = split_path(path)
-        async with self._lock:
+        async with self.lock:
             dir_cid = await trio.to_thread.run_sync(self._mkdir_sync, parts)
         return dagpb.cid_str(dir_cid), self.root
 
     async def remove(self, path: str) -> str:
         parts = split_path(path)
-        async with self._lock:
+        async with self.lock:
             await trio.to_thread.run_sync(self._remove_sync, parts)
         return self.root
 
     async def restore(self, root: str) -> None:
         """Adopt an existing tree (p2p-webapp's ``rootDirectory``): it must be complete here."""
         cid = dagpb.parse_cid(root)
-        async with self._lock:
+        async with self.lock:
             await trio.to_thread.run_sync(self._restore_sync, cid)
 
     def _store_file_sync(self, parts: list[str], source: Source, progress: Progress | None,
@@ -203,17 +203,18 @@ class FileTree:
 
     async def entries(self) -> dict[str, Entry]:
         """Every file and folder, by path from the root; cached per root."""
-        root = self._root
-        if self._listing is not None and self._listing[0] == root:
-            return self._listing[1]
-        entries = await trio.to_thread.run_sync(self._walk_sync, root)
-        self._listing = (root, entries)
-        return entries
+        async with self.lock:  # a change meanwhile would collect blocks the walk still reads
+            root = self._root
+            if self._listing is not None and self._listing[0] == root:
+                return self._listing[1]
+            entries = await trio.to_thread.run_sync(self._walk_sync, root)
+            self._listing = (root, entries)
+            return entries
 
     async def listing(self) -> dict[str, Any]:
         """The FileList message body (wire-protocol.md §4)."""
-        root = self.root
         entries = await self.entries()
+        root = dagpb.cid_str(self._listing[0]) if self._listing else self.root
         return {"cid": root, "entries": {p: e.wire() for p, e in entries.items()}}
 
     def _walk_sync(self, root: bytes) -> dict[str, Entry]:

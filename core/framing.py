@@ -63,10 +63,19 @@ async def write_frame(stream: WriteStream, payload: bytes) -> None:
     await stream.write(encode_frame(payload))
 
 
+def loads(data: bytes | str) -> Any:
+    """``json.loads`` for untrusted input: deeply nested arrays (``[[[[…``) make the parser
+    raise RecursionError, which would otherwise escape handlers built for ValueError."""
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
 def decode_json_object(payload: bytes) -> dict[str, Any]:
     """Parse a frame body that must be a JSON object; anything else is a protocol error."""
     try:
-        value = json.loads(payload)
+        value = loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FrameError(f"frame is not JSON: {exc}") from exc
     if not isinstance(value, dict):

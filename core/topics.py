@@ -8,7 +8,6 @@ room in those queues instead of losing messages.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from libp2p.pubsub.pubsub import Pubsub
 
 from . import libp2p_compat as compat
 from .events import EventSink, PeerChange, TopicData
-from .framing import dumps
+from .framing import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ class Topics:
             while True:
                 msg = await sub.get()
                 try:
-                    value = json.loads(msg.data)
+                    value = loads(msg.data)
                 except (ValueError, UnicodeDecodeError):
                     log.warning("topic %s: dropped a non-JSON message", topic)
                     continue

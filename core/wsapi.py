@@ -25,6 +25,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from . import __version__, identity
 from .direct import DeliveryFailed
 from .events import Delivery, Event, GotFile, PeerChange, PeerData, PeerFiles, TopicData
+from .framing import loads
 from .manager import PeerInUse, PeerManager
 from .peer import Peer
 
@@ -86,6 +87,8 @@ class WsApi:
         self.sessions.add(session)
         try:
             await session.run()
+        except Exception:  # one client's trouble must never take the server down
+            log.exception("WebSocket session failed")
         finally:
             self.sessions.discard(session)
 
@@ -96,6 +99,8 @@ class Session:
         self.manager = manager
         self.peer: Peer | None = None
         self._push_id = 0
+        self._listing: dict[str, list[int]] = {}
+        """Target peer → ids of ``listfiles`` requests waiting for its listing."""
         self._out_send, self._out_recv = trio.open_memory_channel[str](OUTBOX)
         self._nursery: trio.Nursery | None = None
         self._methods: dict[str, Callable[[int, dict[str, Any]], Awaitable[Any]]] = {
@@ -140,7 +145,7 @@ class Session:
             except ConnectionClosed:
                 return
             try:
-                msg = json.loads(text)
+                msg = loads(text)
                 if not isinstance(msg, dict):
                     raise ValueError("a request is a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -219,8 +224,17 @@ class Session:
             self._push("peerChange", {"topic": event.topic, "peerid": event.peer,
                                       "joined": event.joined})
         elif isinstance(event, PeerFiles):
+            waiting = self._listing.pop(event.peer, [])
+            if event.error:
+                # As the Go server does when a listing cannot be had: an error answer to the
+                # request — never a push of an empty tree the app would take for the truth.
+                for request_id in waiting:
+                    self._respond(request_id, error=ApiError(500, event.error))
+                return
             self._push("peerFiles", {"peerid": event.peer, "cid": event.cid,
                                      "entries": event.entries})
+            for request_id in waiting:
+                self._respond(request_id, None)
         elif isinstance(event, GotFile):
             self._push("gotFile", {"cid": event.cid, "success": event.success,
                                    "content": event.content})
@@ -369,13 +383,16 @@ class Session:
         await self._require_peer().require_files().remove(_str(params, "path"))
         return None
 
-    async def _listfiles(self, _rid: int, params: dict[str, Any]) -> Any:
+    async def _listfiles(self, request_id: int, params: dict[str, Any]) -> Any:
+        """Answered when the listing is in (after its ``peerFiles`` push) or has failed."""
         peer = self._require_peer()
         target = _str(params, "peerid")
         if target != str(peer.peer_id):
             identity.parse_peer_id(target)
-        peer.require_files().list_files(target)
-        return None
+        files = peer.require_files()
+        self._listing.setdefault(target, []).append(request_id)
+        files.list_files(target)
+        return _DEFERRED
 
     async def _getfile(self, _rid: int, params: dict[str, Any]) -> Any:
         peer = self._require_peer()
