@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,12 @@ from .mainwindow import MainWindow
 log = logging.getLogger(__name__)
 
 APP_ID = "io.github.peerdesk.Peerdesk"
-ICON = Path(__file__).resolve().parent.parent / "resources" / "peerdesk.svg"
+try:  # packaging/build.sh compiles resources/peerdesk.qrc into this module for the frozen app
+    import peerdesk_rc  # noqa: F401  (registers the resource on import)
+
+    ICON = ":/io.github.peerdesk.Peerdesk/peerdesk.svg"
+except ImportError:  # from the source tree
+    ICON = str(Path(__file__).resolve().parent.parent / "resources" / "peerdesk.svg")
 
 
 def default_data_dir() -> Path:
@@ -47,7 +53,7 @@ class App:
         logging.getLogger().addHandler(self.handler)
         self.bridge = CoreBridge()
         self.window = MainWindow(self.bridge, data_dir, LogView(self.handler))
-        self.window.setWindowIcon(QIcon(str(ICON)))
+        self.window.setWindowIcon(QIcon(ICON))
         self.window.settings_action.triggered.connect(self.open_settings)
         self.settings: Any = None
         self.tray = self._tray()
@@ -58,7 +64,7 @@ class App:
     def _tray(self) -> QSystemTrayIcon | None:
         if not QSystemTrayIcon.isSystemTrayAvailable():
             return None
-        tray = QSystemTrayIcon(QIcon(str(ICON)), self.window)
+        tray = QSystemTrayIcon(QIcon(ICON), self.window)
         menu = QMenu()
         menu.addAction("Show Peerdesk", self.window.showNormal)
         menu.addAction("Quit", self.window.close)
@@ -69,7 +75,7 @@ class App:
 
     def _notify(self, title: str, text: str) -> None:
         if self.tray is not None and (self.settings is None or self.settings.notifications):
-            self.tray.showMessage(title, text[:200], QIcon(str(ICON)), 5000)
+            self.tray.showMessage(title, text[:200], QIcon(ICON), 5000)
 
     def start_core(self) -> None:
         """Build the profile's peer (importing py-libp2p now, behind the visible window)."""
@@ -155,6 +161,8 @@ def main(data_dir: Path | None = None, link: str = "") -> int:
         peerdesk.open_link(link)
     closed = asyncio.Event()
     app.lastWindowClosed.connect(closed.set)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # logout, kill, Ctrl+C: as closing the window
+        loop.add_signal_handler(signum, lambda: (peerdesk.window.close(), closed.set()))
     with loop:
         loop.run_until_complete(closed.wait())
     links.server.close()
