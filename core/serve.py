@@ -28,6 +28,8 @@ class ServeOptions:
     bootstrap: list[str] = field(default_factory=list)
     no_bootstrap: bool = False
     no_mdns: bool = False
+    www: Path | None = None
+    """A p2p-webapp web app's folder, served on the API's port."""
 
 
 def peer_config(profile: Profile, options: ServeOptions) -> PeerConfig:
@@ -57,9 +59,11 @@ async def serve(options: ServeOptions) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run)
-            port = await nursery.start(api.serve, "127.0.0.1", options.ws_port)
+            port = await nursery.start(api.serve, "127.0.0.1", options.ws_port, options.www)
             ready = {"event": "ready", "ws": f"ws://127.0.0.1:{port}/ws",
                      "version": __version__, "data_dir": str(profile.root)}
+            if options.www is not None:
+                ready["app"] = f"http://127.0.0.1:{port}/"
             print(json.dumps(ready), flush=True)
             async for signum in signals:
                 log.info("received %s; shutting down", signal.Signals(signum).name)

@@ -17,12 +17,13 @@ import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from . import __version__, identity
+from . import __version__, identity, webserver
 from .direct import DeliveryFailed
 from .events import Delivery, Event, GotFile, PeerChange, PeerData, PeerFiles, TopicData
 from .framing import loads
@@ -31,7 +32,6 @@ from .peer import Peer
 
 log = logging.getLogger(__name__)
 
-MAX_WS_MESSAGE = 64 * 1024 * 1024
 OUTBOX = 10_000
 
 
@@ -69,14 +69,10 @@ class WsApi:
         self.manager = manager
         self.sessions: set[Session] = set()
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, www: Path | None = None, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    self._handle, host, port, None, handler_nursery=nursery,
-                    max_message_size=MAX_WS_MESSAGE, task_status=task_status))
-            task_status.started(server.port)
+        """Serve the API on ``/ws`` and, with ``www``, a web app's files on the same port."""
+        await webserver.serve(self._handle, host, port, www, task_status=task_status)
 
     async def _handle(self, request: WebSocketRequest) -> None:
         if request.path.split("?")[0] not in ("/ws", "/ws/"):

@@ -41,6 +41,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                        help="DHT bootstrap peer (repeatable; replaces the configured list)")
     serve.add_argument("--no-bootstrap", action="store_true", help="do not join the public DHT")
     serve.add_argument("--no-mdns", action="store_true", help="no LAN discovery")
+    serve.add_argument("--www", type=Path, metavar="DIR",
+                       help="serve a p2p-webapp web app's files on the same port")
     return serve
 
 
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(ServeOptions(
             data_dir=args.data_dir, ws_port=args.ws_port, listen=args.listen,
-            bootstrap=args.bootstrap, no_bootstrap=args.no_bootstrap, no_mdns=args.no_mdns))
+            bootstrap=args.bootstrap, no_bootstrap=args.no_bootstrap, no_mdns=args.no_mdns,
+            www=args.www))
     from gui.app import main as gui_main
 
     return gui_main(args.data_dir, args.link)

@@ -214,3 +214,52 @@ async def _read_all(stream) -> bytes:
         while chunk := await stream.receive_some(65536):
             out += chunk
     return out
+
+
+async def _http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = b""
+    with trio.fail_after(5):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    await stream.aclose()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_web_app_files_and_api_share_one_origin(tmp_path) -> None:
+    """p2p-webapp's client connects to ws://<page host>/ws: with --www the app and the API
+    come from the same port."""
+    app = tmp_path / "app"
+    (app / "js").mkdir(parents=True)
+    (app / "index.html").write_text("<html>chat app</html>")
+    (app / "js" / "client.js").write_text("export const x = 1;")
+    (tmp_path / "secret.txt").write_text("not for the browser")
+    async with trio.open_nursery() as nursery:
+        manager = await nursery.start(PeerManager(fast_config()).run)
+        port = await nursery.start(WsApi(manager).serve, "127.0.0.1", 0, app)
+        status, headers, body = await _http_get(port, "/")
+        assert status == 200 and body == b"<html>chat app</html>"
+        assert headers["content-type"] == "text/html"
+        status, headers, body = await _http_get(port, "/js/client.js")
+        assert status == 200 and body == b"export const x = 1;"
+        assert "javascript" in headers["content-type"]
+        status, _, body = await _http_get(port, "/rooms/42")  # a client-side route
+        assert status == 200 and body == b"<html>chat app</html>"
+        for sneaky in ("/../secret.txt", "/%2e%2e/secret.txt", "/js/../../secret.txt"):
+            _, _, body = await _http_get(port, sneaky)
+            assert b"not for the browser" not in body
+        async with client(f"ws://127.0.0.1:{port}/ws") as c:
+            assert "result" in await c.call("peer", {})
+        await manager.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_without_www_plain_requests_get_404() -> None:
+    async with api_server() as (url, _):
+        port = int(url.split(":")[2].split("/")[0])
+        status, _, body = await _http_get(port, "/")
+        assert status == 404 and b"/ws" in body

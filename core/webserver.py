@@ -1,0 +1,141 @@
+"""One local port for both the WebSocket API and, optionally, a web app's files.
+
+p2p-webapp's client connects to ``ws://<the page's own host>/ws``, so an unchanged web app
+works only when its files come from the same origin as the API. ``peerdesk serve --www DIR``
+does that: plain GETs get files from DIR (unknown paths get ``index.html``, as single-page
+apps expect), WebSocket upgrades go to the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import trio
+from trio_websocket import WebSocketRequest, wrap_server_stream
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 16 * 1024
+HEAD_TIMEOUT = 10.0
+MAX_WS_MESSAGE = 64 * 1024 * 1024
+
+WsHandler = Callable[[WebSocketRequest], Awaitable[None]]
+
+
+class _Replay(trio.abc.Stream):
+    """The connection with the request head we already read put back in front of it, so the
+    WebSocket library sees the whole handshake."""
+
+    def __init__(self, stream: trio.SocketStream, head: bytes) -> None:
+        self.stream = stream
+        self.head = head
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self.head:
+            size = len(self.head) if max_bytes is None else max_bytes
+            out, self.head = self.head[:size], self.head[size:]
+            return out
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def serve(ws_handler: WsHandler, host: str, port: int, www: Path | None = None, *,
+                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    actual = listeners[0].socket.getsockname()[1]
+    task_status.started(actual)
+    await trio.serve_listeners(partial(_connection, ws_handler, www), listeners)
+
+
+async def _connection(ws_handler: WsHandler, www: Path | None, stream: trio.SocketStream) -> None:
+    try:
+        head = await _read_head(stream)
+        if head is None:
+            return
+        request_line, headers = _parse(head)
+        if "websocket" in headers.get("upgrade", "").lower():
+            async with trio.open_nursery() as nursery:
+                request = await wrap_server_stream(nursery, _Replay(stream, head),
+                                                   max_message_size=MAX_WS_MESSAGE)
+                await ws_handler(request)
+            return
+        await _static(stream, request_line, www)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+        pass
+    except Exception:
+        log.exception("local web request failed")
+    finally:
+        await stream.aclose()
+
+
+async def _read_head(stream: trio.SocketStream) -> bytes | None:
+    buf = b""
+    with trio.fail_after(HEAD_TIMEOUT):
+        while b"\r\n\r\n" not in buf:
+            chunk = await stream.receive_some(4096)
+            if not chunk or len(buf) > MAX_HEAD:
+                return None
+            buf += chunk
+    return buf
+
+
+def _parse(head: bytes) -> tuple[list[str], dict[str, str]]:
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return lines[0].split(" "), headers
+
+
+async def _static(stream: trio.SocketStream, request_line: list[str], www: Path | None) -> None:
+    method = request_line[0] if request_line else ""
+    if www is None or method not in ("GET", "HEAD") or len(request_line) < 2:
+        await _reply(stream, 404, "text/plain", b"the WebSocket API is at /ws\n")
+        return
+    path = _resolve(www, unquote(urlsplit(request_line[1]).path))
+    if path is None:
+        await _reply(stream, 404, "text/plain", b"not found\n")
+        return
+    body = await trio.Path(path).read_bytes()
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    await _reply(stream, 200, kind, body, head_only=method == "HEAD")
+
+
+def _resolve(www: Path, url_path: str) -> Path | None:
+    """A file inside ``www`` — never outside it — or the app's index.html for unknown paths."""
+    root = www.resolve()
+    candidate = (root / url_path.lstrip("/")).resolve()
+    if candidate.is_dir():
+        candidate = candidate / "index.html"
+    if root not in candidate.parents and candidate != root:
+        return None
+    if candidate.is_file():
+        return candidate
+    index = root / "index.html"
+    return index if index.is_file() else None
+
+
+async def _reply(stream: trio.SocketStream, status: int, kind: str, body: bytes, *,
+                 head_only: bool = False) -> None:
+    reason = {200: "OK", 404: "Not Found"}[status]
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n"
+            f"Connection: close\r\n\r\n").encode()
+    await stream.send_all(head if head_only else head + body)
