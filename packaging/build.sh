@@ -49,17 +49,9 @@ if [[ ! -x $PY ]]; then
   exit 1
 fi
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  SUDO=""
-  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  echo "build: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=packaging/apt.sh
+source "$ROOT/packaging/apt.sh"
+apt_ensure build "${APT_PACKAGES[@]}"
 
 installed_version() {
   "$PY" -c 'import importlib.metadata as m, sys

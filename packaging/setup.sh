@@ -14,23 +14,17 @@ APT_PACKAGES=(
   nodejs npm
 )
 
-missing=()
+wanted=()
 for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  # Node from another source (e.g. nodesource's nodejs, which bundles npm) is fine as it is.
+  if [[ $pkg == nodejs || $pkg == npm ]] && command -v node >/dev/null && command -v npm >/dev/null; then
+    continue
+  fi
+  wanted+=("$pkg")
 done
-# Node from another source (e.g. nodesource's nodejs, which bundles npm) is fine as it is.
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  filtered=()
-  for pkg in "${missing[@]}"; do [[ $pkg == nodejs || $pkg == npm ]] || filtered+=("$pkg"); done
-  missing=("${filtered[@]}")
-fi
-if ((${#missing[@]})); then
-  SUDO=""
-  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  echo "setup: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=packaging/apt.sh
+source packaging/apt.sh
+apt_ensure setup "${wanted[@]}"
 
 PYTHON=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
