@@ -69,7 +69,8 @@ class App:
         menu.addAction("Show Peerdesk", self.window.showNormal)
         menu.addAction("Quit", self.window.close)
         tray.setContextMenu(menu)
-        tray.setToolTip("Peerdesk")
+        tray.setToolTip("Peerdesk — starting…")
+        self.window.stateChanged.connect(lambda state: tray.setToolTip(f"Peerdesk — {state}"))
         tray.show()
         return tray
 
@@ -134,7 +135,10 @@ class App:
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.data_dir, self.window)
-        if dialog.exec() and dialog.needs_restart:
+        if not dialog.exec():
+            return
+        self.settings = dialog.value()  # notifications apply at once
+        if dialog.needs_restart:
             self.restart_core()
 
     def shutdown(self) -> None:

@@ -42,6 +42,8 @@ INFO_INTERVAL_MS = 2000
 class MainWindow(QMainWindow):
     notify = Signal(str, str)
     """(title, text) for a desktop notification; the tray shows it if enabled."""
+    stateChanged = Signal(str)
+    """The connection state as the status bar shows it (for the tray's tooltip)."""
 
     def __init__(self, bridge: CoreBridge, data_dir: Path, log_view: LogView) -> None:
         super().__init__()
@@ -196,8 +198,10 @@ class MainWindow(QMainWindow):
         online = len(info["connections"])
         dht = "DHT ready" if info["dht_ready"] else "DHT bootstrapping"
         lan = "LAN discovery on" if info["mdns"] else "LAN discovery off"
-        self.state_label.setText(f"Online — {online} peer{'s' if online != 1 else ''} · "
-                                 f"{dht} · {lan}")
+        state = f"Online — {online} peer{'s' if online != 1 else ''} · {dht} · {lan}"
+        if state != self.state_label.text():
+            self.state_label.setText(state)
+            self.stateChanged.emit(state)
 
     def _on_event(self, event: Any) -> None:
         self.files.on_event(event)

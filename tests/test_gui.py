@@ -248,3 +248,17 @@ def test_a_second_start_forwards_its_link_to_the_running_app(app: Any, qtbot: An
         assert not forward(app.data_dir / "nobody-listens", "ipfs://x")
     finally:
         server.server.close()
+
+
+def test_restart_with_an_imported_identity(app: Any, qtbot: Any) -> None:
+    from core import identity
+
+    old_runtime = app.bridge.runtime
+    key = identity.generate()
+    Profile.open(app.data_dir).replace_identity(key)
+    with qtbot.waitSignal(app.bridge.started, timeout=WAIT_MS):
+        app.restart_core()
+    assert not old_runtime.running
+    assert str(app.bridge.peer.peer_id) == str(identity.peer_id(key))
+    qtbot.waitUntil(lambda: app.window.peers.own_id == str(identity.peer_id(key)),
+                    timeout=WAIT_MS)
