@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -112,12 +113,13 @@ async def run(size_mib: int) -> None:
     # The other peer is another process, as it would be: in this one it would compete for
     # the GIL and measure itself rather than the app.
     loop = asyncio.get_event_loop()
-    publisher = await loop.run_in_executor(None, lambda: subprocess.Popen(
+    pool = ThreadPoolExecutor(1)  # not qasync's default: its QThreads abort at exit if alive
+    publisher = await loop.run_in_executor(pool, lambda: subprocess.Popen(
         [sys.executable, "-c", PUBLISHER.format(root=str(ROOT), addr=peer.listen_addrs()[0])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     app.window.join_topic("bench")
     view = app.window._conversation("topic:bench")
-    assert (await loop.run_in_executor(None, publisher.stdout.readline)).strip() == "ready"
+    assert (await loop.run_in_executor(pool, publisher.stdout.readline)).strip() == "ready"
     await asyncio.sleep(1.5)
     meter.start()
     t = time.perf_counter()

@@ -26,6 +26,25 @@ log = logging.getLogger(__name__)
 _ops = itertools.count(1)
 
 
+def plan_drop(folder: str, paths: list[Path]) -> tuple[list[str], list[tuple[str, Path]]]:
+    """Folders to create and files to store (tree path, local path) for a drop on ``folder``."""
+    jobs: list[tuple[str, Path]] = []
+    dirs: list[str] = []
+    for path in paths:
+        base = f"{folder}/{path.name}" if folder else path.name
+        if path.is_dir():
+            dirs.append(base)
+            for sub in sorted(path.rglob("*")):
+                rel = f"{base}/{sub.relative_to(path).as_posix()}"
+                if sub.is_dir():
+                    dirs.append(rel)
+                elif sub.is_file():
+                    jobs.append((rel, sub))
+        elif path.is_file():
+            jobs.append((base, path))
+    return dirs, jobs
+
+
 class FilesController(QObject):
     def __init__(self, pane: FilesPane, bridge: CoreBridge, window: QWidget,
                  run: Callable[..., None], notify: Callable[[str, str], None]) -> None:
@@ -103,21 +122,16 @@ class FilesController(QObject):
 
     def store_paths(self, folder: str, paths: list[Path]) -> None:
         """Store dropped files; folders go in recursively, keeping their structure."""
-        jobs: list[tuple[str, Path]] = []
-        dirs: list[str] = []
-        for path in paths:
-            base = f"{folder}/{path.name}" if folder else path.name
-            if path.is_dir():
-                dirs.append(base)
-                for sub in sorted(path.rglob("*")):
-                    rel = f"{base}/{sub.relative_to(path).as_posix()}"
-                    if sub.is_dir():
-                        dirs.append(rel)
-                    elif sub.is_file():
-                        jobs.append((rel, sub))
-            elif path.is_file():
-                jobs.append((base, path))
-        self.run(self._store_all(dirs, jobs), what="store the dropped files")
+        async def plan() -> tuple[list[str], list[tuple[str, Path]]]:
+            import trio  # runs in the core: walking a big folder is disk work, not GUI work
+
+            return await trio.to_thread.run_sync(plan_drop, folder, paths)
+
+        async def go() -> None:
+            dirs, jobs = await self.bridge.call(plan)
+            await self._store_all(dirs, jobs)
+
+        self.run(go(), what="store the dropped files")
 
     async def _store_all(self, dirs: list[str], jobs: list[tuple[str, Path]]) -> None:
         from core.filetree import Cancel
