@@ -202,13 +202,6 @@ class DirectMessaging:
                 ch.unreachable = False
                 ch.poke()
 
-    def pending_count(self, peer: ID | None = None) -> int:
-        return sum(
-            len(ch.pending) + len(ch.inflight)
-            for (p, _), ch in self._channels.items()
-            if peer is None or p == peer
-        )
-
     # -- sending ------------------------------------------------------------------------------
 
     def enqueue(self, peer: ID, protocol: str, value: Any) -> Outgoing:
@@ -462,13 +455,6 @@ class DirectMessaging:
                 ):
                     self._streams.discard(stream)
                     await stream.close()
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "channels": len(self._channels),
-            "open_streams": len(self._streams),
-            "pending": self.pending_count(),
-        }
 
 
 class _AttemptFailed(Exception):

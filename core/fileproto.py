@@ -125,7 +125,7 @@ class FileService:
         finally:
             if stream is not None:
                 with trio.CancelScope(shield=True):
-                    await _reset_quietly(stream)
+                    await _reset(stream)  # after a completed exchange this only cleans up
 
 
 async def _reset(stream: INetStream) -> None:
@@ -134,12 +134,3 @@ async def _reset(stream: INetStream) -> None:
             await stream.reset()
     except Exception:
         log.debug("reset failed", exc_info=True)
-
-
-async def _reset_quietly(stream: INetStream) -> None:
-    """After a completed exchange the stream is closed already; reset only cleans up."""
-    try:
-        with trio.move_on_after(1):
-            await stream.reset()
-    except Exception:
-        pass

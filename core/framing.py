@@ -31,10 +31,6 @@ class ReadStream(Protocol):
     async def read(self, n: int | None = None) -> bytes: ...
 
 
-class WriteStream(Protocol):
-    async def write(self, data: bytes) -> None: ...
-
-
 async def read_exactly(stream: ReadStream, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -57,10 +53,6 @@ async def read_frame(stream: ReadStream, max_len: int = MAX_FRAME) -> bytes:
 
 def encode_frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
-
-
-async def write_frame(stream: WriteStream, payload: bytes) -> None:
-    await stream.write(encode_frame(payload))
 
 
 def loads(data: bytes | str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import libp2p
 import multiaddr
 import trio
 from libp2p import new_host
@@ -158,10 +157,6 @@ def strip_p2p(addrs: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]
         if text:
             out.append(multiaddr.Multiaddr(text))
     return out
-
-
-def library_version() -> str:
-    return getattr(libp2p, "__version__", "?")
 
 
 def forget_dial_failure(host: IHost, peer: ID) -> None:

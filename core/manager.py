@@ -122,9 +122,6 @@ class PeerManager:
         with trio.move_on_after(10):
             await peer.stopped.wait()
 
-    def get(self, peer_id: str) -> Peer | None:
-        return self.peers.get(peer_id)
-
     async def close(self) -> None:
         async with trio.open_nursery() as nursery:
             for peer_id in list(self.peers):

@@ -187,11 +187,6 @@ def txt_strings(peer_id: str, addrs: Iterable[str]) -> list[str]:
     return announcement(peer_id, addrs)[0]
 
 
-def host_ips(peer_id: str, addrs: Iterable[str]) -> list[str]:
-    """The addresses of our A/AAAA records (see `announcement`)."""
-    return announcement(peer_id, addrs)[1]
-
-
 def encode_txt(strings: Iterable[str]) -> bytes:
     """TXT RDATA: each string as <length byte><bytes>, in order (RFC 1035 §3.3.14).
 

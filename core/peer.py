@@ -134,9 +134,6 @@ class Peer:
 
     # -- events -------------------------------------------------------------------------------
 
-    def add_sink(self, sink: EventSink) -> None:
-        self._sinks.append(sink)
-
     def remove_sink(self, sink: EventSink) -> None:
         if sink in self._sinks:
             self._sinks.remove(sink)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,11 +54,6 @@ class TopicStats:
 
     members: dict[str, float] = field(default_factory=dict)
     messages: int = 0
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
-
-    def rate(self, window: float = 10.0) -> float:
-        cutoff = time.monotonic() - window
-        return sum(1 for t in self.recent if t >= cutoff) / window
 
 
 class Topics:
@@ -189,7 +183,6 @@ class Topics:
                     continue
                 stats = self._stats_for(topic)
                 stats.messages += 1
-                stats.recent.append(time.monotonic())
                 self.emit(TopicData(topic, sender, value))
 
     async def _membership_loop(self) -> None:

@@ -25,7 +25,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from . import __version__, identity, webserver
 from .direct import DeliveryFailed
-from .events import Delivery, Event, GotFile, PeerChange, PeerData, PeerFiles, TopicData
+from .events import Event, GotFile, PeerChange, PeerData, PeerFiles, TopicData
 from .framing import loads
 from .manager import PeerInUse, PeerManager
 from .peer import Peer
@@ -234,8 +234,6 @@ class Session:
         elif isinstance(event, GotFile):
             self._push("gotFile", {"cid": event.cid, "success": event.success,
                                    "content": event.content})
-        elif isinstance(event, Delivery):
-            pass  # answered per request in _send, which knows the client's ack number
 
     # -- methods ------------------------------------------------------------------------------
 
