@@ -31,7 +31,7 @@ def make_file(path: Path, size: int) -> None:
     block = os.urandom(CHUNK)
     with path.open("wb") as fh:
         for i in range(size // CHUNK):
-            fh.write(block[i % 251:] + block[: i % 251])
+            fh.write(block[i % 251 :] + block[: i % 251])
 
 
 def sha256_rate(path: Path) -> float:
@@ -60,10 +60,10 @@ print(result.size / elapsed / 1e6, peak / 1024)
 
 
 def import_rate(path: Path, workdir: Path) -> tuple[float, float]:
-    script = IMPORT_CHILD.format(root=str(ROOT), db=str(workdir / "import.sqlite"),
-                                 src=str(path))
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                         text=True).stdout.split()
+    script = IMPORT_CHILD.format(root=str(ROOT), db=str(workdir / "import.sqlite"), src=str(path))
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout.split()
     return float(out[0]), float(out[1])
 
 
@@ -77,8 +77,12 @@ def transfer_rate(size: int, workdir: Path) -> float:
 
     async def main() -> float:
         def cfg(name: str) -> PeerConfig:
-            return PeerConfig(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[],
-                              dht_ready_wait=0.1, files_dir=str(workdir / name))
+            return PeerConfig(
+                listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+                bootstrap=[],
+                dht_ready_wait=0.1,
+                files_dir=str(workdir / name),
+            )
 
         async with trio.open_nursery() as nursery:
             a = await nursery.start(new_peer(cfg("a")).run)
@@ -140,9 +144,11 @@ def main() -> None:
         make_file(src, args.size_mib * CHUNK)
         sha = sha256_rate(src)
         rate, rss = import_rate(src, work)
-        print(f"import {args.size_mib} MiB       {rate:8.1f} MB/s   "
-              f"(hashlib.sha256 {sha:8.1f} MB/s; ratio {rate / sha:5.2f})   "
-              f"peak RSS {rss:6.1f} MiB")
+        print(
+            f"import {args.size_mib} MiB       {rate:8.1f} MB/s   "
+            f"(hashlib.sha256 {sha:8.1f} MB/s; ratio {rate / sha:5.2f})   "
+            f"peak RSS {rss:6.1f} MiB"
+        )
         src.unlink()
         t = transfer_rate(args.transfer_mib * CHUNK, work)
         print(f"transfer {args.transfer_mib} MiB     {t:8.1f} MB/s   (bitswap, two local peers)")
@@ -150,8 +156,10 @@ def main() -> None:
     print(f"HAMT insert 1 000        {h['insert_1000'] * 1e3:8.1f} ms")
     print(f"HAMT insert 100 000      {h['insert_100000']:8.2f} s")
     print(f"HAMT list 100 000        {h['list_100000']:8.2f} s")
-    print(f"HAMT add 1 to 100 000    {h['add_one_to_100000'] * 1e3:8.1f} ms   "
-          f"({h['blocks_written_for_one']} blocks written)")
+    print(
+        f"HAMT add 1 to 100 000    {h['add_one_to_100000'] * 1e3:8.1f} ms   "
+        f"({h['blocks_written_for_one']} blocks written)"
+    )
     print(f"(parent RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
 
 

@@ -85,7 +85,8 @@ async def run(size_mib: int) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="peerdesk-bench-"))
     Profile.open(tmp / "me").save_settings(
-        Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False))
+        Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False)
+    )
     app = App(tmp / "me")
     app.window.show()
     started = asyncio.get_event_loop().create_future()
@@ -107,16 +108,24 @@ async def run(size_mib: int) -> None:
     t = time.perf_counter()
     await app.bridge.call(peer.files.store_file, "big.bin", big)
     elapsed = time.perf_counter() - t
-    print(f"storing {size_mib} MiB ({size_mib / elapsed:5.1f} MB/s)  worst lateness "
-          f"{meter.stop():6.1f} ms over {meter.ticks} ticks")
+    print(
+        f"storing {size_mib} MiB ({size_mib / elapsed:5.1f} MB/s)  worst lateness "
+        f"{meter.stop():6.1f} ms over {meter.ticks} ticks"
+    )
 
     # The other peer is another process, as it would be: in this one it would compete for
     # the GIL and measure itself rather than the app.
     loop = asyncio.get_event_loop()
     pool = ThreadPoolExecutor(1)  # not qasync's default: its QThreads abort at exit if alive
-    publisher = await loop.run_in_executor(pool, lambda: subprocess.Popen(
-        [sys.executable, "-c", PUBLISHER.format(root=str(ROOT), addr=peer.listen_addrs()[0])],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    publisher = await loop.run_in_executor(
+        pool,
+        lambda: subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER.format(root=str(ROOT), addr=peer.listen_addrs()[0])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ),
+    )
     app.window.join_topic("bench")
     view = app.window._conversation("topic:bench")
     assert (await loop.run_in_executor(pool, publisher.stdout.readline)).strip() == "ready"
@@ -128,8 +137,10 @@ async def run(size_mib: int) -> None:
     while len(view.model.messages) < 1000 and time.perf_counter() - t < 60:
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - t
-    print(f"1000 topic messages shown in {elapsed:5.2f} s   worst lateness "
-          f"{meter.stop():6.1f} ms ({len(view.model.messages)} shown)")
+    print(
+        f"1000 topic messages shown in {elapsed:5.2f} s   worst lateness "
+        f"{meter.stop():6.1f} ms ({len(view.model.messages)} shown)"
+    )
     publisher.stdin.close()
     publisher.wait(20)
     app.window.close()

@@ -35,6 +35,7 @@ def pct(values: list[float], p: float) -> float:
 
 async def raw_tcp(count: int) -> tuple[float, list[float]]:
     """A 4-byte-length-framed echo over a plain loopback socket: the floor for everything."""
+
     async def echo(stream: trio.SocketStream) -> None:
         buf = b""
         while True:
@@ -47,7 +48,7 @@ async def raw_tcp(count: int) -> tuple[float, list[float]]:
                 if len(buf) < 4 + n:
                     break
                 await stream.send_all(buf[: 4 + n])
-                buf = buf[4 + n:]
+                buf = buf[4 + n :]
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
@@ -116,15 +117,23 @@ async def main(count: int) -> None:
     raw_rate, raw_lat = await raw_tcp(count)
     p = await peers_bench(count)
     print(f"messages per run: {count}")
-    print(f"raw TCP ping-pong           {raw_rate:10.0f} round trips/s   "
-          f"p50 {pct(raw_lat, 50) * 1e3:6.3f} ms  p99 {pct(raw_lat, 99) * 1e3:6.3f} ms")
-    print(f"direct messages, acked      {p['direct_rate']:10.0f} msg/s (pipelined)   "
-          f"{p['direct_rate'] / raw_rate:6.3f} x raw")
-    print(f"direct message round trip   "
-          f"p50 {p['direct_p50'] * 1e3:6.3f} ms  p99 {p['direct_p99'] * 1e3:6.3f} ms   "
-          f"{pct(raw_lat, 50) / p['direct_p50']:6.3f} x raw (p50 speed)")
-    print(f"topic messages, delivered   {p['topic_rate']:10.0f} msg/s   "
-          f"{p['topic_rate'] / raw_rate:6.3f} x raw")
+    print(
+        f"raw TCP ping-pong           {raw_rate:10.0f} round trips/s   "
+        f"p50 {pct(raw_lat, 50) * 1e3:6.3f} ms  p99 {pct(raw_lat, 99) * 1e3:6.3f} ms"
+    )
+    print(
+        f"direct messages, acked      {p['direct_rate']:10.0f} msg/s (pipelined)   "
+        f"{p['direct_rate'] / raw_rate:6.3f} x raw"
+    )
+    print(
+        f"direct message round trip   "
+        f"p50 {p['direct_p50'] * 1e3:6.3f} ms  p99 {p['direct_p99'] * 1e3:6.3f} ms   "
+        f"{pct(raw_lat, 50) / p['direct_p50']:6.3f} x raw (p50 speed)"
+    )
+    print(
+        f"topic messages, delivered   {p['topic_rate']:10.0f} msg/s   "
+        f"{p['topic_rate'] / raw_rate:6.3f} x raw"
+    )
 
 
 if __name__ == "__main__":

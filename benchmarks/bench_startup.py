@@ -52,17 +52,27 @@ def main() -> None:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     for _ in range(5):
         with tempfile.TemporaryDirectory() as tmp:
-            Profile.open(Path(tmp)).save_settings(Settings(
-                listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False))
-            out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), data=tmp)],
-                                 capture_output=True, text=True, env=env, timeout=60)
+            Profile.open(Path(tmp)).save_settings(
+                Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False)
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD.format(root=str(ROOT), data=tmp)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
             a, b = map(float, out.stdout.split()[-2:])
             shown.append(a)
             online.append(b)
-    print(f"window shown   median {statistics.median(shown):5.2f} s  (runs: "
-          f"{', '.join(f'{x:.2f}' for x in shown)})")
-    print(f"peer online    median {statistics.median(online):5.2f} s  (runs: "
-          f"{', '.join(f'{x:.2f}' for x in online)})")
+    print(
+        f"window shown   median {statistics.median(shown):5.2f} s  (runs: "
+        f"{', '.join(f'{x:.2f}' for x in shown)})"
+    )
+    print(
+        f"peer online    median {statistics.median(online):5.2f} s  (runs: "
+        f"{', '.join(f'{x:.2f}' for x in online)})"
+    )
 
 
 if __name__ == "__main__":

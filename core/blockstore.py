@@ -408,9 +408,7 @@ class BlockStore:
         with self._writing() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
-                raise StoreError(
-                    f"the block store at {self.path} was written by a newer Peerdesk"
-                )
+                raise StoreError(f"the block store at {self.path} was written by a newer Peerdesk")
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
@@ -507,9 +505,7 @@ def _sweep(conn: sqlite3.Connection) -> GcStats:
         "INSERT INTO temp.dead SELECT id, size FROM main.blocks "
         "WHERE cid NOT IN (SELECT cid FROM temp.live)"
     )
-    count, total = conn.execute(
-        "SELECT count(*), coalesce(sum(size), 0) FROM temp.dead"
-    ).fetchone()
+    count, total = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM temp.dead").fetchone()
     conn.execute("DELETE FROM main.links WHERE parent IN (SELECT id FROM temp.dead)")
     conn.execute("DELETE FROM main.blocks WHERE id IN (SELECT id FROM temp.dead)")
     return GcStats(blocks=count, bytes=total)

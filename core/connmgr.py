@@ -54,7 +54,8 @@ class Trimmer:
         now = time.monotonic()
         tags = network.tag_store
         trimmable = [
-            p for p in peers
+            p
+            for p in peers
             if not network.is_protected(p)
             and now - self.first_seen.get(p, now) >= self.grace_period
         ]
@@ -65,8 +66,12 @@ class Trimmer:
         victims = self.candidates()
         if not victims:
             return
-        log.info("%d connections above the high watermark %d: trimming %d",
-                 len(self.host.get_connected_peers()), self.high_water, len(victims))
+        log.info(
+            "%d connections above the high watermark %d: trimming %d",
+            len(self.host.get_connected_peers()),
+            self.high_water,
+            len(victims),
+        )
         async with trio.open_nursery() as nursery:
             for peer in victims:
                 nursery.start_soon(self._disconnect, peer)

@@ -35,6 +35,7 @@ class DagPBError(ValueError):
 
 # --- protobuf varints -------------------------------------------------------------------------
 
+
 def encode_varint(value: int) -> bytes:
     """Unsigned LEB128, as protobuf and multiformats use."""
     if value < 0:
@@ -94,6 +95,7 @@ def _append_field(parts: list[bytes], field_number: int, payload: bytes) -> None
 
 
 # --- CIDs -------------------------------------------------------------------------------------
+
 
 class CidParts(NamedTuple):
     """The fields of a binary CID; a CIDv0 reports version 0 and codec dag-pb."""
@@ -191,7 +193,11 @@ def _b16decode(text: str) -> bytes:
 
 
 _MULTIBASE_DECODERS = {
-    "b": _b32decode, "B": _b32decode, "z": _b58decode, "f": _b16decode, "F": _b16decode,
+    "b": _b32decode,
+    "B": _b32decode,
+    "z": _b58decode,
+    "f": _b16decode,
+    "F": _b16decode,
 }
 
 
@@ -229,6 +235,7 @@ def parse_cid(value: str | bytes) -> bytes:
 
 
 # --- PBNode -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Link:

@@ -314,8 +314,9 @@ class DirectMessaging:
             msg.attempts += 1
         failed = [m for m in charged if m.attempts >= self.config.attempts]
         if failed:
-            log.info("direct %s %s: %d message(s) failed: %s", ch.peer, ch.protocol,
-                     len(failed), reason)
+            log.info(
+                "direct %s %s: %d message(s) failed: %s", ch.peer, ch.protocol, len(failed), reason
+            )
             for msg in failed:
                 ch.pending.remove(msg)
                 self._resolve(msg, False, f"not delivered after {msg.attempts} attempts: {reason}")
@@ -323,8 +324,14 @@ class DirectMessaging:
             return
         tries = max(m.attempts for m in charged)
         delay = self.config.backoff[min(tries - 1, len(self.config.backoff) - 1)]
-        log.debug("direct %s %s: attempt %d failed (%s); retry in %g s", ch.peer, ch.protocol,
-                  tries, reason, delay)
+        log.debug(
+            "direct %s %s: attempt %d failed (%s); retry in %g s",
+            ch.peer,
+            ch.protocol,
+            tries,
+            reason,
+            delay,
+        )
         with trio.move_on_after(delay):
             await ch.wait_change()  # a reconnect (peer_seen) cuts the backoff short
 
@@ -371,8 +378,9 @@ class DirectMessaging:
                 try:
                     obj = decode_json_object(frame)
                 except FrameError as exc:
-                    log.warning("direct %s %s: dropped malformed frame: %s", ch.peer,
-                                ch.protocol, exc)
+                    log.warning(
+                        "direct %s %s: dropped malformed frame: %s", ch.peer, ch.protocol, exc
+                    )
                     continue
                 kind = obj.get("type")
                 if kind == "ack":
@@ -380,8 +388,9 @@ class DirectMessaging:
                 elif kind == "data":
                     await self._on_data(ch, stream, obj)
                 else:
-                    log.warning("direct %s %s: dropped frame of unknown type %r", ch.peer,
-                                ch.protocol, kind)
+                    log.warning(
+                        "direct %s %s: dropped frame of unknown type %r", ch.peer, ch.protocol, kind
+                    )
         except StreamClosed:
             pass
         except FrameError as exc:
@@ -411,12 +420,17 @@ class DirectMessaging:
         if not msg_id or len(msg_id) > MAX_ID:
             # Ids are remembered for duplicate suppression: unbounded ones would let a peer
             # fill our memory. Go's are ~30 characters.
-            log.warning("direct %s %s: dropped data frame with a %d-character id", ch.peer,
-                        ch.protocol, len(msg_id))
+            log.warning(
+                "direct %s %s: dropped data frame with a %d-character id",
+                ch.peer,
+                ch.protocol,
+                len(msg_id),
+            )
             return
         if ch.protocol not in self.started:
-            log.warning("direct %s: dropped data on protocol %s, which is not started", ch.peer,
-                        ch.protocol)
+            log.warning(
+                "direct %s: dropped data on protocol %s, which is not started", ch.peer, ch.protocol
+            )
             return
         ch.touched = time.monotonic()
         if msg_id not in ch.recent_ids:
@@ -442,12 +456,20 @@ class DirectMessaging:
             now = time.monotonic()
             for key, ch in list(self._channels.items()):
                 stream = ch.stream
-                if (stream is not None and not ch.inflight and not ch.pending
-                        and now - stream.last_activity >= self.config.idle_timeout):
+                if (
+                    stream is not None
+                    and not ch.inflight
+                    and not ch.pending
+                    and now - stream.last_activity >= self.config.idle_timeout
+                ):
                     ch.stream = None
-                if (ch.stream is None and not ch.inflight and not ch.pending
-                        and not ch.worker_running
-                        and now - ch.touched >= 2 * self.config.idle_timeout):
+                if (
+                    ch.stream is None
+                    and not ch.inflight
+                    and not ch.pending
+                    and not ch.worker_running
+                    and now - ch.touched >= 2 * self.config.idle_timeout
+                ):
                     del self._channels[key]  # its duplicate memory goes with it
             for stream in list(self._streams):
                 if now - stream.last_activity >= self.config.idle_timeout and not any(
@@ -459,5 +481,3 @@ class DirectMessaging:
 
 class _AttemptFailed(Exception):
     pass
-
-

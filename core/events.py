@@ -11,6 +11,7 @@ from typing import Any
 @dataclass(frozen=True)
 class PeerData:
     """A direct message arrived on a started protocol."""
+
     peer: str
     protocol: str
     data: Any
@@ -26,6 +27,7 @@ class TopicData:
 @dataclass(frozen=True)
 class PeerChange:
     """A peer joined (or left) a subscribed or monitored topic."""
+
     topic: str
     peer: str
     joined: bool
@@ -46,6 +48,7 @@ class PeerDisconnected:
 @dataclass(frozen=True)
 class Delivery:
     """The outcome of one direct message: acknowledged by the remote peer, or failed."""
+
     peer: str
     protocol: str
     msg_id: str
@@ -61,6 +64,7 @@ class DhtReady:
 @dataclass(frozen=True)
 class PeerFiles:
     """A file listing arrived (ours or a remote peer's): ``entries`` maps path → entry."""
+
     peer: str
     cid: str
     entries: dict[str, dict[str, str]]
@@ -70,6 +74,7 @@ class PeerFiles:
 @dataclass(frozen=True)
 class GotFile:
     """The outcome of a get: ``content`` has p2p-webapp's gotFile content shape."""
+
     cid: str
     success: bool
     content: dict[str, Any]
@@ -78,12 +83,14 @@ class GotFile:
 @dataclass(frozen=True)
 class FilesChanged:
     """Our own tree has a new root."""
+
     root: str
 
 
 @dataclass(frozen=True)
 class Progress:
     """A long import or transfer moved on; ``total`` is 0 when unknown."""
+
     op: str
     done: int
     total: int
@@ -93,11 +100,22 @@ class Progress:
 @dataclass(frozen=True)
 class CoreError:
     """Something the user should hear about that is not tied to one request."""
+
     message: str
 
 
 Event = (
-    PeerData | TopicData | PeerChange | PeerConnected | PeerDisconnected | Delivery | DhtReady
-    | PeerFiles | GotFile | FilesChanged | Progress | CoreError
+    PeerData
+    | TopicData
+    | PeerChange
+    | PeerConnected
+    | PeerDisconnected
+    | Delivery
+    | DhtReady
+    | PeerFiles
+    | GotFile
+    | FilesChanged
+    | Progress
+    | CoreError
 )
 EventSink = Callable[[Event], None]

@@ -116,8 +116,9 @@ def _same_content(a: bytes, b: bytes) -> bool:
 
 
 class Files:
-    def __init__(self, host: IHost, store: BlockStore, emit: EventSink,
-                 notify: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, host: IHost, store: BlockStore, emit: EventSink, notify: Callable[[], Awaitable[None]]
+    ) -> None:
         self.host = host
         self.store = store
         self.emit = emit
@@ -130,7 +131,9 @@ class Files:
         self._remote_entries: OrderedDict[bytes, dict[str, str]] = OrderedDict()
         self._fetched: OrderedDict[bytes, None] = OrderedDict(
             (dagpb.parse_cid(name.split(":", 1)[1]), None)
-            for name in store.roots() if name.startswith("fetched:"))
+            for name in store.roots()
+            if name.startswith("fetched:")
+        )
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -148,8 +151,15 @@ class Files:
 
     # -- our tree -----------------------------------------------------------------------------
 
-    async def store_file(self, path: str, source: Source, *, total: int = 0,
-                         cancel: Cancel | None = None, op: str = "") -> tuple[str, str]:
+    async def store_file(
+        self,
+        path: str,
+        source: Source,
+        *,
+        total: int = 0,
+        cancel: Cancel | None = None,
+        op: str = "",
+    ) -> tuple[str, str]:
         """Progress events carry ``op`` (made up here unless the caller names it)."""
         op = op or f"store:{next(_ops)}:{path}"
         token = trio.lowlevel.current_trio_token()
@@ -235,8 +245,9 @@ class Files:
         get = self.store.get
         if unixfs.node_kind(get, cid) in ("hamt", "directory"):
             try:
-                entries = {n: dagpb.cid_str(link.cid)
-                           for n, link in directory_links(get, cid).items()}
+                entries = {
+                    n: dagpb.cid_str(link.cid) for n, link in directory_links(get, cid).items()
+                }
             except unixfs.MissingBlock:
                 # A sharded folder from a fallback peer: we hold its root block, not its
                 # sub-shards; its immediate entries came with the answer.
@@ -244,8 +255,11 @@ class Files:
                     raise
                 entries = dict(self._remote_entries[cid])
             return {"type": "directory", "entries": entries}
-        return {"type": "file", "mimeType": self.tree.mime_of(cid),
-                "content": base64.b64encode(b"".join(self.tree.read(cid))).decode()}
+        return {
+            "type": "file",
+            "mimeType": self.tree.mime_of(cid),
+            "content": base64.b64encode(b"".join(self.tree.read(cid))).decode(),
+        }
 
     async def fetch(self, cid: bytes, fallback: str = "", op: str = "") -> None:
         """Make the whole DAG of ``cid`` local (and keep it pinned among recent fetches)."""
@@ -300,9 +314,10 @@ class Files:
             while level:
                 following: list[bytes] = []
                 for i in range(0, len(level), FETCH_BATCH):
-                    batch = level[i:i + FETCH_BATCH]
+                    batch = level[i : i + FETCH_BATCH]
                     missing = await trio.to_thread.run_sync(
-                        lambda b=batch: [c for c in b if not self.store.has(c)])
+                        lambda b=batch: [c for c in b if not self.store.has(c)]
+                    )
                     if missing:
                         got = await session.get_blocks_batch(missing, timeout=timeout)
                         if len(got) < len(missing):
@@ -353,8 +368,10 @@ class Files:
             entries = reply.get("entries")
             if isinstance(entries, dict):
                 self._remote_entries[cid] = {
-                    str(name): value for name, value in entries.items()
-                    if isinstance(value, str) and "/" not in str(name)}
+                    str(name): value
+                    for name, value in entries.items()
+                    if isinstance(value, str) and "/" not in str(name)
+                }
                 while len(self._remote_entries) > KEEP_FETCHED:
                     self._remote_entries.popitem(last=False)
             return
@@ -377,6 +394,7 @@ class Files:
 
     async def _keep(self, cid: bytes) -> None:
         """Pin what we fetched so garbage collection leaves it, up to the newest few hundred."""
+
         def keep() -> None:
             self.store.set_root(f"fetched:{dagpb.cid_str(cid)}", cid)
             self._fetched[cid] = None
@@ -401,8 +419,10 @@ class Files:
         try:
             if not self._complete(key):
                 return {"cid": cid, "error": "not found"}
-            if (unixfs.node_kind(self.store.get, key) not in ("hamt", "directory")
-                    and unixfs.file_size(self.store.get, key) > SERVE_LIMIT):
+            if (
+                unixfs.node_kind(self.store.get, key) not in ("hamt", "directory")
+                and unixfs.file_size(self.store.get, key) > SERVE_LIMIT
+            ):
                 return {"cid": cid, "error": "file too large for this protocol; use bitswap"}
             return self.tree.content_sync(key)
         except (unixfs.UnixFSError, ValueError, LookupError) as exc:

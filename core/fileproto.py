@@ -77,7 +77,8 @@ class FileService:
                     raise FrameError(f"unknown message type {kind}")
                 # A whole file, base64 inside JSON, can be 190 MiB: encode it off the trio thread.
                 payload = await trio.to_thread.run_sync(
-                    lambda: bytes([answer[0]]) + encode_frame(dumps(answer[1])))
+                    lambda: bytes([answer[0]]) + encode_frame(dumps(answer[1]))
+                )
                 await stream.write(payload)
                 await stream.close()
         except StreamClosed:
@@ -100,8 +101,7 @@ class FileService:
         request = bytes([GET_FILE]) + encode_frame(dumps({"cid": cid}))
         return await self._request(peer, request, FILE_CONTENT, MAX_FILE_CONTENT)
 
-    async def _request(self, peer: ID, request: bytes, expect: int, limit: int
-                       ) -> dict[str, Any]:
+    async def _request(self, peer: ID, request: bytes, expect: int, limit: int) -> dict[str, Any]:
         stream = None
         try:
             with trio.fail_after(REQUEST_TIMEOUT):

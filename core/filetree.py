@@ -84,14 +84,21 @@ class FileTree:
 
     # -- mutations ----------------------------------------------------------------------------
 
-    async def store_file(self, path: str, source: Source, *, progress: Progress | None = None,
-                         cancel: Cancel | None = None) -> tuple[str, str]:
+    async def store_file(
+        self,
+        path: str,
+        source: Source,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> tuple[str, str]:
         """Import ``source`` at ``path`` (replacing what is there, creating missing folders);
         returns (file CID, new root CID)."""
         parts = split_path(path)
         async with self.lock:
             file_cid = await trio.to_thread.run_sync(
-                self._store_file_sync, parts, source, progress, cancel, abandon_on_cancel=False)
+                self._store_file_sync, parts, source, progress, cancel, abandon_on_cancel=False
+            )
         return dagpb.cid_str(file_cid), self.root
 
     async def mkdir(self, path: str) -> tuple[str, str]:
@@ -112,15 +119,21 @@ class FileTree:
         async with self.lock:
             await trio.to_thread.run_sync(self._restore_sync, cid)
 
-    def _store_file_sync(self, parts: list[str], source: Source, progress: Progress | None,
-                         cancel: Cancel | None) -> bytes:
+    def _store_file_sync(
+        self, parts: list[str], source: Source, progress: Progress | None, cancel: Cancel | None
+    ) -> bytes:
         with self.store.session() as session:
             with session.batch() as batch:
                 with _open_source(source) as stream:
-                    result = unixfs.import_file(stream, batch.put, progress=progress,
-                                                cancelled=cancel)
-            self._update(session, parts[:-1],
-                         lambda d: d.set(parts[-1], result.cid, result.tsize), create=True)
+                    result = unixfs.import_file(
+                        stream, batch.put, progress=progress, cancelled=cancel
+                    )
+            self._update(
+                session,
+                parts[:-1],
+                lambda d: d.set(parts[-1], result.cid, result.tsize),
+                create=True,
+            )
         self._collect()
         return result.cid
 
@@ -132,13 +145,13 @@ class FileTree:
                     raise FileTreeError(f"{join_path(parts)} exists and is not a folder")
                 return existing
             empty, tsize = HamtDirectory.empty(self.store.get).flush(session.put)
-            self._update(session, parts[:-1], lambda d: d.set(parts[-1], empty, tsize),
-                         create=True)
+            self._update(session, parts[:-1], lambda d: d.set(parts[-1], empty, tsize), create=True)
         self._collect()
         return empty
 
     def _remove_sync(self, parts: list[str]) -> None:
         with self.store.session() as session:
+
             def remove(d: HamtDirectory) -> None:
                 if not d.remove(parts[-1]):
                     raise FileTreeError(f"{join_path(parts)} does not exist")
@@ -156,8 +169,14 @@ class FileTree:
         self._root = cid
         self._collect()
 
-    def _update(self, session: Any, parents: list[str],
-                change: Callable[[HamtDirectory], None], *, create: bool) -> None:
+    def _update(
+        self,
+        session: Any,
+        parents: list[str],
+        change: Callable[[HamtDirectory], None],
+        *,
+        create: bool,
+    ) -> None:
         """Apply ``change`` to the folder at ``parents`` and rewrite the chain of folders above
         it, then switch the pinned root — the one moment the new tree becomes visible."""
         chain = [HamtDirectory.load(self.store.get, self._root)]
@@ -165,11 +184,11 @@ class FileTree:
             link = chain[-1].lookup(name)
             if link is None:
                 if not create:
-                    raise FileTreeError(f"{join_path(parents[:depth + 1])} does not exist")
+                    raise FileTreeError(f"{join_path(parents[: depth + 1])} does not exist")
                 chain.append(HamtDirectory.empty(self.store.get))
                 continue
             if unixfs.node_kind(self.store.get, link.cid) != "hamt":
-                raise FileTreeError(f"{join_path(parents[:depth + 1])} is a file, not a folder")
+                raise FileTreeError(f"{join_path(parents[: depth + 1])} is a file, not a folder")
             chain.append(HamtDirectory.load(self.store.get, link.cid))
         change(chain[-1])
         cid, tsize = chain[-1].flush(session.put)
@@ -229,9 +248,13 @@ class FileTree:
                     out[path] = Entry(path, "directory", dagpb.cid_str(link.cid), link.tsize)
                     stack.append((path + "/", link.cid))
                 else:
-                    out[path] = Entry(path, "file", dagpb.cid_str(link.cid),
-                                      unixfs.file_size(self.store.get, link.cid),
-                                      self.mime_of(link.cid))
+                    out[path] = Entry(
+                        path,
+                        "file",
+                        dagpb.cid_str(link.cid),
+                        unixfs.file_size(self.store.get, link.cid),
+                        self.mime_of(link.cid),
+                    )
         return out
 
     def mime_of(self, cid: bytes) -> str:
@@ -253,13 +276,14 @@ class FileTree:
         raw = self.store.get(cid)
         if raw is None:
             raise unixfs.MissingBlock(cid)
-        out: dict[str, Any] = {"cid": dagpb.cid_str(cid),
-                               "rawNode": base64.b64encode(raw).decode()}
+        out: dict[str, Any] = {"cid": dagpb.cid_str(cid), "rawNode": base64.b64encode(raw).decode()}
         kind = unixfs.node_kind(self.store.get, cid)
         if kind in ("hamt", "directory"):
             out["isDirectory"] = True
-            out["entries"] = {name: dagpb.cid_str(link.cid)
-                              for name, link in directory_links(self.store.get, cid).items()}
+            out["entries"] = {
+                name: dagpb.cid_str(link.cid)
+                for name, link in directory_links(self.store.get, cid).items()
+            }
         else:
             out["isDirectory"] = False
             out["mimeType"] = self.mime_of(cid)

@@ -2,7 +2,7 @@
 
 Every Peerdesk directory is a HAMT (fanout 256, murmur3-x64-64 of the name), so that a
 Go peer holding the same tree computes the same root CID (see
-/work/shared/spec/unixfs-notes.md). The shape is canonical: a bucket holding one entry
+docs/spec/unixfs-notes.md). The shape is canonical: a bucket holding one entry
 links to it directly, two or more entries share a sub-shard one level deeper, and a
 removal that leaves a sub-shard with a single *entry* folds that entry back up (a
 sub-shard whose only child is another sub-shard still holds two or more entries and
@@ -66,8 +66,13 @@ class _Shard:
 
     __slots__ = ("children", "cid", "prefix", "tsize")
 
-    def __init__(self, prefix: bytes, cid: bytes | None = None, tsize: int = 0,
-                 children: dict[int, Link | _Shard] | None = None) -> None:
+    def __init__(
+        self,
+        prefix: bytes,
+        cid: bytes | None = None,
+        tsize: int = 0,
+        children: dict[int, Link | _Shard] | None = None,
+    ) -> None:
         self.prefix = prefix
         self.cid = cid
         self.tsize = tsize
@@ -161,8 +166,9 @@ class HamtDirectory:
                 children[bucket] = entry
             else:
                 added = True
-                children[bucket] = self._split(shard.prefix + bytes((bucket,)), child, entry,
-                                               digest)
+                children[bucket] = self._split(
+                    shard.prefix + bytes((bucket,)), child, entry, digest
+                )
             break
         self._mark_dirty(path)
         if added and self._count is not None:
@@ -268,9 +274,9 @@ class HamtDirectory:
     def _children(self, shard: _Shard) -> dict[int, Link | _Shard]:
         if shard.children is None:
             assert shard.cid is not None
-            shard.children, shard.tsize = _decode_shard(shard.cid,
-                                                        load_block(self._get, shard.cid),
-                                                        shard.prefix)
+            shard.children, shard.tsize = _decode_shard(
+                shard.cid, load_block(self._get, shard.cid), shard.prefix
+            )
         return shard.children
 
 
@@ -284,12 +290,12 @@ def _shard_data(buckets: Iterable[int]) -> bytes:
     for bucket in buckets:
         bits |= 1 << bucket
     bitfield = bits.to_bytes((bits.bit_length() + 7) // 8, "big")
-    return UnixFSData(DataType.HAMT_SHARD, data=bitfield or None, hash_type=HASH_MURMUR3,
-                      fanout=FANOUT).encode()
+    return UnixFSData(
+        DataType.HAMT_SHARD, data=bitfield or None, hash_type=HASH_MURMUR3, fanout=FANOUT
+    ).encode()
 
 
-def _decode_shard(cid: bytes, block: bytes,
-                  prefix: bytes) -> tuple[dict[int, Link | _Shard], int]:
+def _decode_shard(cid: bytes, block: bytes, prefix: bytes) -> tuple[dict[int, Link | _Shard], int]:
     """Children and cumulative size of a shard block from an untrusted source.
 
     Checks everything lookups rely on: type, hash function, fanout, that the links match
@@ -312,8 +318,9 @@ def _decode_shard(cid: bytes, block: bytes,
         raise HamtError("HAMT bitfield longer than the fanout")
     buckets = _set_bits(int.from_bytes(bitfield, "big"))
     if len(buckets) != len(node.links):
-        raise HamtError(f"HAMT shard has {len(node.links)} links "
-                        f"but its bitfield sets {len(buckets)} buckets")
+        raise HamtError(
+            f"HAMT shard has {len(node.links)} links but its bitfield sets {len(buckets)} buckets"
+        )
     children: dict[int, Link | _Shard] = {}
     for bucket, link in zip(buckets, node.links, strict=True):
         children[bucket] = _decode_child(link, bucket, prefix)
@@ -340,6 +347,6 @@ def _decode_child(link: Link, bucket: int, prefix: bytes) -> Link | _Shard:
             raise HamtError("sharded directory too deep")
         return _Shard(path, cid=link.cid, tsize=link.tsize)
     name = link.name[2:]
-    if _hash(_name_key(name))[:len(path)] != path:
+    if _hash(_name_key(name))[: len(path)] != path:
         raise HamtError(f"HAMT entry {name!r} is stored under the wrong bucket")
     return Link(name, link.cid, link.tsize)

@@ -50,8 +50,9 @@ class PeerManager:
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
 
-    async def run(self, *, task_status: trio.TaskStatus[PeerManager] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[PeerManager] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -60,8 +61,9 @@ class PeerManager:
         finally:
             self._nursery = None
 
-    async def create_peer(self, key_pair: KeyPair | None = None, emit: EventSink | None = None,
-                          **peer_kwargs: object) -> Peer:
+    async def create_peer(
+        self, key_pair: KeyPair | None = None, emit: EventSink | None = None, **peer_kwargs: object
+    ) -> Peer:
         """Start a peer (a fresh identity unless one is given) and join it to its siblings.
         Raises PeerInUse if that identity already runs here."""
         if self._nursery is None:
@@ -72,8 +74,7 @@ class PeerManager:
             if peer_id in self.peers:
                 raise PeerInUse(f"peer {peer_id} is already running in this process")
             config = self._config_for_next(peer_id)
-            peer = Peer(key_pair, config, emit, alias=alias_for(self._created),
-                        **peer_kwargs)  # type: ignore[arg-type]
+            peer = Peer(key_pair, config, emit, alias=alias_for(self._created), **peer_kwargs)  # type: ignore[arg-type]
             self._created += 1
             self.peers[peer_id] = peer
             try:
@@ -90,8 +91,7 @@ class PeerManager:
         interfaces (one port cannot serve two hosts). Each identity keeps its own file store
         under ``files_dir``, so a web app that reuses its key finds its files again."""
         base = self.config
-        listen = base.listen_addrs if not self.peers else [_any_port(a) for a in
-                                                           base.listen_addrs]
+        listen = base.listen_addrs if not self.peers else [_any_port(a) for a in base.listen_addrs]
         files = str(Path(base.files_dir) / "peers" / peer_id) if base.files_dir else ""
         return PeerConfig(**{**base.__dict__, "listen_addrs": listen, "files_dir": files})
 

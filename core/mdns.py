@@ -646,4 +646,3 @@ class Mdns:
             log.warning("mDNS: registration change failed: %r", exc)
             return False
         return True
-

@@ -101,15 +101,30 @@ def _text(data: bytes, first_non_ws: int) -> str | None:
 
 def _riff(kind: bytes, content_type: str) -> _Masked:
     """RIFF container: 'RIFF', any 4-byte length, then the form type."""
-    return _Masked(b"\xff" * 4 + b"\x00" * 4 + b"\xff" * len(kind),
-                   b"RIFF" + b"\x00" * 4 + kind, content_type)
+    return _Masked(
+        b"\xff" * 4 + b"\x00" * 4 + b"\xff" * len(kind), b"RIFF" + b"\x00" * 4 + kind, content_type
+    )
 
 
 _Matcher = Callable[[bytes, int], str | None]
 
 _HTML_TAGS = (
-    b"<!DOCTYPE HTML", b"<HTML", b"<HEAD", b"<SCRIPT", b"<IFRAME", b"<H1", b"<DIV",
-    b"<FONT", b"<TABLE", b"<A", b"<STYLE", b"<TITLE", b"<B", b"<BODY", b"<BR", b"<P",
+    b"<!DOCTYPE HTML",
+    b"<HTML",
+    b"<HEAD",
+    b"<SCRIPT",
+    b"<IFRAME",
+    b"<H1",
+    b"<DIV",
+    b"<FONT",
+    b"<TABLE",
+    b"<A",
+    b"<STYLE",
+    b"<TITLE",
+    b"<B",
+    b"<BODY",
+    b"<BR",
+    b"<P",
     b"<!--",
 )
 
@@ -133,8 +148,11 @@ _SIGNATURES: tuple[_Matcher, ...] = (
     _Exact(b"\x89PNG\r\n\x1a\n", "image/png").match,
     _Exact(b"\xff\xd8\xff", "image/jpeg").match,
     # Audio and video, in the WHATWG order.
-    _Masked(b"\xff\xff\xff\xff\x00\x00\x00\x00\xff\xff\xff\xff",
-            b"FORM\x00\x00\x00\x00AIFF", "audio/aiff").match,
+    _Masked(
+        b"\xff\xff\xff\xff\x00\x00\x00\x00\xff\xff\xff\xff",
+        b"FORM\x00\x00\x00\x00AIFF",
+        "audio/aiff",
+    ).match,
     # Go writes these three as masks of all ones, which is a plain prefix test.
     _Exact(b"ID3", "audio/mpeg").match,
     _Exact(b"OggS\x00", "application/ogg").match,
@@ -144,8 +162,9 @@ _SIGNATURES: tuple[_Matcher, ...] = (
     _mp4,
     _Exact(b"\x1a\x45\xdf\xa3", "video/webm").match,
     # Fonts. Embedded OpenType: 34 ignored bytes, then "LP".
-    _Masked(b"\x00" * 34 + b"\xff\xff", b"\x00" * 34 + b"LP",
-            "application/vnd.ms-fontobject").match,
+    _Masked(
+        b"\x00" * 34 + b"\xff\xff", b"\x00" * 34 + b"LP", "application/vnd.ms-fontobject"
+    ).match,
     _Exact(b"\x00\x01\x00\x00", "font/ttf").match,
     _Exact(b"OTTO", "font/otf").match,
     _Exact(b"ttcf", "font/collection").match,

@@ -99,25 +99,41 @@ class Peer:
         self.alias = alias
         self._sinks: list[EventSink] = [emit] if emit else []
         self.host = compat.build_host(
-            key_pair, low_water=self.config.low_water, high_water=self.config.high_water,
+            key_pair,
+            low_water=self.config.low_water,
+            high_water=self.config.high_water,
             grace_period=self.config.grace_period,
         )
         self.peer_id: ID = self.host.get_id()
         self.router = make_router()
         self.pubsub = make_pubsub(self.host, self.router)
         self.direct = DirectMessaging(self.host, self._emit, self.config.direct)
-        self.dht = Dht(self.host, self._emit, self.dial, self.config.bootstrap,
-                       ready_wait=self.config.dht_ready_wait)
+        self.dht = Dht(
+            self.host,
+            self._emit,
+            self.dial,
+            self.config.bootstrap,
+            ready_wait=self.config.dht_ready_wait,
+        )
         self.topics = Topics(
-            self.host, self.pubsub, self.router, self._emit,
-            on_subscribed=self._on_subscribed, on_unsubscribed=self.dht.stop_advertising,
+            self.host,
+            self.pubsub,
+            self.router,
+            self._emit,
+            on_subscribed=self._on_subscribed,
+            on_unsubscribed=self.dht.stop_advertising,
         )
         self.contacts = Contacts(
-            self.host, self.dial, self.dht.find_peer, contacts or {},
-            save_contacts or (lambda _c: None), redial_interval=self.config.contacts_redial,
+            self.host,
+            self.dial,
+            self.dht.find_peer,
+            contacts or {},
+            save_contacts or (lambda _c: None),
+            redial_interval=self.config.contacts_redial,
         )
-        self.trimmer = Trimmer(self.host, self.config.low_water, self.config.high_water,
-                               self.config.grace_period)
+        self.trimmer = Trimmer(
+            self.host, self.config.low_water, self.config.high_water, self.config.grace_period
+        )
         self._ping = PingService(self.host)
         self._latency: dict[ID, float] = {}
         self._connected_since: dict[ID, float] = {}
@@ -297,15 +313,17 @@ class Peer:
                 protocols = sorted(store.get_protocols(peer))
             except Exception:
                 protocols = []
-            conns.append({
-                "peer": str(peer),
-                "addrs": addrs,
-                "direction": _direction(conn),
-                "latency_ms": round(self._latency[peer], 2) if peer in self._latency else None,
-                "protocols": protocols,
-                "contact": self.contacts.is_contact(peer),
-                "since": self._connected_since.get(peer),
-            })
+            conns.append(
+                {
+                    "peer": str(peer),
+                    "addrs": addrs,
+                    "direction": _direction(conn),
+                    "latency_ms": round(self._latency[peer], 2) if peer in self._latency else None,
+                    "protocols": protocols,
+                    "contact": self.contacts.is_contact(peer),
+                    "since": self._connected_since.get(peer),
+                }
+            )
         return {
             "peerid": str(self.peer_id),
             "alias": self.alias,
@@ -377,8 +395,7 @@ class Peer:
         """p2p-webapp's notice after every change, only while subscribed to the topic."""
         topic = self.config.file_update_topic
         if topic and topic in self.topics.subscribed:
-            await self.publish(topic, {"type": "p2p-webapp-file-update",
-                                       "peer": str(self.peer_id)})
+            await self.publish(topic, {"type": "p2p-webapp-file-update", "peer": str(self.peer_id)})
 
     # -- contacts -----------------------------------------------------------------------------
 
@@ -405,8 +422,9 @@ class Peer:
             except trio.RunFinishedError:
                 pass
 
-        self._mdns = Mdns(str(self.peer_id), self._concrete_addrs, found,
-                          interfaces=self.config.mdns_interfaces)
+        self._mdns = Mdns(
+            str(self.peer_id), self._concrete_addrs, found, interfaces=self.config.mdns_interfaces
+        )
         self._mdns.start()
 
     def _stop_mdns(self) -> None:
@@ -434,8 +452,12 @@ class Peer:
 def _check_protocol(protocol: str) -> None:
     """p2p-webapp apps use bare names like ``chat`` as well as ``/chat/1.0.0``; multistream
     only forbids what would break its newline-delimited negotiation."""
-    if (not isinstance(protocol, str) or not protocol or len(protocol) > 256
-            or any(c in protocol for c in "\r\n\0")):
+    if (
+        not isinstance(protocol, str)
+        or not protocol
+        or len(protocol) > 256
+        or any(c in protocol for c in "\r\n\0")
+    ):
         raise ValueError("a protocol id is a non-empty string such as /chat/1.0.0")
     if protocol == "/p2p-webapp/1.0.0":
         raise ValueError("/p2p-webapp/1.0.0 is reserved for file exchange")
@@ -447,6 +469,10 @@ def _direction(conn: INetConn) -> str:
     return name.lower()
 
 
-def new_peer(config: PeerConfig | None = None, emit: EventSink | None = None,
-             key_pair: KeyPair | None = None, **kwargs: Any) -> Peer:
+def new_peer(
+    config: PeerConfig | None = None,
+    emit: EventSink | None = None,
+    key_pair: KeyPair | None = None,
+    **kwargs: Any,
+) -> Peer:
     return Peer(key_pair or identity.generate(), config, emit, **kwargs)

@@ -67,8 +67,9 @@ class Profile:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            log.error("contacts file %s is unreadable (%s); starting with none",
-                      self.contacts_path, exc)
+            log.error(
+                "contacts file %s is unreadable (%s); starting with none", self.contacts_path, exc
+            )
             return {}
         if not isinstance(data, dict):
             return {}

@@ -51,8 +51,7 @@ class CoreRuntime:
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=self._thread_main, name="peerdesk-core",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name="peerdesk-core", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

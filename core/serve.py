@@ -60,8 +60,12 @@ async def serve(options: ServeOptions) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run)
             port = await nursery.start(api.serve, "127.0.0.1", options.ws_port, options.www)
-            ready = {"event": "ready", "ws": f"ws://127.0.0.1:{port}/ws",
-                     "version": __version__, "data_dir": str(profile.root)}
+            ready = {
+                "event": "ready",
+                "ws": f"ws://127.0.0.1:{port}/ws",
+                "version": __version__,
+                "data_dir": str(profile.root),
+            }
             if options.www is not None:
                 ready["app"] = f"http://127.0.0.1:{port}/"
             print(json.dumps(ready), flush=True)

@@ -55,8 +55,9 @@ class Settings:
             if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
                 value, type(default)
             ):
-                log.warning("settings: ignoring %s=%r (expected %s)", f.name, value,
-                            type(default).__name__)
+                log.warning(
+                    "settings: ignoring %s=%r (expected %s)", f.name, value, type(default).__name__
+                )
                 continue
             if isinstance(default, list):
                 value = [str(v) for v in value]

@@ -164,8 +164,7 @@ class Topics:
         stats = self._stats.get(topic)
         if stats is None:
             now = time.time()
-            stats = self._stats[topic] = TopicStats(
-                members={p: now for p in self.peers(topic)})
+            stats = self._stats[topic] = TopicStats(members={p: now for p in self.peers(topic)})
         return stats
 
     async def _drain(self, topic: str, sub: ISubscriptionAPI, scope: trio.CancelScope) -> None:

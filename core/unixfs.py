@@ -1,7 +1,7 @@
 """UnixFS files: the importer that reproduces Go's CIDs, and streaming readers.
 
 The importer follows boxo's balanced builder as ipfs-lite drives it (see
-/work/shared/spec/unixfs-notes.md): fixed 262144-byte chunks, dag-pb leaves (not raw),
+docs/spec/unixfs-notes.md): fixed 262144-byte chunks, dag-pb leaves (not raw),
 at most 174 links per node, CIDv1 dag-pb everywhere. The same bytes must give the same
 root CID as a Go peer, so every detail of the block layout is deliberate.
 
@@ -68,6 +68,7 @@ class DataType(IntEnum):
 
 # Wire types each known field may use: varints, bytes, and blocksizes either plain or packed.
 _FIELD_WIRE_TYPES = {1: (0,), 2: (2,), 3: (0,), 4: (0, 2), 5: (0,), 6: (0,)}
+
 
 @dataclass(slots=True)
 class UnixFSData:
@@ -146,7 +147,7 @@ def _read_field(raw: bytes, pos: int, wire: int) -> tuple[bytes, int]:
             raise UnixFSError(f"unsupported protobuf wire type {wire}")
     if pos + length > len(raw):
         raise UnixFSError("UnixFS field runs past the end of the data")
-    return raw[pos:pos + length], pos + length
+    return raw[pos : pos + length], pos + length
 
 
 def _packed_varints(body: bytes) -> list[int]:
@@ -160,16 +161,17 @@ def _packed_varints(body: bytes) -> list[int]:
 
 # --- import -----------------------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class ImportResult:
     cid: bytes
-    size: int   # file bytes
+    size: int  # file bytes
     tsize: int  # cumulative block size, for the parent link's Tsize
 
 
 class _Child(NamedTuple):
     cid: bytes
-    tsize: int     # cumulative size of the child's DAG
+    tsize: int  # cumulative size of the child's DAG
     filesize: int  # file bytes under the child
 
 
@@ -183,8 +185,9 @@ class _BalancedBuilder:
     root -> [174 leaves], [1 leaf]).
     """
 
-    def __init__(self, put: PutBlock, make_cid: Callable[[bytes], bytes],
-                 max_links: int = MAX_LINKS) -> None:
+    def __init__(
+        self, put: PutBlock, make_cid: Callable[[bytes], bytes], max_links: int = MAX_LINKS
+    ) -> None:
         self._put = put
         self._make_cid = make_cid
         self._max_links = max_links  # tests shrink it to reach deep trees with few chunks
@@ -307,6 +310,7 @@ def import_file(
 
 # --- reading ----------------------------------------------------------------------------------
 
+
 def load_block(get: GetBlock, cid: bytes) -> bytes:
     """The block for `cid`; identity CIDs carry their block inline. Raises MissingBlock."""
     parts = cid_parts(cid)
@@ -354,14 +358,16 @@ def _load_file_part(get: GetBlock, cid: bytes) -> _FilePart:
     if unixfs.type not in (DataType.FILE, DataType.RAW):
         raise UnixFSError(f"expected a file, found UnixFS {unixfs.type.name}")
     if len(unixfs.blocksizes) != len(node.links):
-        raise UnixFSError(f"file node has {len(node.links)} links "
-                          f"but {len(unixfs.blocksizes)} blocksizes")
+        raise UnixFSError(
+            f"file node has {len(node.links)} links but {len(unixfs.blocksizes)} blocksizes"
+        )
     data = unixfs.data or b""
     size = len(data) + sum(unixfs.blocksizes)
     if unixfs.filesize is not None and unixfs.filesize != size:
         raise UnixFSError(f"file node says filesize {unixfs.filesize} but holds {size} bytes")
-    children = [(link.cid, expected) for link, expected in zip(node.links, unixfs.blocksizes,
-                                                               strict=True)]
+    children = [
+        (link.cid, expected) for link, expected in zip(node.links, unixfs.blocksizes, strict=True)
+    ]
     return _FilePart(data, children, size)
 
 
@@ -383,8 +389,9 @@ def read_file(get: GetBlock, cid: bytes) -> Iterator[bytes]:
         child_cid, expected = step
         part = _load_file_part(get, child_cid)
         if part.size != expected:
-            raise UnixFSError(f"child {child_cid.hex()} holds {part.size} bytes, "
-                              f"parent expects {expected}")
+            raise UnixFSError(
+                f"child {child_cid.hex()} holds {part.size} bytes, parent expects {expected}"
+            )
         if part.data:
             yield part.data
         if part.children:
@@ -405,8 +412,10 @@ def node_kind(get: GetBlock, cid: bytes) -> NodeKind:
         raise UnixFSError(f"unsupported codec 0x{codec:x}")
     _, unixfs = decode_dagpb(cid, load_block(get, cid))
     kinds: dict[DataType, NodeKind] = {
-        DataType.RAW: "file", DataType.FILE: "file",
-        DataType.DIRECTORY: "directory", DataType.HAMT_SHARD: "hamt",
+        DataType.RAW: "file",
+        DataType.FILE: "file",
+        DataType.DIRECTORY: "directory",
+        DataType.HAMT_SHARD: "hamt",
     }
     kind = kinds.get(unixfs.type)
     if kind is None:

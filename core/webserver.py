@@ -55,8 +55,14 @@ class _Replay(trio.abc.Stream):
         await self.stream.aclose()
 
 
-async def serve(ws_handler: WsHandler, host: str, port: int, www: Path | None = None, *,
-                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    ws_handler: WsHandler,
+    host: str,
+    port: int,
+    www: Path | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
     actual = listeners[0].socket.getsockname()[1]
     task_status.started(actual)
@@ -71,8 +77,9 @@ async def _connection(ws_handler: WsHandler, www: Path | None, stream: trio.Sock
         request_line, headers = _parse(head)
         if "websocket" in headers.get("upgrade", "").lower():
             async with trio.open_nursery() as nursery:
-                request = await wrap_server_stream(nursery, _Replay(stream, head),
-                                                   max_message_size=MAX_WS_MESSAGE)
+                request = await wrap_server_stream(
+                    nursery, _Replay(stream, head), max_message_size=MAX_WS_MESSAGE
+                )
                 await ws_handler(request)
             return
         await _static(stream, request_line, www)
@@ -132,10 +139,13 @@ def _resolve(www: Path, url_path: str) -> Path | None:
     return index if index.is_file() else None
 
 
-async def _reply(stream: trio.SocketStream, status: int, kind: str, body: bytes, *,
-                 head_only: bool = False) -> None:
+async def _reply(
+    stream: trio.SocketStream, status: int, kind: str, body: bytes, *, head_only: bool = False
+) -> None:
     reason = {200: "OK", 404: "Not Found"}[status]
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
-            f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n"
-            f"Connection: close\r\n\r\n").encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode()
     await stream.send_all(head if head_only else head + body)

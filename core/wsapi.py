@@ -69,8 +69,14 @@ class WsApi:
         self.manager = manager
         self.sessions: set[Session] = set()
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 0, www: Path | None = None, *,
-                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        www: Path | None = None,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Serve the API on ``/ws`` and, with ``www``, a web app's files on the same port."""
         await webserver.serve(self._handle, host, port, www, task_status=task_status)
 
@@ -180,8 +186,9 @@ class Session:
 
     # -- output -------------------------------------------------------------------------------
 
-    def _respond(self, request_id: int, result: Any = None, *, error: ApiError | None = None
-                 ) -> None:
+    def _respond(
+        self, request_id: int, result: Any = None, *, error: ApiError | None = None
+    ) -> None:
         msg: dict[str, Any] = {"requestid": request_id, "isresponse": True}
         if error is not None:
             msg["error"] = {"code": error.code, "message": error.message}
@@ -190,8 +197,9 @@ class Session:
         self._queue(msg)
 
     def _push(self, method: str, params: dict[str, Any]) -> None:
-        self._queue({"requestid": self._push_id, "method": method, "params": params,
-                     "isresponse": False})
+        self._queue(
+            {"requestid": self._push_id, "method": method, "params": params, "isresponse": False}
+        )
         self._push_id += 1
 
     def _queue(self, msg: dict[str, Any]) -> None:
@@ -211,14 +219,17 @@ class Session:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, PeerData):
-            self._push("peerData", {"peer": event.peer, "protocol": event.protocol,
-                                    "data": event.data})
+            self._push(
+                "peerData", {"peer": event.peer, "protocol": event.protocol, "data": event.data}
+            )
         elif isinstance(event, TopicData):
-            self._push("topicData", {"topic": event.topic, "peerid": event.peer,
-                                     "data": event.data})
+            self._push(
+                "topicData", {"topic": event.topic, "peerid": event.peer, "data": event.data}
+            )
         elif isinstance(event, PeerChange):
-            self._push("peerChange", {"topic": event.topic, "peerid": event.peer,
-                                      "joined": event.joined})
+            self._push(
+                "peerChange", {"topic": event.topic, "peerid": event.peer, "joined": event.joined}
+            )
         elif isinstance(event, PeerFiles):
             waiting = self._listing.pop(event.peer, [])
             if event.error:
@@ -227,13 +238,15 @@ class Session:
                 for request_id in waiting:
                     self._respond(request_id, error=ApiError(500, event.error))
                 return
-            self._push("peerFiles", {"peerid": event.peer, "cid": event.cid,
-                                     "entries": event.entries})
+            self._push(
+                "peerFiles", {"peerid": event.peer, "cid": event.cid, "entries": event.entries}
+            )
             for request_id in waiting:
                 self._respond(request_id, None)
         elif isinstance(event, GotFile):
-            self._push("gotFile", {"cid": event.cid, "success": event.success,
-                                   "content": event.content})
+            self._push(
+                "gotFile", {"cid": event.cid, "success": event.success, "content": event.content}
+            )
 
     # -- methods ------------------------------------------------------------------------------
 
@@ -260,8 +273,11 @@ class Session:
                 await self.peer.require_files().restore(root)
             except Exception as exc:
                 log.warning("rootDirectory %s not restored: %s", root, exc)
-        return {"peerid": str(self.peer.peer_id), "peerkey": identity.export_key(key_pair),
-                "version": __version__}
+        return {
+            "peerid": str(self.peer.peer_id),
+            "peerkey": identity.export_key(key_pair),
+            "version": __version__,
+        }
 
     async def _start(self, _rid: int, params: dict[str, Any]) -> Any:
         protocol = _str(params, "protocol")
@@ -287,8 +303,10 @@ class Session:
             try:
                 await msg.wait()
             except DeliveryFailed as exc:
-                self._push("sendFailed", {"ack": ack, "peer": target, "protocol": protocol,
-                                          "error": str(exc)})
+                self._push(
+                    "sendFailed",
+                    {"ack": ack, "peer": target, "protocol": protocol, "error": str(exc)},
+                )
                 self._respond(request_id, error=ApiError(500, str(exc)))
                 return
             if ack >= 0:
@@ -409,4 +427,3 @@ class Session:
 
 _DEFERRED = object()
 """A handler's result meaning "the response is sent later by a task of its own"."""
-

@@ -97,8 +97,13 @@ class App:
                 file_update_topic=settings.file_update_topic,
                 files_dir=str(profile.root),
             )
-            return Peer(profile.key_pair(), config, sink, contacts=profile.load_contacts(),
-                        save_contacts=profile.save_contacts)
+            return Peer(
+                profile.key_pair(),
+                config,
+                sink,
+                contacts=profile.load_contacts(),
+                save_contacts=profile.save_contacts,
+            )
 
         self.bridge.start(make_peer)
 
@@ -113,18 +118,24 @@ class App:
         self.window.raise_()
         self.window.activateWindow()
         if scheme == "ipns":
-            QMessageBox.information(self.window, "Peerdesk",
-                                    "IPNS names cannot be resolved yet; open an /ipfs/ link.")
+            QMessageBox.information(
+                self.window, "Peerdesk", "IPNS names cannot be resolved yet; open an /ipfs/ link."
+            )
             return
         if path:
             self.window.statusBar().showMessage(
-                f"Opening {name}; paths inside it ({path}) are shown from its folder", 8000)
+                f"Opening {name}; paths inside it ({path}) are shown from its folder", 8000
+            )
         self.window.files.open_cid(name)
 
     def _announce(self, peer: Any) -> None:
         """One line on stdout once online: scripts and the packaging smoke test read it."""
-        print(json.dumps({"event": "online", "peerid": str(peer.peer_id),
-                          "addrs": peer.listen_addrs()}), flush=True)
+        print(
+            json.dumps(
+                {"event": "online", "peerid": str(peer.peer_id), "addrs": peer.listen_addrs()}
+            ),
+            flush=True,
+        )
 
     def restart_core(self) -> None:
         self.bridge.stop()

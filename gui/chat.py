@@ -22,8 +22,12 @@ from PySide6.QtWidgets import (
 
 from .autoscroll import follow_bottom
 
-STATUS_MARK = {"sending": "…", "delivered": "✓", "failed": "✗ failed — right-click to retry",
-               "": ""}
+STATUS_MARK = {
+    "sending": "…",
+    "delivered": "✓",
+    "failed": "✗ failed — right-click to retry",
+    "": "",
+}
 
 
 def parse_input(text: str) -> Any:
@@ -89,8 +93,7 @@ class ChatModel(QStandardItemModel):
     def _fill(item: QStandardItem, msg: ChatMessage) -> None:
         stamp = time.strftime("%H:%M", time.localtime(msg.at))
         mark = STATUS_MARK.get(msg.status, msg.status)
-        item.setText(f"[{stamp}] {msg.alias}: {render(msg.value)}" + (f"   {mark}" if mark
-                                                                            else ""))
+        item.setText(f"[{stamp}] {msg.alias}: {render(msg.value)}" + (f"   {mark}" if mark else ""))
         if msg.status == "failed":
             item.setForeground(QBrush(QColor("#b00020")))
         elif msg.mine:
@@ -146,8 +149,11 @@ class ConversationView(QWidget):
         self.send_value(parse_input(text))
 
     def send_value(self, value: Any) -> None:
-        row = self.model.append(ChatMessage("", "me", value, time.time(), mine=True,
-                                            status="sending" if self.direct else ""))
+        row = self.model.append(
+            ChatMessage(
+                "", "me", value, time.time(), mine=True, status="sending" if self.direct else ""
+            )
+        )
         self.submitted.emit(value, row)
 
     def _menu(self, pos: Any) -> None:

@@ -46,8 +46,14 @@ def plan_drop(folder: str, paths: list[Path]) -> tuple[list[str], list[tuple[str
 
 
 class FilesController(QObject):
-    def __init__(self, pane: FilesPane, bridge: CoreBridge, window: QWidget,
-                 run: Callable[..., None], notify: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        pane: FilesPane,
+        bridge: CoreBridge,
+        window: QWidget,
+        run: Callable[..., None],
+        notify: Callable[[str, str], None],
+    ) -> None:
         super().__init__(window)
         self.pane = pane
         self.bridge = bridge
@@ -61,8 +67,9 @@ class FilesController(QObject):
         pane.sourceChanged.connect(lambda _peer: self.refresh())
         pane.refreshRequested.connect(self.refresh)
         pane.dropped.connect(self.store_paths)
-        pane.newFolder.connect(lambda path: self.run(self._call("mkdir", path),
-                                                     what=f"create folder {path}"))
+        pane.newFolder.connect(
+            lambda path: self.run(self._call("mkdir", path), what=f"create folder {path}")
+        )
         pane.deleteRequested.connect(self.delete)
         pane.saveRequested.connect(self.save)
         pane.openRequested.connect(self.open)
@@ -122,6 +129,7 @@ class FilesController(QObject):
 
     def store_paths(self, folder: str, paths: list[Path]) -> None:
         """Store dropped files; folders go in recursively, keeping their structure."""
+
         async def plan() -> tuple[list[str], list[tuple[str, Path]]]:
             import trio  # runs in the core: walking a big folder is disk work, not GUI work
 
@@ -199,8 +207,9 @@ class FilesController(QObject):
             dock.show()
             dock.raise_()
         if self.bridge.peer is None:
-            self.bridge.started.connect(lambda _p: self.get_by_cid(cid, ""),
-                                        Qt.ConnectionType.SingleShotConnection)
+            self.bridge.started.connect(
+                lambda _p: self.get_by_cid(cid, ""), Qt.ConnectionType.SingleShotConnection
+            )
         else:
             self.get_by_cid(cid, "")
 
@@ -213,14 +222,16 @@ class FilesController(QObject):
         """Non-modal: the window keeps working while the user decides."""
         self.last_got = event
         if not event.success:
-            self._message(QMessageBox.Icon.Warning, "Get by CID",
-                          f"Could not get {event.cid}: {event.content.get('error')}")
+            self._message(
+                QMessageBox.Icon.Warning,
+                "Get by CID",
+                f"Could not get {event.cid}: {event.content.get('error')}",
+            )
             return
         content = event.content
         if content.get("type") == "directory":
             names = "\n".join(sorted(content.get("entries", {}))[:50])
-            self._message(QMessageBox.Icon.Information, "Folder",
-                          f"{event.cid} holds:\n{names}")
+            self._message(QMessageBox.Icon.Information, "Folder", f"{event.cid} holds:\n{names}")
             return
         self.notify("File received", event.cid)
         dialog = QFileDialog(self.window, "Save received file", event.cid)

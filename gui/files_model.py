@@ -57,8 +57,9 @@ class FilesModel(QAbstractItemModel):
 
     # -- building ------------------------------------------------------------------------------
 
-    def set_listing(self, root_cid: str, entries: dict[str, dict[str, Any]],
-                    *, read_only: bool) -> None:
+    def set_listing(
+        self, root_cid: str, entries: dict[str, dict[str, Any]], *, read_only: bool
+    ) -> None:
         """Rebuild from a listing; ``entries`` values have ``type``, ``cid`` and optionally
         ``mimeType`` and ``size``."""
         root = Node("", "", "directory", root_cid)
@@ -68,8 +69,15 @@ class FilesModel(QAbstractItemModel):
             parent = _find(root, parent_path)
             if parent is None or not name:
                 continue
-            node = Node(name, path, entry.get("type", "file"), entry.get("cid", ""),
-                        entry.get("mimeType", ""), entry.get("size"), parent)
+            node = Node(
+                name,
+                path,
+                entry.get("type", "file"),
+                entry.get("cid", ""),
+                entry.get("mimeType", ""),
+                entry.get("size"),
+                parent,
+            )
             parent.children.append(node)
             parent.by_name[name] = node
         _sort(root)
@@ -142,8 +150,9 @@ class FilesModel(QAbstractItemModel):
         node.shown += more
         self.endInsertRows()
 
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         return column_header(self, self.COLUMNS, section, orientation, role)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -178,8 +187,9 @@ class FilesModel(QAbstractItemModel):
     def mimeTypes(self) -> list[str]:
         return ["text/uri-list"]
 
-    def canDropMimeData(self, data: QMimeData, action: Qt.DropAction, row: int, column: int,
-                        parent: Index) -> bool:
+    def canDropMimeData(
+        self, data: QMimeData, action: Qt.DropAction, row: int, column: int, parent: Index
+    ) -> bool:
         return not self.read_only and data.hasUrls()
 
     def folder_for(self, index: Index) -> str:

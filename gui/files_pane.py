@@ -100,8 +100,11 @@ class ProgressRow(QWidget):
         if total > 0:
             self.bar.setRange(0, 1000)
             self.bar.setValue(int(1000 * min(done, total) / total))
-        self.bar.setFormat(f"{done / 1048576:.1f} MiB" if total <= 0
-                           else f"%p%  ({done / 1048576:.1f} of {total / 1048576:.1f} MiB)")
+        self.bar.setFormat(
+            f"{done / 1048576:.1f} MiB"
+            if total <= 0
+            else f"%p%  ({done / 1048576:.1f} of {total / 1048576:.1f} MiB)"
+        )
 
 
 class FilesPane(QWidget):
@@ -123,7 +126,8 @@ class FilesPane(QWidget):
         self.source = QComboBox()
         self.source.addItem("My files", OWN)
         self.source.currentIndexChanged.connect(
-            lambda _i: self.sourceChanged.emit(self.source.currentData()))
+            lambda _i: self.sourceChanged.emit(self.source.currentData())
+        )
         self.root_label = QLabel("")
         self.root_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         refresh = QPushButton("Refresh")
@@ -181,8 +185,9 @@ class FilesPane(QWidget):
         """(peer id, label) of peers whose trees can be browsed."""
         current = self.current_source
         wanted = [(OWN, "My files"), *peers]
-        have = [(self.source.itemData(i), self.source.itemText(i))
-                for i in range(self.source.count())]
+        have = [
+            (self.source.itemData(i), self.source.itemText(i)) for i in range(self.source.count())
+        ]
         if have == wanted:
             return
         self.source.blockSignals(True)
@@ -195,8 +200,9 @@ class FilesPane(QWidget):
         if index < 0 and current != OWN:
             self.sourceChanged.emit(OWN)
 
-    def show_listing(self, root: str, entries: dict[str, dict[str, Any]], *,
-                     read_only: bool) -> None:
+    def show_listing(
+        self, root: str, entries: dict[str, dict[str, Any]], *, read_only: bool
+    ) -> None:
         expanded = self._expanded_paths()
         self.model.set_listing(root, entries, read_only=read_only)
         for path in expanded:

@@ -15,8 +15,13 @@ from PySide6.QtCore import (
 Index = QModelIndex | QPersistentModelIndex
 
 
-def column_header(model: QAbstractItemModel, columns: list[str], section: int,
-                  orientation: Qt.Orientation, role: int) -> Any:
+def column_header(
+    model: QAbstractItemModel,
+    columns: list[str],
+    section: int,
+    orientation: Qt.Orientation,
+    role: int,
+) -> Any:
     if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
         return columns[section]
     return None
@@ -37,6 +42,7 @@ class RowsModel(QAbstractTableModel):
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.COLUMNS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         return column_header(self, self.COLUMNS, section, orientation, role)

@@ -92,12 +92,19 @@ class MainWindow(QMainWindow):
         self.topics.leaveRequested.connect(self.leave_topic)
         self.topics.openTopic.connect(self.open_topic)
         self.monitor.monitorRequested.connect(
-            lambda t: self.bridge.call_soon(self.bridge.peer.monitor, t))
+            lambda t: self.bridge.call_soon(self.bridge.peer.monitor, t)
+        )
         self.monitor.unmonitorRequested.connect(
-            lambda t: self.bridge.call_soon(self.bridge.peer.stop_monitor, t))
+            lambda t: self.bridge.call_soon(self.bridge.peer.stop_monitor, t)
+        )
 
-        self.files = FilesController(self.files_pane, bridge, self, self._run,
-                                     lambda title, text: self.notify.emit(title, text))
+        self.files = FilesController(
+            self.files_pane,
+            bridge,
+            self,
+            self._run,
+            lambda title, text: self.notify.emit(title, text),
+        )
         bridge.started.connect(self._on_started)
         bridge.failed.connect(self._on_failed)
         bridge.event.connect(self._on_event)
@@ -140,8 +147,9 @@ class MainWindow(QMainWindow):
         return QSettings(str(self.data_dir / "window.ini"), QSettings.Format.IniFormat)
 
     def _restore_layout(self) -> None:
-        self.resizeDocks([self.docks["Peers"], self.docks["Topics"]], [330, 260],
-                         Qt.Orientation.Vertical)
+        self.resizeDocks(
+            [self.docks["Peers"], self.docks["Topics"]], [330, 260], Qt.Orientation.Vertical
+        )
         settings = self._settings()
         geometry, state = settings.value("geometry"), settings.value("state")
         if isinstance(geometry, QByteArray):
@@ -179,8 +187,10 @@ class MainWindow(QMainWindow):
             info = peer.info()
             info["topic_members"] = {t: peer.list_peers(t) for t in peer.topics.subscribed}
             info["monitor_members"] = {
-                t: dict(stats.members) for t in peer.topics.monitored
-                if (stats := peer.topics.stats(t)) is not None}
+                t: dict(stats.members)
+                for t in peer.topics.monitored
+                if (stats := peer.topics.stats(t)) is not None
+            }
             return info
 
         info = await self.bridge.call(snapshot)
@@ -191,8 +201,13 @@ class MainWindow(QMainWindow):
         for topic, members in info["topic_members"].items():
             self.topics.set_members(topic, members, aliases)
         self.monitor.alias = aliases
-        self.files_pane.set_peers([(r.peer, f"{r.alias}  {short_id(r.peer)}")
-                                   for r in self.peers_model.rows if r.connected])
+        self.files_pane.set_peers(
+            [
+                (r.peer, f"{r.alias}  {short_id(r.peer)}")
+                for r in self.peers_model.rows
+                if r.connected
+            ]
+        )
         for topic, members in info["monitor_members"].items():
             self.monitor.set_members(topic, members)
         online = len(info["connections"])
@@ -225,8 +240,9 @@ class MainWindow(QMainWindow):
                 return widget
         return None
 
-    def _open(self, key: str, title: str, tab: str, *, direct: bool,
-              focus: bool = True) -> ConversationView:
+    def _open(
+        self, key: str, title: str, tab: str, *, direct: bool, focus: bool = True
+    ) -> ConversationView:
         view = self._conversation(key)
         if view is None:
             view = ConversationView(title, key, direct=direct)
@@ -237,14 +253,19 @@ class MainWindow(QMainWindow):
         return view
 
     def open_topic(self, topic: str, focus: bool = True) -> ConversationView:
-        return self._open(f"topic:{topic}", f"Topic <b>{topic}</b>", f"# {topic}",
-                          direct=False, focus=focus)
+        return self._open(
+            f"topic:{topic}", f"Topic <b>{topic}</b>", f"# {topic}", direct=False, focus=focus
+        )
 
     def open_direct(self, peer: str, focus: bool = True) -> ConversationView:
         alias = self.peers_model.alias(peer)
-        view = self._open(f"peer:{peer}", f"Direct messages with <b>{alias}</b> "
-                          f"<small>{peer} on {self.protocol}</small>", f"@ {alias}",
-                          direct=True, focus=focus)
+        view = self._open(
+            f"peer:{peer}",
+            f"Direct messages with <b>{alias}</b> <small>{peer} on {self.protocol}</small>",
+            f"@ {alias}",
+            direct=True,
+            focus=focus,
+        )
         if focus:
             self.peers_model.clear_unread(peer)
         return view
@@ -264,13 +285,15 @@ class MainWindow(QMainWindow):
 
     def _topic_message(self, event: ev.TopicData) -> None:
         notice = is_file_notice(event.data)
-        self.monitor.on_message(event.topic, event.peer,
-                                "(changed their files)" if notice else render(event.data))
+        self.monitor.on_message(
+            event.topic, event.peer, "(changed their files)" if notice else render(event.data)
+        )
         if event.peer == self.peer_id or notice:
             return  # our own publication coming back (shown when sent), or a system notice
         view = self.open_topic(event.topic, focus=False)
-        view.model.append(ChatMessage(event.peer, self.peers_model.alias(event.peer),
-                                      event.data, time.time()))
+        view.model.append(
+            ChatMessage(event.peer, self.peers_model.alias(event.peer), event.data, time.time())
+        )
         if self.conversations.currentWidget() is not view:
             self.topics.count_unread(event.topic)
 
@@ -285,13 +308,13 @@ class MainWindow(QMainWindow):
     def _send(self, view: ConversationView, value: Any, row: int) -> None:
         kind, _, name = view.key.partition(":")
         if kind == "topic":
-            self._run(self.bridge.call(self.bridge.peer.publish, name, value),
-                      what=f"publish to {name}")
+            self._run(
+                self.bridge.call(self.bridge.peer.publish, name, value), what=f"publish to {name}"
+            )
         else:
             self._run(self._send_direct(view, name, value, row))
 
-    async def _send_direct(self, view: ConversationView, peer: str, value: Any,
-                           row: int) -> None:
+    async def _send_direct(self, view: ConversationView, peer: str, value: Any, row: int) -> None:
         from core.direct import DeliveryFailed
 
         try:
@@ -335,13 +358,11 @@ class MainWindow(QMainWindow):
 
         errors = await self.bridge.call(change)
         if errors:
-            QMessageBox.warning(self, "Contacts", "\n".join(f"{k}: {v}"
-                                                            for k, v in errors.items()))
+            QMessageBox.warning(self, "Contacts", "\n".join(f"{k}: {v}" for k, v in errors.items()))
         self.refresh()
 
     def _choose_protocol(self) -> None:
-        text, ok = QInputDialog.getText(self, "Direct messages", "Protocol id:",
-                                        text=self.protocol)
+        text, ok = QInputDialog.getText(self, "Direct messages", "Protocol id:", text=self.protocol)
         if ok and text.strip():
             self.set_protocol(text.strip())
 
@@ -353,6 +374,7 @@ class MainWindow(QMainWindow):
 
     def _run(self, aw: Awaitable[Any], what: str = "") -> None:
         """Run a core call; a failure becomes a readable message, never a crash."""
+
         async def guarded() -> None:
             try:
                 await aw
@@ -360,8 +382,9 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage(f"Cancelled: {what}" if what else "Cancelled", 5000)
             except Exception as exc:
                 log.warning("%s failed: %s", what or "operation", exc)
-                self.statusBar().showMessage(f"Could not {what}: {exc}" if what
-                                             else str(exc), 10000)
+                self.statusBar().showMessage(
+                    f"Could not {what}: {exc}" if what else str(exc), 10000
+                )
 
         task = asyncio.ensure_future(guarded())
         self._tasks.add(task)
@@ -371,4 +394,3 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.info_timer.stop()
         super().closeEvent(event)
-

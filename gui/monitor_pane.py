@@ -60,8 +60,13 @@ class TimelineModel(RowsModel):
             return None
         ev = self.rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return [time.strftime("%H:%M:%S", time.localtime(ev.at)), ev.topic, ev.kind,
-                    short_id(ev.peer), ev.detail][index.column()]
+            return [
+                time.strftime("%H:%M:%S", time.localtime(ev.at)),
+                ev.topic,
+                ev.kind,
+                short_id(ev.peer),
+                ev.detail,
+            ][index.column()]
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == 2:
             return QBrush(QColor(KIND_COLOR.get(ev.kind, "black")))
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -129,8 +134,9 @@ class Sparkline(QWidget):
         peak = max(values, default=0) or 1
         w, h = self.width(), self.height() - 14
         step = w / max(1, len(values) - 1)
-        points = QPolygonF([QPointF(i * step, 12 + h - v / peak * (h - 2))
-                            for i, v in enumerate(values)])
+        points = QPolygonF(
+            [QPointF(i * step, 12 + h - v / peak * (h - 2)) for i, v in enumerate(values)]
+        )
         painter.setPen(QPen(QColor("#1a5fb4"), 1.5))
         painter.drawPolyline(points)
         painter.setPen(QColor("#555"))
@@ -249,8 +255,9 @@ class MonitorPane(QWidget):
             self.unmonitorRequested.emit(topic)
 
     def _export(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, "Export timeline", "timeline.csv",
-                                              "CSV (*.csv);;JSON (*.json)")
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Export timeline", "timeline.csv", "CSV (*.csv);;JSON (*.json)"
+        )
         if name:
             self.timeline.export(Path(name))
 

@@ -92,14 +92,25 @@ class PeersModel(RowsModel):
         unread = {r.peer: r.unread for r in self.rows}
         rows = []
         for conn in info["connections"]:
-            rows.append(PeerRow(conn["peer"], self.alias(conn["peer"]), conn["addrs"],
-                                conn["latency_ms"], conn["protocols"], conn["direction"],
-                                conn["contact"], True, unread.get(conn["peer"], 0)))
+            rows.append(
+                PeerRow(
+                    conn["peer"],
+                    self.alias(conn["peer"]),
+                    conn["addrs"],
+                    conn["latency_ms"],
+                    conn["protocols"],
+                    conn["direction"],
+                    conn["contact"],
+                    True,
+                    unread.get(conn["peer"], 0),
+                )
+            )
         connected = {r.peer for r in rows}
         for peer, addrs in info["contacts"].items():
             if peer not in connected:
-                rows.append(PeerRow(peer, self.alias(peer), addrs, contact=True,
-                                    unread=unread.get(peer, 0)))
+                rows.append(
+                    PeerRow(peer, self.alias(peer), addrs, contact=True, unread=unread.get(peer, 0))
+                )
         for peer, count in unread.items():
             if count and peer not in connected and peer not in info["contacts"]:
                 rows.append(PeerRow(peer, self.alias(peer), unread=count))
@@ -156,8 +167,9 @@ class PeersPane(QWidget):
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._menu)
-        self.table.doubleClicked.connect(lambda idx: self.openChat.emit(
-            model.data(idx, Qt.ItemDataRole.UserRole)))
+        self.table.doubleClicked.connect(
+            lambda idx: self.openChat.emit(model.data(idx, Qt.ItemDataRole.UserRole))
+        )
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -226,4 +238,3 @@ class PeersPane(QWidget):
         else:
             menu.addAction("Keep connected (add contact)", lambda: self.addContacts.emit([peer]))
         menu.exec(self.table.viewport().mapToGlobal(pos))
-

@@ -28,8 +28,9 @@ class QrWidget(QWidget):
         for y, row in enumerate(self.matrix):
             for x, bit in enumerate(row):
                 if bit:
-                    painter.fillRect(QRectF(x0 + x * cell, y0 + y * cell, cell + 0.5, cell + 0.5),
-                                     black)
+                    painter.fillRect(
+                        QRectF(x0 + x * cell, y0 + y * cell, cell + 0.5, cell + 0.5), black
+                    )
         painter.end()
 
 

@@ -73,8 +73,9 @@ class SettingsDialog(QDialog):
         form.addRow("Peer id:", self.peer_label)
         form.addRow("Identity:", key_row)
         form.addRow("Data folder:", folder)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
-                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -83,8 +84,9 @@ class SettingsDialog(QDialog):
         self.resize(560, 460)
 
     def value(self) -> Settings:
-        bootstrap = [line.strip() for line in self.bootstrap.toPlainText().splitlines()
-                     if line.strip()]
+        bootstrap = [
+            line.strip() for line in self.bootstrap.toPlainText().splitlines() if line.strip()
+        ]
         return Settings(
             listen_port=self.port.value(),
             listen_addrs=list(self.original.listen_addrs),
@@ -100,23 +102,28 @@ class SettingsDialog(QDialog):
         new = self.value()
         self.profile.save_settings(new)
         self.needs_restart = self.needs_restart or any(
-            getattr(new, f) != getattr(self.original, f) for f in RESTART_FIELDS)
+            getattr(new, f) != getattr(self.original, f) for f in RESTART_FIELDS
+        )
         super().accept()
 
     def _export(self) -> None:
         answer = QMessageBox.warning(
-            self, "Export identity",
+            self,
+            "Export identity",
             "The exported key IS this peer's identity: anyone who has it can act as you. "
             "Copy it to the clipboard?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        )
         if answer == QMessageBox.StandardButton.Yes:
             QGuiApplication.clipboard().setText(identity.export_key(self.profile.key_pair()))
 
     def _import(self) -> None:
         text, ok = QInputDialog.getMultiLineText(
-            self, "Import identity",
+            self,
+            "Import identity",
             "Paste a p2p-webapp key (CAESQ…). This replaces the current identity: peers will "
-            "see a different peer id. Export the current one first if you may want it back.")
+            "see a different peer id. Export the current one first if you may want it back.",
+        )
         if not ok or not text.strip():
             return
         try:

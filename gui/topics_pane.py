@@ -41,7 +41,8 @@ class TopicsPane(QWidget):
         self.topics = QListWidget()
         self.topics.currentItemChanged.connect(self._selected)
         self.topics.itemDoubleClicked.connect(
-            lambda item: self.openTopic.emit(item.data(Qt.ItemDataRole.UserRole)))
+            lambda item: self.openTopic.emit(item.data(Qt.ItemDataRole.UserRole))
+        )
         self.member_label = QLabel("Peers in topic")
         self.member_list = QListWidget()
         layout = QVBoxLayout(self)

@@ -33,9 +33,14 @@ async def scene(out: Path) -> None:
     from gui.app import App
 
     tmp = Path(tempfile.mkdtemp(prefix="peerdesk-shots-"))
-    Profile.open(tmp / "me").save_settings(Settings(
-        listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False,
-        file_update_topic="lobby"))
+    Profile.open(tmp / "me").save_settings(
+        Settings(
+            listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+            bootstrap=[],
+            mdns=False,
+            file_update_topic="lobby",
+        )
+    )
     app = App(tmp / "me")
     app.window.resize(1360, 860)
     app.window.show()
@@ -46,9 +51,16 @@ async def scene(out: Path) -> None:
 
     others = []
     for name in ("alice", "bob"):
-        rt = CoreRuntime(new_peer(PeerConfig(listen_addrs=["/ip4/127.0.0.1/tcp/0"],
-                                             bootstrap=[], dht_ready_wait=0.1,
-                                             files_dir=str(tmp / name))).run)
+        rt = CoreRuntime(
+            new_peer(
+                PeerConfig(
+                    listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+                    bootstrap=[],
+                    dht_ready_wait=0.1,
+                    files_dir=str(tmp / name),
+                )
+            ).run
+        )
         rt.start()
         rt.ready.wait(15)
         others.append(rt)
@@ -59,6 +71,7 @@ async def scene(out: Path) -> None:
     async def sync(rt: CoreRuntime, fn, *args):
         async def run():
             return fn(*args)
+
         return await on(rt, run)
 
     alice, bob = (rt.value for rt in others)
@@ -72,16 +85,22 @@ async def scene(out: Path) -> None:
     await on(others[0], alice.topics.subscribe, "lobby", 5.0)
     await on(others[1], bob.topics.subscribe, "lobby", 5.0)
     await settle(1.5)
-    for text, rt, p in [("Hi everyone! Anyone up for a game tonight?", others[0], alice),
-                        ("Count me in — 8 pm?", others[1], bob),
-                        ("8 works. I'll put the rules in my files.", others[0], alice)]:
+    for text, rt, p in [
+        ("Hi everyone! Anyone up for a game tonight?", others[0], alice),
+        ("Count me in — 8 pm?", others[1], bob),
+        ("8 works. I'll put the rules in my files.", others[0], alice),
+    ]:
         await on(rt, p.publish, "lobby", {"text": text})
         await settle(0.3)
     view = window._conversation("topic:lobby")
     view.send_value({"text": "Great, see you both then!"})
     for i in range(40):
-        await on(others[i % 2], (alice, bob)[i % 2].publish, "lobby",
-                 {"text": f"score update {i}"} if i % 5 else {"text": "ping"})
+        await on(
+            others[i % 2],
+            (alice, bob)[i % 2].publish,
+            "lobby",
+            {"text": f"score update {i}"} if i % 5 else {"text": "ping"},
+        )
         await asyncio.sleep(0.05)
     await on(others[1], bob.unsubscribe, "lobby")
     await settle(1.5)
@@ -89,18 +108,25 @@ async def scene(out: Path) -> None:
     await settle(1.5)
 
     files = me.files
-    for path, data in [("rules/board-game-rules.txt", b"1. Be kind.\n2. Have fun.\n" * 40),
-                       ("rules/scoring.json", b'{"win": 3, "draw": 1}\n'),
-                       ("photos/table.png", b"\x89PNG\r\n\x1a\n" + bytes(4000)),
-                       ("notes.md", b"# Game night\n\nBring snacks.\n")]:
+    for path, data in [
+        ("rules/board-game-rules.txt", b"1. Be kind.\n2. Have fun.\n" * 40),
+        ("rules/scoring.json", b'{"win": 3, "draw": 1}\n'),
+        ("photos/table.png", b"\x89PNG\r\n\x1a\n" + bytes(4000)),
+        ("notes.md", b"# Game night\n\nBring snacks.\n"),
+    ]:
         await app.bridge.call(files.store_file, path, data)
     await app.bridge.call(files.mkdir, "shared-with-bob")
     await on(others[0], alice.files.store_file, "rules.pdf", b"%PDF-1.4\n" + bytes(9000))
 
     direct = window.open_direct(str(alice.peer_id))
     direct.send_value({"text": "Can you send me the score sheet?"})
-    await on(others[0], alice.send, str(me.peer_id), "/chat/1.0.0",
-             {"text": "Sure — it's in my files as rules.pdf"})
+    await on(
+        others[0],
+        alice.send,
+        str(me.peer_id),
+        "/chat/1.0.0",
+        {"text": "Sure — it's in my files as rules.pdf"},
+    )
     await app.bridge.call(_add_contact(me, str(bob.peer_id)))
     await settle(3)
     window.refresh()
@@ -129,6 +155,7 @@ async def scene(out: Path) -> None:
 def _add_contact(peer, peer_id: str):
     async def add():
         return peer.add_peers([peer_id])
+
     return add
 
 

@@ -29,8 +29,9 @@ def fast_config(**overrides: Any) -> PeerConfig:
         listen_addrs=list(LOOPBACK),
         bootstrap=[],
         mdns=False,
-        direct=DirectConfig(ack_timeout=1.0, backoff=(0.2, 0.4), open_timeout=2.0,
-                            probe_interval=0.3, patience=20.0),
+        direct=DirectConfig(
+            ack_timeout=1.0, backoff=(0.2, 0.4), open_timeout=2.0, probe_interval=0.3, patience=20.0
+        ),
         dht_ready_wait=0.5,
         contacts_redial=0.3,
     )

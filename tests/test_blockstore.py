@@ -34,8 +34,9 @@ def cid_of(data: bytes) -> bytes:
     return b"\x12\x20" + hashlib.sha256(data).digest()
 
 
-def put_file(target: BlockStore | blockstore.Session | blockstore.Batch,
-             chunks: list[bytes]) -> bytes:
+def put_file(
+    target: BlockStore | blockstore.Session | blockstore.Batch, chunks: list[bytes]
+) -> bytes:
     """Store chunks under one parent node (like a UnixFS file) and return its CID."""
     links = [cid_of(chunk) for chunk in chunks]
     for cid, chunk in zip(links, chunks, strict=True):
@@ -45,8 +46,9 @@ def put_file(target: BlockStore | blockstore.Session | blockstore.Batch,
     return cid_of(node)
 
 
-def put_dir(target: BlockStore | blockstore.Session | blockstore.Batch,
-            children: list[bytes]) -> bytes:
+def put_dir(
+    target: BlockStore | blockstore.Session | blockstore.Batch, children: list[bytes]
+) -> bytes:
     node = b"dir:" + b"".join(children)
     target.put(cid_of(node), node, children)
     return cid_of(node)
@@ -345,8 +347,9 @@ def test_existing_store_on_a_folder_that_became_read_only(tmp_path: Path) -> Non
 
 
 @pytest.fixture(params=["tmpfs", "max_page_count"])
-def small_disk(request: pytest.FixtureRequest, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Callable[[], None]]]:
+def small_disk(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, Callable[[], None]]]:
     """Yields (folder, free_space): a real 4 MiB tmpfs with a 1 MiB filler file, or an
     SQLite page cap (max_page_count, 48 pages of 64 KiB) where a mount is impossible."""
     if request.param == "tmpfs":
@@ -363,7 +366,8 @@ def small_disk(request: pytest.FixtureRequest, tmp_path: Path,
 
 
 def test_disk_full_leaves_the_store_intact_and_recovers(
-    small_disk: tuple[Path, Callable[[], None]], monkeypatch: pytest.MonkeyPatch,
+    small_disk: tuple[Path, Callable[[], None]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder, free_space = small_disk
     monkeypatch.setattr(blockstore, "BATCH_BLOCKS", 4)  # some chunks commit before the failure
@@ -433,7 +437,9 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path: Path) -> Non
     for kill in range(6):
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(path), str(kill)],
-            cwd=REPO, stdout=subprocess.PIPE, text=True,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert child.stdout is not None
         reported = [child.stdout.readline().strip()]  # the first root is committed
@@ -452,7 +458,6 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path: Path) -> Non
             reopened.gc()
             assert reopened.missing(root) == []
         assert_sound(path)
-
 
 
 CACHE_CHILD = """
@@ -483,8 +488,12 @@ def test_page_cache_stays_bounded_on_a_new_store(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    script = CACHE_CHILD.format(root=str(Path(__file__).resolve().parent.parent),
-                                db=str(tmp_path / "fresh.sqlite"))
-    grown_mib = int(subprocess.run([sys.executable, "-c", script], check=True,
-                                   capture_output=True, text=True, timeout=120).stdout)
+    script = CACHE_CHILD.format(
+        root=str(Path(__file__).resolve().parent.parent), db=str(tmp_path / "fresh.sqlite")
+    )
+    grown_mib = int(
+        subprocess.run(
+            [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120
+        ).stdout
+    )
     assert grown_mib < 80

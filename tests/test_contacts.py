@@ -23,21 +23,24 @@ async def test_contact_is_protected_tagged_and_redialled_after_disconnect() -> N
     async with peer_group(1) as [(b, _)]:
         rec = Recorder()
         async with trio.open_nursery() as nursery:
-            a = await nursery.start(new_peer(
-                fast_config(), rec,
-                save_contacts=lambda c: (saved.clear(), saved.update(c))).run)
+            a = await nursery.start(
+                new_peer(
+                    fast_config(), rec, save_contacts=lambda c: (saved.clear(), saved.update(c))
+                ).run
+            )
             errors = a.add_peers([b.listen_addrs()[0], "not-a-peer", str(a.peer_id)])
             assert set(errors) == {"not-a-peer", str(a.peer_id)}
-            await rec.wait_for(lambda: any(e.peer == str(b.peer_id)
-                                           for e in rec.of(PeerConnected)))
+            await rec.wait_for(lambda: any(e.peer == str(b.peer_id) for e in rec.of(PeerConnected)))
             net = a.host.get_network()
             assert net.is_protected(b.peer_id, TAG)
             assert net.tag_store.get_tag(b.peer_id, TAG) == TAG_VALUE
             assert str(b.peer_id) in saved
 
             await a.host.disconnect(b.peer_id)
-            await rec.wait_for(lambda: len([e for e in rec.of(PeerConnected)
-                                            if e.peer == str(b.peer_id)]) >= 2, timeout=10)
+            await rec.wait_for(
+                lambda: len([e for e in rec.of(PeerConnected) if e.peer == str(b.peer_id)]) >= 2,
+                timeout=10,
+            )
 
             a.remove_peers([str(b.peer_id)])
             assert not net.is_protected(b.peer_id, TAG)

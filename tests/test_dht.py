@@ -13,7 +13,8 @@ from .conftest import Recorder, fast_config
 
 def test_namespace_key_matches_go_routing_discovery() -> None:
     assert namespace_cid("chatroom") == (
-        "bafkreigzbskufesb3w42cyscbmwyfaabhy7vpkeo7cmjcefeu5ma6t4fle")
+        "bafkreigzbskufesb3w42cyscbmwyfaabhy7vpkeo7cmjcefeu5ma6t4fle"
+    )
     assert rendezvous_namespaces("chatroom") == ["chatroom", "floodsub:chatroom"]
 
 
@@ -22,10 +23,12 @@ async def test_peers_introduced_only_by_a_bootstrap_peer_find_each_other() -> No
         boot = await nursery.start(new_peer(fast_config()).run)
         boot_addr = boot.listen_addrs()[0]
         recs = [Recorder(), Recorder()]
-        a = await nursery.start(new_peer(fast_config(bootstrap=[boot_addr],
-                                                     dht_ready_wait=5.0), recs[0]).run)
-        b = await nursery.start(new_peer(fast_config(bootstrap=[boot_addr],
-                                                     dht_ready_wait=5.0), recs[1]).run)
+        a = await nursery.start(
+            new_peer(fast_config(bootstrap=[boot_addr], dht_ready_wait=5.0), recs[0]).run
+        )
+        b = await nursery.start(
+            new_peer(fast_config(bootstrap=[boot_addr], dht_ready_wait=5.0), recs[1]).run
+        )
         # Subscribing before the DHT is ready queues the rendezvous until it is.
         await a.subscribe("chatroom")
         await recs[0].wait_for(lambda: recs[0].of(DhtReady))
@@ -42,8 +45,8 @@ async def test_peers_introduced_only_by_a_bootstrap_peer_find_each_other() -> No
         assert str(b.peer_id) not in found
         await b.subscribe("chatroom")
         await recs[1].wait_for(
-            lambda: any(e.peer == str(a.peer_id) for e in recs[1].of(PeerConnected)),
-            timeout=20)
+            lambda: any(e.peer == str(a.peer_id) for e in recs[1].of(PeerConnected)), timeout=20
+        )
         with trio.fail_after(10):
             while str(a.peer_id) not in b.list_peers("chatroom"):
                 await trio.sleep(0.05)
@@ -59,8 +62,9 @@ async def test_peer_without_network_starts_at_once_and_reports_ready() -> None:
     unreachable = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
     async with trio.open_nursery() as nursery:
         with trio.fail_after(3):
-            peer = await nursery.start(new_peer(fast_config(bootstrap=[unreachable, "garbage"]),
-                                                rec).run)
+            peer = await nursery.start(
+                new_peer(fast_config(bootstrap=[unreachable, "garbage"]), rec).run
+            )
         assert peer.running
         await rec.wait_for(lambda: rec.of(DhtReady), timeout=15)
         assert rec.of(DhtReady)[0].routing_table_size == 0

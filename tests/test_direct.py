@@ -90,8 +90,7 @@ async def test_delivery_resumes_after_receiver_restarts() -> None:
         assert not any(m.done.is_set() for m in waiting)
 
         rb2 = Recorder()
-        b2 = new_peer(fast_config(listen_addrs=[f"/ip4/127.0.0.1/tcp/{port}"]), rb2,
-                      key_pair=key)
+        b2 = new_peer(fast_config(listen_addrs=[f"/ip4/127.0.0.1/tcp/{port}"]), rb2, key_pair=key)
         await nursery.start(b2.run)
         b2.start_protocol(CHAT)
         with trio.fail_after(15):
@@ -109,8 +108,7 @@ async def test_duplicate_id_delivered_once() -> None:
         await connect(a, b)
         stream = await a.host.new_stream(b.peer_id, [CHAT])
 
-        frame = dumps({"type": "data", "id": "42-0",
-                       "data": base64.b64encode(b'{"x":1}').decode()})
+        frame = dumps({"type": "data", "id": "42-0", "data": base64.b64encode(b'{"x":1}').decode()})
         for _ in range(2):
             await stream.write(struct.pack(">I", len(frame)) + frame)
         acks = []

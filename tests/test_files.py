@@ -28,6 +28,7 @@ EMPTY_SHARD = "Qma5kEnM5fEKTXrFC5zXYRy5QG3hcMWopoFS7ijhxx19qc"
 def files_config(tmp: Path, name: str, **kw):
     def make():
         return fast_config(files_dir=str(tmp / name), **kw)
+
     return make
 
 
@@ -40,7 +41,10 @@ async def test_store_list_remove_and_persistence(tmp_path: Path) -> None:
         await files.mkdir("empty")
         entries = await files.tree.entries()
         assert {p: e.kind for p, e in entries.items()} == {
-            "docs": "directory", "docs/readme.txt": "file", "empty": "directory"}
+            "docs": "directory",
+            "docs/readme.txt": "file",
+            "empty": "directory",
+        }
         assert entries["docs/readme.txt"].mime == "text/plain; charset=utf-8"
         assert entries["empty"].cid == EMPTY_SHARD
         kept_root = files.tree.root
@@ -84,8 +88,10 @@ async def test_cancelled_import_leaves_the_tree_as_it_was(tmp_path: Path) -> Non
 
 
 async def test_two_peers_list_get_and_fallback(tmp_path: Path) -> None:
-    async with peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)], \
-            peer_group(1, config=files_config(tmp_path, "b")) as [(b, rb)]:
+    async with (
+        peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)],
+        peer_group(1, config=files_config(tmp_path, "b")) as [(b, rb)],
+    ):
         await connect(b, a)
         fa, fb = a.require_files(), b.require_files()
         content = os.urandom(700_000)  # three chunks: a real DAG, not one block
@@ -97,8 +103,12 @@ async def test_two_peers_list_get_and_fallback(tmp_path: Path) -> None:
         assert listing.peer == str(a.peer_id) and listing.cid == root and not listing.error
         assert listing.entries == {
             "pics": {"type": "directory", "cid": listing.entries["pics"]["cid"]},
-            "pics/photo.bin": {"type": "file", "cid": file_cid,
-                               "mimeType": "application/octet-stream"}}
+            "pics/photo.bin": {
+                "type": "file",
+                "cid": file_cid,
+                "mimeType": "application/octet-stream",
+            },
+        }
 
         # Without fallback: bitswap from the connected peer.
         fb.get_file(file_cid)
@@ -116,8 +126,10 @@ async def test_two_peers_list_get_and_fallback(tmp_path: Path) -> None:
         # A directory by CID.
         fb.get_file(listing.entries["pics"]["cid"], str(a.peer_id))
         await rb.wait_for(lambda: len(rb.of(GotFile)) == 2)
-        assert rb.of(GotFile)[1].content == {"type": "directory",
-                                             "entries": {"photo.bin": file_cid}}
+        assert rb.of(GotFile)[1].content == {
+            "type": "directory",
+            "entries": {"photo.bin": file_cid},
+        }
 
         # Unknown content: a clear failure, not a hang.
         missing = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
@@ -127,15 +139,21 @@ async def test_two_peers_list_get_and_fallback(tmp_path: Path) -> None:
 
 
 async def test_tampered_fallback_answer_is_rejected(tmp_path: Path) -> None:
-    async with peer_group(1, config=files_config(tmp_path, "b")) as [(b, rb)], \
-            peer_group(1, config=files_config(tmp_path, "evil")) as [(evil, _)]:
+    async with (
+        peer_group(1, config=files_config(tmp_path, "b")) as [(b, rb)],
+        peer_group(1, config=files_config(tmp_path, "evil")) as [(evil, _)],
+    ):
         real_cid, _ = await evil.require_files().store_file("x.txt", b"the real thing\n")
 
         async def lie(_cid: str) -> dict:
             fake = b"something else entirely\n"
-            return {"cid": real_cid, "isDirectory": False, "mimeType": "text/plain",
-                    "rawNode": base64.b64encode(fake).decode(),
-                    "content": base64.b64encode(fake).decode()}
+            return {
+                "cid": real_cid,
+                "isDirectory": False,
+                "mimeType": "text/plain",
+                "rawNode": base64.b64encode(fake).decode(),
+                "content": base64.b64encode(fake).decode(),
+            }
 
         evil.require_files().service.content = lie
         await connect(b, evil)
@@ -149,8 +167,10 @@ async def test_tampered_fallback_answer_is_rejected(tmp_path: Path) -> None:
 
 async def test_file_update_notice_only_while_subscribed(tmp_path: Path) -> None:
     cfg = files_config(tmp_path, "a", file_update_topic="files")
-    async with peer_group(1, config=cfg) as [(a, _)], \
-            peer_group(1, config=files_config(tmp_path, "b")) as [(b, rb)]:
+    async with (
+        peer_group(1, config=cfg) as [(a, _)],
+        peer_group(1, config=files_config(tmp_path, "b")) as [(b, rb)],
+    ):
         await connect(b, a)
         fa = a.require_files()
         await b.subscribe("files")
@@ -160,17 +180,22 @@ async def test_file_update_notice_only_while_subscribed(tmp_path: Path) -> None:
         notice = {"type": "p2p-webapp-file-update", "peer": str(a.peer_id)}
         await rb.wait_for(lambda: TopicData("files", str(a.peer_id), notice) in rb.events)
         await fa.remove("after.txt")
-        await rb.wait_for(lambda: rb.events.count(TopicData("files", str(a.peer_id), notice))
-                          == 2)
+        await rb.wait_for(lambda: rb.events.count(TopicData("files", str(a.peer_id), notice)) == 2)
 
 
 async def test_garbage_on_the_file_protocol(tmp_path: Path) -> None:
-    async with peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)], \
-            peer_group(1) as [(b, _)]:
+    async with (
+        peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)],
+        peer_group(1) as [(b, _)],
+    ):
         await connect(b, a)
         await a.require_files().store_file("f", b"data")
-        for payload in [b"\x07", b"\x02\xff\xff\xff\xff", b"\x02\x00\x00\x00\x03abc",
-                        b"\x02\x00\x00\x00\x02{}"]:
+        for payload in [
+            b"\x07",
+            b"\x02\xff\xff\xff\xff",
+            b"\x02\x00\x00\x00\x03abc",
+            b"\x02\x00\x00\x00\x02{}",
+        ]:
             stream = await b.host.new_stream(a.peer_id, [PROTOCOL])
             await stream.write(payload)
             with trio.move_on_after(2):
@@ -202,32 +227,42 @@ async def test_websocket_file_methods(tmp_path: Path) -> None:
         async with client(url) as alice, client(url) as bob:
             ra = (await alice.call("peer", {}))["result"]
             rb = (await bob.call("peer", {}))["result"]
-            stored = await alice.call("storefile", {"path": "docs/hello.txt", "directory": False,
-                                                    "content": base64.b64encode(
-                                                        b"hello world\n").decode()})
+            stored = await alice.call(
+                "storefile",
+                {
+                    "path": "docs/hello.txt",
+                    "directory": False,
+                    "content": base64.b64encode(b"hello world\n").decode(),
+                },
+            )
             assert stored["result"]["fileCid"] == HELLO_CID
             root = stored["result"]["rootCid"]
             made = await alice.call("storefile", {"path": "docs/sub", "directory": True})
             assert made["result"]["fileCid"] == EMPTY_SHARD
             bad = await alice.call("storefile", {"path": "../x", "content": "", "directory": False})
             assert bad["error"]["code"] == 400
-            bad64 = await alice.call("storefile", {"path": "x", "content": "!!",
-                                                   "directory": False})
+            bad64 = await alice.call(
+                "storefile", {"path": "x", "content": "!!", "directory": False}
+            )
             assert bad64["error"] == {"code": 400, "message": "invalid base64 content"}
 
             assert (await bob.call("listfiles", {"peerid": ra["peerid"]}))["result"] is None
             listed = await bob.push("peerFiles", peerid=ra["peerid"])
             assert listed["params"]["entries"]["docs/hello.txt"] == {
-                "type": "file", "cid": HELLO_CID, "mimeType": "text/plain; charset=utf-8"}
+                "type": "file",
+                "cid": HELLO_CID,
+                "mimeType": "text/plain; charset=utf-8",
+            }
             assert listed["params"]["cid"] != root  # the mkdir changed the root since
 
             await bob.call("getfile", {"cid": HELLO_CID, "fallbackPeerID": ra["peerid"]})
             got = await bob.push("gotFile", cid=HELLO_CID)
             assert got["params"]["success"] is True
-            assert got["params"]["content"] == {"type": "file",
-                                                "mimeType": "text/plain; charset=utf-8",
-                                                "content": base64.b64encode(
-                                                    b"hello world\n").decode()}
+            assert got["params"]["content"] == {
+                "type": "file",
+                "mimeType": "text/plain; charset=utf-8",
+                "content": base64.b64encode(b"hello world\n").decode(),
+            }
             assert (await alice.call("removefile", {"path": "docs"}))["result"] is None
             gone = await alice.call("removefile", {"path": "docs"})
             assert gone["error"]["code"] == 500

@@ -82,8 +82,9 @@ def app(qtbot: Any, qloop: Any, tmp_path: Path) -> Iterator[Any]:
     from gui.app import App
 
     data = tmp_path / "me"
-    Profile.open(data).save_settings(Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"],
-                                              bootstrap=[], mdns=False))
+    Profile.open(data).save_settings(
+        Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False)
+    )
     peerdesk = App(data)
     qtbot.addWidget(peerdesk.window)
     peerdesk.window.show()
@@ -106,27 +107,28 @@ def test_window_shows_state_and_identity(app: Any, qtbot: Any) -> None:
     assert set(window.docks) == {"Peers", "Topics", "Files", "Topic monitor", "Log"}
 
 
-def test_join_topic_and_see_the_other_peers_message(app: Any, other: OtherPeer,
-                                                    qtbot: Any) -> None:
+def test_join_topic_and_see_the_other_peers_message(app: Any, other: OtherPeer, qtbot: Any) -> None:
     window = app.window
     other.call(other.peer.connect, my_addr(app))
     window.topics.topic_input.setText("lobby")
     window.topics._join()
     other.call(other.peer.topics.subscribe, "lobby", 5.0)
-    qtbot.waitUntil(lambda: other.id in window.topics.members.get("lobby", []),
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: other.id in window.topics.members.get("lobby", []), timeout=WAIT_MS)
     other.call(other.peer.publish, "lobby", {"text": "hello desktop"})
     view = window._conversation("topic:lobby")
     assert view is not None
-    qtbot.waitUntil(lambda: any(m.sender == other.id for m in view.model.messages),
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: any(m.sender == other.id for m in view.model.messages), timeout=WAIT_MS)
     msg = next(m for m in view.model.messages if m.sender == other.id)
     assert "hello desktop" in view.model.item(view.model.messages.index(msg)).text()
 
     view.input.setText("hi back")
     view._submit()
-    qtbot.waitUntil(lambda: any(isinstance(e, ev.TopicData) and e.data == "hi back"
-                                for e in list(other.events)), timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: any(
+            isinstance(e, ev.TopicData) and e.data == "hi back" for e in list(other.events)
+        ),
+        timeout=WAIT_MS,
+    )
 
 
 def test_monitor_shows_join_and_leave(app: Any, other: OtherPeer, qtbot: Any) -> None:
@@ -137,8 +139,7 @@ def test_monitor_shows_join_and_leave(app: Any, other: OtherPeer, qtbot: Any) ->
     other.call(other.peer.topics.subscribe, "watched", 0.5)
     kinds = lambda: [(e.kind, e.peer) for e in window.monitor.timeline.rows]  # noqa: E731
     qtbot.waitUntil(lambda: ("join", other.id) in kinds(), timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: other.id in window.monitor.members.get("watched", {}),
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: other.id in window.monitor.members.get("watched", {}), timeout=WAIT_MS)
     other.call(other.peer.unsubscribe, "watched")
     qtbot.waitUntil(lambda: ("leave", other.id) in kinds(), timeout=WAIT_MS)
 
@@ -151,17 +152,18 @@ def test_direct_message_is_marked_delivered(app: Any, other: OtherPeer, qtbot: A
     view.input.setText('{"text": "psst"}')
     view._submit()
     qtbot.waitUntil(lambda: view.model.statuses() == ["delivered"], timeout=WAIT_MS)
-    assert any(isinstance(e, ev.PeerData) and e.data == {"text": "psst"}
-               for e in list(other.events))
+    assert any(
+        isinstance(e, ev.PeerData) and e.data == {"text": "psst"} for e in list(other.events)
+    )
 
     # and the other way: an incoming message opens the conversation with an unread mark
     other.call(other.peer.send, str(app.bridge.peer.peer_id), "/chat/1.0.0", "reply")
-    qtbot.waitUntil(lambda: any(m.value == "reply" for m in view.model.messages),
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: any(m.value == "reply" for m in view.model.messages), timeout=WAIT_MS)
 
 
-def test_dropped_file_appears_in_the_tree_with_its_cid(app: Any, other: OtherPeer,
-                                                       qtbot: Any, tmp_path: Path) -> None:
+def test_dropped_file_appears_in_the_tree_with_its_cid(
+    app: Any, other: OtherPeer, qtbot: Any, tmp_path: Path
+) -> None:
     window = app.window
     local = tmp_path / "hello.txt"
     local.write_bytes(b"hello world\n")
@@ -172,8 +174,13 @@ def test_dropped_file_appears_in_the_tree_with_its_cid(app: Any, other: OtherPee
     data = QMimeData()
     data.setUrls([QUrl.fromLocalFile(str(local)), QUrl.fromLocalFile(str(folder))])
     view = window.files_pane.view
-    drop = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, data,
-                      Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    drop = QDropEvent(
+        QPointF(5, 5),
+        Qt.DropAction.CopyAction,
+        data,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     view.dropEvent(drop)
     model = window.files_pane.model
     qtbot.waitUntil(lambda: model.index_of("album/inner/x.bin").isValid(), timeout=WAIT_MS)
@@ -181,7 +188,8 @@ def test_dropped_file_appears_in_the_tree_with_its_cid(app: Any, other: OtherPee
     assert index.isValid()
     assert model.node(index).cid == "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby"
     assert model.node(model.index_of("album/inner/x.bin")).cid == (
-        "bafybeiczcctdlznuiia25cbxs3bmdsinqecjoqocn43kvxcy4u5fgouucu")
+        "bafybeiczcctdlznuiia25cbxs3bmdsinqecjoqocn43kvxcy4u5fgouucu"
+    )
 
     # The other peer browses our tree, and we browse theirs (read-only).
     other.call(other.peer.connect, my_addr(app))
@@ -200,8 +208,9 @@ def test_settings_are_saved_and_reloaded(app: Any, qtbot: Any) -> None:
     dialog.port.setValue(4711)
     dialog.mdns.setChecked(True)
     dialog.notify_topic.setText("files")
-    dialog.bootstrap.setPlainText("/ip4/127.0.0.1/tcp/4001/p2p/"
-                                  "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA")
+    dialog.bootstrap.setPlainText(
+        "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+    )
     dialog.accept()
     assert dialog.needs_restart
     again = SettingsDialog(app.data_dir, app.window)
@@ -221,7 +230,6 @@ def test_layout_is_remembered(app: Any, qtbot: Any) -> None:
     qtbot.addWidget(second)
     assert not second.docks["Log"].isVisibleTo(second)
     assert second.docks["Peers"].isVisibleTo(second)
-
 
 
 def test_ipfs_link_is_fetched_and_offered(app: Any, other: OtherPeer, qtbot: Any) -> None:
@@ -260,5 +268,4 @@ def test_restart_with_an_imported_identity(app: Any, qtbot: Any) -> None:
         app.restart_core()
     assert not old_runtime.running
     assert str(app.bridge.peer.peer_id) == str(identity.peer_id(key))
-    qtbot.waitUntil(lambda: app.window.peers.own_id == str(identity.peer_id(key)),
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: app.window.peers.own_id == str(identity.peer_id(key)), timeout=WAIT_MS)

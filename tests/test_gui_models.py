@@ -20,8 +20,9 @@ from gui.monitor_pane import RATE_SECONDS, RateCounter, TimelineEvent, TimelineM
 
 def test_big_folder_is_handed_to_the_view_in_batches(qapp: Any) -> None:
     entries = {"big": {"type": "directory", "cid": "Qm-dir"}}
-    entries.update({f"big/f{i:06d}.txt": {"type": "file", "cid": f"c{i}", "size": i}
-                    for i in range(100_000)})
+    entries.update(
+        {f"big/f{i:06d}.txt": {"type": "file", "cid": f"c{i}", "size": i} for i in range(100_000)}
+    )
     entries["z.txt"] = {"type": "file", "cid": "cz", "mimeType": "text/plain"}
     model = FilesModel()
     model.set_listing("Qm-root", entries, read_only=True)

@@ -17,8 +17,9 @@ EMPTY_SHARD = "Qma5kEnM5fEKTXrFC5zXYRy5QG3hcMWopoFS7ijhxx19qc"
 FILE_CID = cid_v1_dagpb(b"some file")
 
 
-def add_file(store: MemoryStore, directory: HamtDirectory, name: str, content: bytes,
-             version: int = 1) -> None:
+def add_file(
+    store: MemoryStore, directory: HamtDirectory, name: str, content: bytes, version: int = 1
+) -> None:
     result = import_file(content, store.put, cid_version=version)  # type: ignore[arg-type]
     directory.set(name, result.cid, result.tsize)
 
@@ -38,10 +39,16 @@ def names_of(count: int) -> list[str]:
 
 # --- published vectors ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "h1"), [
-    ("a", "85555565f6597889"), ("hello", "cbd8a7b341bd9b02"),
-    ("README.md", "a8a6341bf24bc1bd"), ("", "0000000000000000"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "h1"),
+    [
+        ("a", "85555565f6597889"),
+        ("hello", "cbd8a7b341bd9b02"),
+        ("README.md", "a8a6341bf24bc1bd"),
+        ("", "0000000000000000"),
+    ],
+)
 def test_murmur3_samples(name: str, h1: str) -> None:
     assert hamt._hash(name.encode()).hex() == h1
 
@@ -98,6 +105,7 @@ def test_kubo_profile_hamt_directory() -> None:
 
 # --- canonical shape --------------------------------------------------------------------------
 
+
 def test_shape_depends_only_on_the_set_of_names() -> None:
     names = names_of(10_000)
     forward, store = build(names)
@@ -147,8 +155,9 @@ def shard_names(store: MemoryStore, cid: bytes) -> list[str]:
 
 
 def test_collision_chain_and_collapse(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_hashes(monkeypatch, {"a": "0102030400000000", "b": "0102030500000000",
-                              "c": "0106000000000000"})
+    fake_hashes(
+        monkeypatch, {"a": "0102030400000000", "b": "0102030500000000", "c": "0106000000000000"}
+    )
     root, store = build(["a", "b", "c"])
     assert shard_names(store, root) == ["01"]
     level1 = PBNode.decode(store.blocks[root]).links[0].cid
@@ -197,8 +206,17 @@ def test_set_replaces_and_skips_unchanged() -> None:
 
 
 def test_odd_names_round_trip() -> None:
-    names = ["héllo wörld.txt", "日本語", " leading space", "emoji-🙂", "a" * 255,
-             "tab\there", "non-utf8-\udcff", "00", "FF"]
+    names = [
+        "héllo wörld.txt",
+        "日本語",
+        " leading space",
+        "emoji-🙂",
+        "a" * 255,
+        "tab\there",
+        "non-utf8-\udcff",
+        "00",
+        "FF",
+    ]
     root, store = build(names)
     loaded = HamtDirectory.load(store.get, root)
     assert sorted(name for name, _ in loaded.items()) == sorted(names)
@@ -220,7 +238,8 @@ def test_nested_directories() -> None:
     add_file(store, outer, "top.txt", b"top\n")
     root, tsize = outer.flush(store.put)
     assert tsize == len(store.blocks[root]) + sum(
-        link.tsize for link in PBNode.decode(store.blocks[root]).links)
+        link.tsize for link in PBNode.decode(store.blocks[root]).links
+    )
 
     docs = HamtDirectory.load(store.get, root).lookup("docs")
     assert docs is not None and docs.tsize == inner_tsize
@@ -232,16 +251,19 @@ def test_nested_directories() -> None:
 
 # --- lazy loading and incremental flush -------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def big_directory() -> tuple[bytes, MemoryStore]:
     return build(names_of(100_000))
 
 
-def counting(get: Callable[[bytes], bytes | None], seen: list[bytes]) -> Callable[
-        [bytes], bytes | None]:
+def counting(
+    get: Callable[[bytes], bytes | None], seen: list[bytes]
+) -> Callable[[bytes], bytes | None]:
     def wrapped(cid: bytes) -> bytes | None:
         seen.append(cid)
         return get(cid)
+
     return wrapped
 
 
@@ -274,8 +296,15 @@ def test_100k_update_rewrites_only_its_path(big_directory: tuple[bytes, MemorySt
 
 # --- malformed shards -------------------------------------------------------------------------
 
-def shard_block(links: list[Link], bitfield: bytes | None, *, hash_type: int = 0x22,
-                fanout: int = 256, kind: DataType = DataType.HAMT_SHARD) -> bytes:
+
+def shard_block(
+    links: list[Link],
+    bitfield: bytes | None,
+    *,
+    hash_type: int = 0x22,
+    fanout: int = 256,
+    kind: DataType = DataType.HAMT_SHARD,
+) -> bytes:
     data = UnixFSData(kind, data=bitfield, hash_type=hash_type, fanout=fanout)
     return PBNode(links, data.encode()).encode()
 
@@ -298,8 +327,9 @@ def test_malformed_shards_are_rejected() -> None:
         "unsupported HAMT hash type": shard_block([link], bitfield_for(bucket), hash_type=0x11),
         "does not match bucket": shard_block([link], bitfield_for(other_bucket)),
         "bitfield sets 2 buckets": shard_block([link], bitfield_for(bucket, other_bucket)),
-        "wrong bucket": shard_block([Link(f"{other_bucket:02X}hello", FILE_CID, 5)],
-                                    bitfield_for(other_bucket)),
+        "wrong bucket": shard_block(
+            [Link(f"{other_bucket:02X}hello", FILE_CID, 5)], bitfield_for(other_bucket)
+        ),
         "longer than the fanout": shard_block([], bytes(33)),
         "expected a HAMT shard": shard_block([], None, kind=DataType.DIRECTORY),
         "without UnixFS data": PBNode([], None).encode(),
@@ -328,8 +358,7 @@ def test_well_formed_foreign_shard_loads() -> None:
 
 def test_missing_sub_shard_and_root() -> None:
     root, store = build(names_of(1000))
-    sub = next(link.cid for link in PBNode.decode(store.blocks[root]).links
-               if len(link.name) == 2)
+    sub = next(link.cid for link in PBNode.decode(store.blocks[root]).links if len(link.name) == 2)
     del store.blocks[sub]
     directory = HamtDirectory.load(store.get, root)
     with pytest.raises(MissingBlock) as caught:

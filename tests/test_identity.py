@@ -18,7 +18,7 @@ def test_export_is_go_format_and_round_trips() -> None:
     assert text.startswith("CAESQ")  # Type=Ed25519, Data of 64 bytes
     raw = base64.b64decode(text)
     assert raw[:4] == b"\x08\x01\x12\x40" and len(raw) == 68
-    assert raw[4 + 32:] == kp.public_key.to_bytes()
+    assert raw[4 + 32 :] == kp.public_key.to_bytes()
     again = identity.import_key(text)
     assert identity.peer_id(again) == identity.peer_id(kp)
     assert identity.export_key(again) == text
@@ -32,8 +32,11 @@ def test_go_key_gives_the_peer_id_go_derives() -> None:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     seed = bytes(range(32))
-    pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
-        Encoding.Raw, PublicFormat.Raw)
+    pub = (
+        Ed25519PrivateKey.from_private_bytes(seed)
+        .public_key()
+        .public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
     go_text = base64.b64encode(b"\x08\x01\x12\x40" + seed + pub).decode()
     expected = base58.b58encode(b"\x00\x24\x08\x01\x12\x20" + pub).decode()
     assert str(identity.peer_id(identity.import_key(go_text))) == expected
@@ -47,9 +50,16 @@ def test_py_libp2p_seed_only_form_is_accepted() -> None:
     assert identity.peer_id(identity.import_key(text)) == identity.peer_id(kp)
 
 
-@pytest.mark.parametrize("bad", ["", "!!!", base64.b64encode(b"junk").decode(),
-                                 base64.b64encode(b"\x08\x00\x12\x20" + b"a" * 32).decode(),
-                                 base64.b64encode(b"\x08\x01\x12\x05abcde").decode()])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "!!!",
+        base64.b64encode(b"junk").decode(),
+        base64.b64encode(b"\x08\x00\x12\x20" + b"a" * 32).decode(),
+        base64.b64encode(b"\x08\x01\x12\x05abcde").decode(),
+    ],
+)
 def test_bad_keys_are_refused_clearly(bad: str) -> None:
     with pytest.raises(identity.IdentityError):
         identity.import_key(bad)
@@ -80,6 +90,8 @@ def test_parse_peer_id_refuses_non_ids(text: str) -> None:
 
 
 def test_parse_peer_id_accepts_ed25519_and_rsa_forms() -> None:
-    for text in ["12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
-                 "QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN"]:
+    for text in [
+        "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+        "QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    ]:
         assert str(identity.parse_peer_id(text)) == text

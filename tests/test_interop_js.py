@@ -28,8 +28,12 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
 @pytest.fixture(scope="module")
 def js_installed() -> None:
     if not (HERE / "node_modules" / "libp2p").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE,
-                       check=True, timeout=300)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=HERE,
+            check=True,
+            timeout=300,
+        )
 
 
 class JsPeer:
@@ -69,8 +73,9 @@ class JsPeer:
     async def cmd(self, cmd: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
         rid = next(self._ids)
         assert self.proc.stdin is not None
-        await self.proc.stdin.send_all((json.dumps({"cmd": cmd, "id": rid, **args}) + "\n")
-                                       .encode())
+        await self.proc.stdin.send_all(
+            (json.dumps({"cmd": cmd, "id": rid, **args}) + "\n").encode()
+        )
         answer = await self.wait(lambda: self.answers.get(rid), timeout)
         assert answer["ok"], answer
         return answer
@@ -78,8 +83,8 @@ class JsPeer:
 
 async def start_js(nursery: trio.Nursery) -> JsPeer:
     proc = await trio.lowlevel.open_process(
-        [NODE, str(HERE / "jspeer.mjs")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        cwd=HERE)
+        [NODE, str(HERE / "jspeer.mjs")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=HERE
+    )
     js = JsPeer(proc)
     nursery.start_soon(js.pump)
     await js.wait(lambda: js.ready)
@@ -119,8 +124,9 @@ async def test_topics_and_direct_protocol_both_ways() -> None:
         await py.send(js_id, "/chat/1.0.0", {"text": "hello js"})  # returns on js's ack
         data = [e for e in js.events if e["event"] == "data"]
         assert data and data[0]["data"] == {"text": "hello js"}
-        answer = await js.cmd("send", peer=str(py.peer_id), protocol="/chat/1.0.0",
-                              data={"text": "hello python"})
+        answer = await js.cmd(
+            "send", peer=str(py.peer_id), protocol="/chat/1.0.0", data={"text": "hello python"}
+        )
         assert answer["attempts"] == 1
         await rec.wait_for(lambda: rec.of(PeerData))
         assert rec.of(PeerData)[0] == PeerData(js_id, "/chat/1.0.0", {"text": "hello python"})
@@ -134,8 +140,7 @@ async def test_dht_provide_and_find_both_ways() -> None:
         js_id = js.ready["peerId"]
         await js.cmd("dial", addr=py.listen_addrs()[0])  # js dials this time
         with trio.fail_after(20):
-            while py.dht.routing_table_size() == 0 or (
-                    await js.cmd("routingTable"))["size"] == 0:
+            while py.dht.routing_table_size() == 0 or (await js.cmd("routingTable"))["size"] == 0:
                 await trio.sleep(0.1)
 
         py_key = namespace_cid("interop-from-python")

@@ -1,4 +1,4 @@
-"""Fails when py-libp2p changes under the workarounds in core/libp2p_compat.py."""
+"""Fails when py-libp2p changes under the workarounds in core/libp2p_compat/."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def test_host_offers_noise_and_yamux_only_and_no_auto_dialer() -> None:
 def test_strip_p2p() -> None:
     import multiaddr
 
-    out = compat.strip_p2p([multiaddr.Multiaddr(
-        "/ip4/127.0.0.1/tcp/5/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA")])
+    out = compat.strip_p2p(
+        [
+            multiaddr.Multiaddr(
+                "/ip4/127.0.0.1/tcp/5/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+            )
+        ]
+    )
     assert [str(a) for a in out] == ["/ip4/127.0.0.1/tcp/5"]

@@ -19,7 +19,12 @@ from .conftest import Recorder, fast_config, peer_group
 
 def test_aliases() -> None:
     assert [alias_for(i) for i in (0, 1, 25, 26, 27)] == [
-        "peer-a", "peer-b", "peer-z", "peer-aa", "peer-ab"]
+        "peer-a",
+        "peer-b",
+        "peer-z",
+        "peer-aa",
+        "peer-ab",
+    ]
 
 
 async def test_sibling_peers_are_connected_direct_gossip_peers() -> None:
@@ -59,7 +64,6 @@ async def test_plaintext_peer_is_refused() -> None:
         plain = new_host(key_pair=kp, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(kp)})
         async with plain.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             with pytest.raises(SwarmException), trio.fail_after(10):
-                await plain.connect(info_from_p2p_addr(
-                    multiaddr.Multiaddr(peer.listen_addrs()[0])))
+                await plain.connect(info_from_p2p_addr(multiaddr.Multiaddr(peer.listen_addrs()[0])))
             assert plain.get_id() not in peer.host.get_connected_peers()
             await plain.close()

@@ -93,8 +93,11 @@ def _multicast_on_loopback_works() -> bool:
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         rx.bind(("", 0))
-        rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                      socket.inet_aton(GROUP) + socket.inet_aton(LO))
+        rx.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton(GROUP) + socket.inet_aton(LO),
+        )
         rx.settimeout(1.0)
         tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LO))
         tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
@@ -110,8 +113,9 @@ def _multicast_on_loopback_works() -> bool:
 @pytest.fixture(scope="module")
 def loopback_multicast() -> None:
     if not _multicast_on_loopback_works():
-        pytest.skip("IPv4 multicast via 127.0.0.1 does not work here "
-                    "(try: ip link set lo multicast on)")
+        pytest.skip(
+            "IPv4 multicast via 127.0.0.1 does not work here (try: ip link set lo multicast on)"
+        )
 
 
 @contextmanager
@@ -133,8 +137,11 @@ class Wire:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.sock.bind(("", PORT))
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                             socket.inet_aton(GROUP) + socket.inet_aton(LO))
+        self.sock.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton(GROUP) + socket.inet_aton(LO),
+        )
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LO))
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
         self.sock.settimeout(0.1)
@@ -199,6 +206,7 @@ def wire(loopback_multicast: None) -> Iterator[Wire]:
 
 # -- Go's side, re-implemented from github.com/libp2p/zeroconf (client.go, server.go) ----------
 
+
 def go_txt(rdata: bytes) -> list[str]:
     """miekg/dns TXT strings (no tolerance needed: only used on packets we produced)."""
     out, i = [], 0
@@ -209,8 +217,9 @@ def go_txt(rdata: bytes) -> list[str]:
     return out
 
 
-def go_browse(messages: list[DNSIncoming], service: str = "p2p-webapp",
-              domain: str = "local") -> dict[str, dict[str, Any]]:
+def go_browse(
+    messages: list[DNSIncoming], service: str = "p2p-webapp", domain: str = "local"
+) -> dict[str, dict[str, Any]]:
     """Entries libp2p/zeroconf's Browse would deliver (client.go mainloop), per message:
     PTR must be named exactly `<service>.<domain>.`; SRV/TXT names must end with it; A/AAAA
     attach to the entry whose SRV target equals their name; entries without any IP are dropped;
@@ -237,9 +246,11 @@ def go_browse(messages: list[DNSIncoming], service: str = "p2p-webapp",
             if rr.type in (TYPE_A, TYPE_AAAA):
                 for e in entries.values():
                     if e["host"] == rr.name:
-                        e["ips"].append(socket.inet_ntop(
-                            socket.AF_INET if rr.type == TYPE_A else socket.AF_INET6,
-                            rr.address))
+                        e["ips"].append(
+                            socket.inet_ntop(
+                                socket.AF_INET if rr.type == TYPE_A else socket.AF_INET6, rr.address
+                            )
+                        )
         for name, e in entries.items():
             if e["ips"] and e.get("ttl", 0) > 0:
                 delivered[name] = e
@@ -256,28 +267,43 @@ def go_query(service: str = "p2p-webapp") -> DNSOutgoing:
 class GoService:
     """A go-libp2p peer's registration, as libp2p/zeroconf server.go puts it on the wire."""
 
-    def __init__(self, peer_id: str, addrs: list[str], instance: str | None = None,
-                 txt: bytes | None = None, ip: str = LO, ttl: int = 3200,
-                 ptr_only: bool = False) -> None:
+    def __init__(
+        self,
+        peer_id: str,
+        addrs: list[str],
+        instance: str | None = None,
+        txt: bytes | None = None,
+        ip: str = LO,
+        ttl: int = 3200,
+        ptr_only: bool = False,
+    ) -> None:
         self.ptr_only = ptr_only  # browse answers without SRV/TXT/A (not go; other responders)
         self.instance = instance or random_instance_name() + "abcdefghijk"  # go: up to 63
         self.name = f"{self.instance}.p2p-webapp.local."
         self.host = f"{self.instance}.local."
-        self.txt = txt if txt is not None else encode_txt(
-            [f"dnsaddr={a}/p2p/{peer_id}" for a in addrs])
+        self.txt = (
+            txt if txt is not None else encode_txt([f"dnsaddr={a}/p2p/{peer_id}" for a in addrs])
+        )
         self.ip, self.ttl = ip, ttl
 
     def _records(self) -> dict[str, Any]:
         ttl = self.ttl
         return {
-            "srv": DNSService(self.name, TYPE_SRV, CLASS_IN | CACHE_FLUSH, ttl, 0, 0, 4001,
-                              self.host),
+            "srv": DNSService(
+                self.name, TYPE_SRV, CLASS_IN | CACHE_FLUSH, ttl, 0, 0, 4001, self.host
+            ),
             "txt": DNSText(self.name, TYPE_TXT, CLASS_IN | CACHE_FLUSH, ttl, self.txt),
             "ptr": DNSPointer("p2p-webapp.local.", TYPE_PTR, CLASS_IN, ttl, self.name),
-            "dnssd": DNSPointer("_services._dns-sd._udp.local.", TYPE_PTR, CLASS_IN, ttl,
-                                "p2p-webapp.local."),
-            "a": DNSAddress(self.host, TYPE_A, CLASS_IN | CACHE_FLUSH, 120 if ttl else 0,
-                            socket.inet_aton(self.ip)),
+            "dnssd": DNSPointer(
+                "_services._dns-sd._udp.local.", TYPE_PTR, CLASS_IN, ttl, "p2p-webapp.local."
+            ),
+            "a": DNSAddress(
+                self.host,
+                TYPE_A,
+                CLASS_IN | CACHE_FLUSH,
+                120 if ttl else 0,
+                socket.inet_aton(self.ip),
+            ),
         }
 
     def announcement(self) -> DNSOutgoing:
@@ -299,6 +325,7 @@ class GoService:
 
 
 # -- names and records ---------------------------------------------------------------------------
+
 
 def test_names_and_txt_layout_are_go_libp2ps() -> None:
     """go-libp2p: RegisterProxy(peerName, "p2p-webapp", "local", 4001, peerName, ips, txts)."""
@@ -391,18 +418,23 @@ def test_parse_dnsaddrs_like_go_and_never_raises() -> None:
 
 # -- on the (loopback) wire ----------------------------------------------------------------------
 
+
 def test_two_peers_find_each_other(loopback_multicast: None) -> None:
     ids = [new_peer_id(), new_peer_id()]
     found = [Found(), Found()]
-    addrs = [["/ip4/127.0.0.1/tcp/41001", "/ip4/0.0.0.0/tcp/41001"],
-             ["/ip4/127.0.0.1/tcp/41002", "/ip4/127.0.0.1/udp/41002/quic-v1"]]
+    addrs = [
+        ["/ip4/127.0.0.1/tcp/41001", "/ip4/0.0.0.0/tcp/41001"],
+        ["/ip4/127.0.0.1/tcp/41002", "/ip4/127.0.0.1/udp/41002/quic-v1"],
+    ]
     peers = [Mdns(ids[i], lambda i=i: addrs[i], found[i], interfaces=[LO]) for i in range(2)]
     started = time.monotonic()
     with running(*peers):
         assert time.monotonic() - started < 0.5, "start() must not block"
         assert wait_until(lambda: found[0].of(ids[1]) and found[1].of(ids[0]))
-        assert found[0].of(ids[1])[0] == ["/ip4/127.0.0.1/tcp/41002",
-                                          "/ip4/127.0.0.1/udp/41002/quic-v1"]
+        assert found[0].of(ids[1])[0] == [
+            "/ip4/127.0.0.1/tcp/41002",
+            "/ip4/127.0.0.1/udp/41002/quic-v1",
+        ]
         assert found[1].of(ids[0])[0] == ["/ip4/127.0.0.1/tcp/41001"]
         assert all(p.registered.wait(WAIT) for p in peers)
         time.sleep(1.5)  # further announcements/queries: no self-reports, no duplicates
@@ -432,8 +464,10 @@ def test_go_browser_accepts_our_announcement_and_answers(wire: Wire) -> None:
         with wire._lock:
             wire.packets.clear()
         wire.send(go_query())
-        answered = wait_until(lambda: go_browse(
-            [msg for msg in wire.messages() if msg.is_response()]).get(instance), 5.0)
+        answered = wait_until(
+            lambda: go_browse([msg for msg in wire.messages() if msg.is_response()]).get(instance),
+            5.0,
+        )
         assert answered and answered["text"] == expected_txt
 
         # 3. The DNS-SD meta query lists our service type, as go's server does.
@@ -442,15 +476,27 @@ def test_go_browser_accepts_our_announcement_and_answers(wire: Wire) -> None:
         meta = DNSOutgoing(0)
         meta.add_question(DNSQuestion("_services._dns-sd._udp.local.", TYPE_PTR, CLASS_IN))
         wire.send(meta)
-        assert wait_until(lambda: any(
-            rr.type == TYPE_PTR and rr.name == "_services._dns-sd._udp.local."
-            and rr.alias == "p2p-webapp.local."
-            for msg in wire.messages() if msg.is_response() for rr in msg.answers()), 5.0)
+        assert wait_until(
+            lambda: any(
+                rr.type == TYPE_PTR
+                and rr.name == "_services._dns-sd._udp.local."
+                and rr.alias == "p2p-webapp.local."
+                for msg in wire.messages()
+                if msg.is_response()
+                for rr in msg.answers()
+            ),
+            5.0,
+        )
 
     # 4. stop() says goodbye: TTL 0 for our PTR.
-    assert wait_until(lambda: any(
-        rr.type == TYPE_PTR and rr.alias == instance and rr.ttl == 0
-        for msg in wire.messages() for rr in msg.answers()), 3.0)
+    assert wait_until(
+        lambda: any(
+            rr.type == TYPE_PTR and rr.alias == instance and rr.ttl == 0
+            for msg in wire.messages()
+            for rr in msg.answers()
+        ),
+        3.0,
+    )
 
 
 def test_finds_go_peers(wire: Wire) -> None:
@@ -571,7 +617,6 @@ def test_stop_is_bounded_idempotent_and_final(loopback_multicast: None) -> None:
         m.start()
 
 
-
 async def test_hand_off_to_trio(loopback_multicast: None) -> None:
     """The intended use from trio: on_found hops over with the trio token; stop() off-thread."""
     import trio
@@ -615,7 +660,11 @@ async def test_two_peers_find_and_connect_over_mdns_on_loopback() -> None:
         return fast_config(mdns=True, mdns_interfaces=["127.0.0.1"])
 
     async with peer_group(2, config=cfg) as [(a, ra), (b, rb)]:
-        await ra.wait_for(lambda: any(e.peer == str(b.peer_id) for e in ra.of(PeerConnected))
-                          or any(e.peer == str(a.peer_id) for e in rb.of(PeerConnected)),
-                          timeout=20)
+        await ra.wait_for(
+            lambda: (
+                any(e.peer == str(b.peer_id) for e in ra.of(PeerConnected))
+                or any(e.peer == str(a.peer_id) for e in rb.of(PeerConnected))
+            ),
+            timeout=20,
+        )
         assert a.info()["mdns"] is True

@@ -31,18 +31,24 @@ GO_SNIFF_TESTS: list[tuple[str, bytes, str]] = [
     ("GIF 87a", b"GIF87a", "image/gif"),
     ("GIF 89a", b"GIF89a...", "image/gif"),
     ("WEBP image", b"RIFF\x00\x00\x00\x00WEBPVP", "image/webp"),
-    ("PNG image", b"\x89PNG\x0D\x0A\x1A\x0A", "image/png"),
-    ("JPEG image", b"\xFF\xD8\xFF", "image/jpeg"),
+    ("PNG image", b"\x89PNG\x0d\x0a\x1a\x0a", "image/png"),
+    ("JPEG image", b"\xff\xd8\xff", "image/jpeg"),
     ("MIDI audio", b"MThd\x00\x00\x00\x06\x00\x01", "audio/midi"),
     ("MP3 audio/MPEG audio", b"ID3\x03\x00\x00\x00\x00\x0f", "audio/mpeg"),
     ("WAV audio #1", b"RIFFb\xb8\x00\x00WAVEfmt \x12\x00\x00\x00\x06", "audio/wave"),
     ("WAV audio #2", b"RIFF,\x00\x00\x00WAVEfmt \x12\x00\x00\x00\x06", "audio/wave"),
-    ("AIFF audio #1",
-     b"FORM\x00\x00\x00\x00AIFFCOMM\x00\x00\x00\x12\x00\x01\x00\x00\x57\x55\x00\x10\x40\x0d"
-     b"\xf3\x34", "audio/aiff"),
-    ("OGG audio",
-     b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x7e\x46\x00\x00\x00\x00\x00\x00\x1f\xf6"
-     b"\xb4\xfc\x01\x1e\x01\x76\x6f\x72", "application/ogg"),
+    (
+        "AIFF audio #1",
+        b"FORM\x00\x00\x00\x00AIFFCOMM\x00\x00\x00\x12\x00\x01\x00\x00\x57\x55\x00\x10\x40\x0d"
+        b"\xf3\x34",
+        "audio/aiff",
+    ),
+    (
+        "OGG audio",
+        b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x7e\x46\x00\x00\x00\x00\x00\x00\x1f\xf6"
+        b"\xb4\xfc\x01\x1e\x01\x76\x6f\x72",
+        "application/ogg",
+    ),
     ("Must not match OGG", b"owow\x00", BINARY),
     ("Must not match OGG", b"oooS\x00", BINARY),
     ("Must not match OGG", b"oggS\x00", BINARY),
@@ -52,16 +58,22 @@ GO_SNIFF_TESTS: list[tuple[str, bytes, str]] = [
     ("AVI video #2", b"RIFF,\n\x00\x00AVI LIST" + "À".encode(), "video/avi"),
     ("TTF sample  I", b"\x00\x01\x00\x00\x00\x17\x01\x00\x00\x04\x01\x60\x4f", "font/ttf"),
     ("TTF sample II", b"\x00\x01\x00\x00\x00\x0e\x00\x80\x00\x03\x00\x60\x46", "font/ttf"),
-    ("OTTO sample  I", b"\x4f\x54\x54\x4f\x00\x0e\x00\x80\x00\x03\x00\x60\x42\x41\x53\x45",
-     "font/otf"),
-    ("woff sample  I", b"\x77\x4f\x46\x46\x00\x01\x00\x00\x00\x00\x30\x54\x00\x0d\x00\x00",
-     "font/woff"),
+    (
+        "OTTO sample  I",
+        b"\x4f\x54\x54\x4f\x00\x0e\x00\x80\x00\x03\x00\x60\x42\x41\x53\x45",
+        "font/otf",
+    ),
+    (
+        "woff sample  I",
+        b"\x77\x4f\x46\x46\x00\x01\x00\x00\x00\x00\x30\x54\x00\x0d\x00\x00",
+        "font/woff",
+    ),
     ("woff2 sample", b"\x77\x4f\x46\x32\x00\x01\x00\x00\x00", "font/woff2"),
     ("wasm sample", b"\x00\x61\x73\x6d\x01\x00", "application/wasm"),
-    ("RAR v1.5-v4.0", b"Rar!\x1A\x07\x00", "application/x-rar-compressed"),
-    ("RAR v5+", b"Rar!\x1A\x07\x01\x00", "application/x-rar-compressed"),
-    ("Incorrect RAR v1.5-v4.0", b"Rar \x1A\x07\x00", BINARY),
-    ("Incorrect RAR v5+", b"Rar \x1A\x07\x01\x00", BINARY),
+    ("RAR v1.5-v4.0", b"Rar!\x1a\x07\x00", "application/x-rar-compressed"),
+    ("RAR v5+", b"Rar!\x1a\x07\x01\x00", "application/x-rar-compressed"),
+    ("Incorrect RAR v1.5-v4.0", b"Rar \x1a\x07\x00", BINARY),
+    ("Incorrect RAR v5+", b"Rar \x1a\x07\x01\x00", BINARY),
 ]
 
 EDGE_CASES: list[tuple[str, bytes, str]] = [

@@ -51,8 +51,12 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def newest_source() -> float:
-    return max(p.stat().st_mtime for d in SOURCES for p in (ROOT / d).rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts)
+    return max(
+        p.stat().st_mtime
+        for d in SOURCES
+        for p in (ROOT / d).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 @pytest.fixture(scope="session")
@@ -60,14 +64,19 @@ def onedir() -> Path:
     """The one-folder build's executable."""
     exe = ONEDIR / "peerdesk"
     if os.environ.get("PEERDESK_BUILD") == "1":
-        subprocess.run(["bash", str(PACKAGING / "build.sh"), "--onedir"], cwd=ROOT,
-                       check=True, timeout=1200)
+        subprocess.run(
+            ["bash", str(PACKAGING / "build.sh"), "--onedir"], cwd=ROOT, check=True, timeout=1200
+        )
     elif not exe.exists():
-        pytest.skip("no build in dist/peerdesk: run 'bash packaging/build.sh --onedir' "
-                    "or set PEERDESK_BUILD=1")
+        pytest.skip(
+            "no build in dist/peerdesk: run 'bash packaging/build.sh --onedir' "
+            "or set PEERDESK_BUILD=1"
+        )
     elif exe.stat().st_mtime < newest_source():
-        pytest.skip("dist/peerdesk is older than the sources: rebuild it "
-                    "('bash packaging/build.sh --onedir') or set PEERDESK_BUILD=1")
+        pytest.skip(
+            "dist/peerdesk is older than the sources: rebuild it "
+            "('bash packaging/build.sh --onedir') or set PEERDESK_BUILD=1"
+        )
     return exe
 
 
@@ -78,8 +87,14 @@ class Running:
         self.log = log
         self._stderr = log.open("wb")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
 
@@ -147,23 +162,32 @@ def quiet_profile(path: Path) -> Path:
     from core.settings import Settings
 
     Profile.open(path).save_settings(
-        Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False))
+        Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False)
+    )
     return path
 
 
 # ---- the built binary -------------------------------------------------------------------------
 
+
 def test_version(onedir: Path, tmp_path: Path) -> None:
-    out = subprocess.run([str(onedir), "--version"], env=clean_env(tmp_path), timeout=60,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(onedir), "--version"],
+        env=clean_env(tmp_path),
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == f"peerdesk {__version__}"
 
 
 async def _peer_request(url: str) -> dict[str, Any]:
     with trio.fail_after(30):
         async with open_websocket_url(url) as ws:
-            await ws.send_message(json.dumps(
-                {"requestid": 0, "method": "peer", "params": {}, "isresponse": False}))
+            await ws.send_message(
+                json.dumps({"requestid": 0, "method": "peer", "params": {}, "isresponse": False})
+            )
             while True:
                 msg = json.loads(await ws.get_message())
                 if msg.get("isresponse") and msg.get("requestid") == 0:
@@ -178,17 +202,31 @@ def mapped_files(pid: int) -> set[str]:
 def test_serve_from_binary(onedir: Path, run_binary: Any, tmp_path: Path) -> None:
     """`peerdesk serve` from the build: ready line, a peer over the WebSocket API, exit 0 on
     SIGTERM; no file of this test run's Python is loaded."""
-    serve = run_binary([str(onedir), "serve", "--ws-port", "0", "--listen",
-                        "/ip4/127.0.0.1/tcp/0", "--no-bootstrap", "--no-mdns",
-                        "--data-dir", str(tmp_path / "data")])
+    serve = run_binary(
+        [
+            str(onedir),
+            "serve",
+            "--ws-port",
+            "0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-bootstrap",
+            "--no-mdns",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
     ready = serve.event("ready")
     print(f"serve ready after {time.monotonic() - serve.started:.2f} s")
     assert ready["version"] == __version__
     assert ready["ws"].startswith("ws://127.0.0.1:")
 
     python_dirs = {sys.prefix, sys.base_prefix, str(ROOT / ".venv")}
-    leaked = sorted(f for f in mapped_files(serve.proc.pid)
-                    if f.startswith("/") and any(f.startswith(d + "/") for d in python_dirs))
+    leaked = sorted(
+        f
+        for f in mapped_files(serve.proc.pid)
+        if f.startswith("/") and any(f.startswith(d + "/") for d in python_dirs)
+    )
     assert not leaked, f"the build loaded files of the build machine's Python: {leaked}"
 
     response = trio.run(_peer_request, ready["ws"])
@@ -213,37 +251,52 @@ def test_desktop_app_from_binary(onedir: Path, run_binary: Any, tmp_path: Path) 
     assert "Could not load the Qt platform plugin" not in log
 
 
-@pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xwininfo")
-                         and shutil.which("xprop")),
-                    reason="needs Xvfb and x11-utils (xwininfo, xprop)")
+@pytest.mark.skipif(
+    not (shutil.which("Xvfb") and shutil.which("xwininfo") and shutil.which("xprop")),
+    reason="needs Xvfb and x11-utils (xwininfo, xprop)",
+)
 def test_window_class_and_icon_on_x11(onedir: Path, run_binary: Any, tmp_path: Path) -> None:
     """On a real X server (Xvfb): Qt's xcb plugin and its bundled libraries load, WM_CLASS
     matches the desktop file's StartupWMClass, and the window has its icon."""
     read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24",
-                             "-nolisten", "tcp"], pass_fds=(write_fd,),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_fd)
     try:
         with os.fdopen(read_fd) as pipe:
             display = f":{pipe.readline().strip()}"
-        app = run_binary([str(onedir), "--data-dir", str(quiet_profile(tmp_path / "data"))],
-                         DISPLAY=display)
+        app = run_binary(
+            [str(onedir), "--data-dir", str(quiet_profile(tmp_path / "data"))], DISPLAY=display
+        )
         app.event("online")
         env = {**os.environ, "DISPLAY": display}
-        wm_class = next(line.split("=", 1)[1] for line in DESKTOP_FILE.read_text().splitlines()
-                        if line.startswith("StartupWMClass="))
+        wm_class = next(
+            line.split("=", 1)[1]
+            for line in DESKTOP_FILE.read_text().splitlines()
+            if line.startswith("StartupWMClass=")
+        )
         deadline = time.monotonic() + 20
         window = None
         while window is None and time.monotonic() < deadline:
-            tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True,
-                                  text=True, timeout=10).stdout
-            window = next((line.split()[0] for line in tree.splitlines()
-                           if f'"{wm_class}")' in line), None)
+            tree = subprocess.run(
+                ["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True, timeout=10
+            ).stdout
+            window = next(
+                (line.split()[0] for line in tree.splitlines() if f'"{wm_class}")' in line), None
+            )
             time.sleep(0.2)
         assert window, f"no window of class {wm_class!r}:\n{tree}\n{app.stderr()}"
-        props = subprocess.run(["xprop", "-id", window, "WM_CLASS", "_NET_WM_ICON"], env=env,
-                               capture_output=True, text=True, timeout=10).stdout
+        props = subprocess.run(
+            ["xprop", "-id", window, "WM_CLASS", "_NET_WM_ICON"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         assert f'WM_CLASS(STRING) = "peerdesk", "{wm_class}"' in props
         assert "_NET_WM_ICON(CARDINAL) = " in props, "the window has no icon"
         app.stop()
@@ -264,8 +317,9 @@ def test_bundled_libraries_resolve(onedir: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": str(internal)}
     missing = {}
     for start in range(0, len(libs), 50):
-        out = subprocess.run(["ldd", *libs[start:start + 50]], env=env, capture_output=True,
-                             text=True, timeout=120).stdout
+        out = subprocess.run(
+            ["ldd", *libs[start : start + 50]], env=env, capture_output=True, text=True, timeout=120
+        ).stdout
         current = ""
         for line in out.splitlines():
             if not line.startswith("\t"):
@@ -280,11 +334,27 @@ def test_onefile(run_binary: Any, tmp_path: Path) -> None:
     passes SIGTERM on to the app."""
     if not ONEFILE.exists() or ONEFILE.stat().st_mtime < newest_source():
         pytest.skip(f"no current {ONEFILE.relative_to(ROOT)} (bash packaging/build.sh --onefile)")
-    out = subprocess.run([str(ONEFILE), "--version"], env=clean_env(tmp_path), timeout=120,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(ONEFILE), "--version"],
+        env=clean_env(tmp_path),
+        timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == f"peerdesk {__version__}"
-    serve = run_binary([str(ONEFILE), "serve", "--listen", "/ip4/127.0.0.1/tcp/0",
-                        "--no-bootstrap", "--no-mdns", "--data-dir", str(tmp_path / "data")])
+    serve = run_binary(
+        [
+            str(ONEFILE),
+            "serve",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-bootstrap",
+            "--no-mdns",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
     assert serve.event("ready")["version"] == __version__
     assert serve.stop(signal.SIGTERM) == 0, serve.stderr()
 
@@ -293,18 +363,41 @@ def test_installed_build_runs(onedir: Path, tmp_path: Path) -> None:
     """install.sh with the real build into a prefix; the bin/peerdesk symlink starts it."""
     prefix = tmp_path / "prefix"
     env = clean_env(tmp_path)
-    subprocess.run(["bash", str(PACKAGING / "install.sh"), "--prefix", str(prefix),
-                    "--source", str(onedir.parent)], env=env, check=True, timeout=120,
-                   capture_output=True)
-    out = subprocess.run([str(prefix / "bin" / "peerdesk"), "--version"], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
+    subprocess.run(
+        [
+            "bash",
+            str(PACKAGING / "install.sh"),
+            "--prefix",
+            str(prefix),
+            "--source",
+            str(onedir.parent),
+        ],
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [str(prefix / "bin" / "peerdesk"), "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert out.stdout.strip() == f"peerdesk {__version__}"
-    subprocess.run(["bash", str(prefix / "opt" / "peerdesk" / "uninstall.sh"), "--prefix",
-                    str(prefix)], env=env, check=True, timeout=60, capture_output=True)
+    subprocess.run(
+        ["bash", str(prefix / "opt" / "peerdesk" / "uninstall.sh"), "--prefix", str(prefix)],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
     assert not any(prefix.iterdir())
 
 
 # ---- desktop file, icons, install.sh / uninstall.sh (no build needed) -------------------------
+
 
 def desktop_entry(path: Path) -> dict[str, str]:
     lines = path.read_text().splitlines()
@@ -315,8 +408,9 @@ def desktop_entry(path: Path) -> dict[str, str]:
 def validate(path: Path) -> None:
     if not shutil.which("desktop-file-validate"):
         pytest.skip("no desktop-file-validate (Debian: desktop-file-utils)")
-    result = subprocess.run(["desktop-file-validate", str(path)], capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        ["desktop-file-validate", str(path)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
@@ -338,9 +432,13 @@ def png_size(path: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def icons(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("icons")
-    subprocess.run([sys.executable, str(PACKAGING / "make_icons.py"), str(out)], check=True,
-                   timeout=120, capture_output=True,
-                   env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    subprocess.run(
+        [sys.executable, str(PACKAGING / "make_icons.py"), str(out)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
     return out
 
 
@@ -358,7 +456,8 @@ def fake_build(tmp_path: Path, icons: Path) -> Path:
     build = tmp_path / "build" / "peerdesk"
     (build / "_internal").mkdir(parents=True)
     (build / "peerdesk").write_text(
-        f"#!/bin/sh\nprintf '%s|%s' \"$0\" \"$*\" > '{tmp_path}/argv'\necho \"peerdesk $*\"\n")
+        f'#!/bin/sh\nprintf \'%s|%s\' "$0" "$*" > \'{tmp_path}/argv\'\necho "peerdesk $*"\n'
+    )
     (build / "peerdesk").chmod(0o755)
     (build / "share" / "applications").mkdir(parents=True)
     shutil.copy(DESKTOP_FILE, build / "share" / "applications")
@@ -369,13 +468,16 @@ def fake_build(tmp_path: Path, icons: Path) -> Path:
 
 
 def tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) + ("/" if p.is_dir() and not p.is_symlink() else "")
-            for p in root.rglob("*")}
+    return {
+        str(p.relative_to(root)) + ("/" if p.is_dir() and not p.is_symlink() else "")
+        for p in root.rglob("*")
+    }
 
 
 def sh(*argv: str | Path, env: dict[str, str]) -> str:
-    result = subprocess.run(["bash", *map(str, argv)], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        ["bash", *map(str, argv)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -393,8 +495,10 @@ def test_install_per_user(fake_build: Path, tmp_path: Path) -> None:
     link = home / ".local" / "bin" / "peerdesk"
     share = home / ".local" / "share"
     assert link.is_symlink() and link.resolve() == (appdir / "peerdesk").resolve()
-    assert subprocess.run([str(link), "ipfs://x"], capture_output=True, text=True,
-                          timeout=10).stdout == "peerdesk ipfs://x\n"
+    assert (
+        subprocess.run([str(link), "ipfs://x"], capture_output=True, text=True, timeout=10).stdout
+        == "peerdesk ipfs://x\n"
+    )
     desktop = share / "applications" / f"{APP_ID}.desktop"
     assert desktop_entry(desktop)["Exec"] == f"{appdir}/peerdesk %u"
     validate(desktop)
@@ -405,14 +509,26 @@ def test_install_per_user(fake_build: Path, tmp_path: Path) -> None:
         cache = (share / "applications" / "mimeinfo.cache").read_text()
         assert f"x-scheme-handler/ipfs={APP_ID}.desktop;" in cache
     if shutil.which("xdg-mime"):
-        query = subprocess.run(["xdg-mime", "query", "default", "x-scheme-handler/ipfs"],
-                               env=env, capture_output=True, text=True, timeout=30)
+        query = subprocess.run(
+            ["xdg-mime", "query", "default", "x-scheme-handler/ipfs"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert query.stdout.strip() == f"{APP_ID}.desktop"
 
     sh(appdir / "uninstall.sh", env=env)
     sh(fake_build / "uninstall.sh", env=env)  # idempotent
-    assert tree(home) <= {".local/", ".local/bin/", ".local/share/", ".local/share/applications/",
-                          ".local/share/icons/", ".local/share/icons/hicolor/", ".config/"}
+    assert tree(home) <= {
+        ".local/",
+        ".local/bin/",
+        ".local/share/",
+        ".local/share/applications/",
+        ".local/share/icons/",
+        ".local/share/icons/hicolor/",
+        ".config/",
+    }
 
 
 def test_install_prefix_with_odd_characters(fake_build: Path, tmp_path: Path) -> None:
@@ -432,8 +548,13 @@ def test_install_prefix_with_odd_characters(fake_build: Path, tmp_path: Path) ->
     assert (prefix / "bin" / "peerdesk").resolve() == program.resolve()
     assert not (tmp_path / "home" / ".config").exists(), "a prefix install registered links"
     if shutil.which("gio"):
-        subprocess.run(["gio", "launch", str(desktop), "ipfs://bafyexample"], env=env,
-                       check=True, timeout=30, capture_output=True)
+        subprocess.run(
+            ["gio", "launch", str(desktop), "ipfs://bafyexample"],
+            env=env,
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
         argv = tmp_path / "argv"
         deadline = time.monotonic() + 10
         while not argv.exists() and time.monotonic() < deadline:
@@ -446,9 +567,13 @@ def test_install_prefix_with_odd_characters(fake_build: Path, tmp_path: Path) ->
 
 
 def test_install_refuses_percent_in_path(fake_build: Path, tmp_path: Path) -> None:
-    result = subprocess.run(["bash", str(fake_build / "install.sh"), "--prefix",
-                             str(tmp_path / "100%")], env=clean_env(tmp_path),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(fake_build / "install.sh"), "--prefix", str(tmp_path / "100%")],
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "'%'" in result.stderr
     assert not any((tmp_path / "100%").iterdir())
 
@@ -458,12 +583,18 @@ def test_install_refuses_foreign_files(fake_build: Path, tmp_path: Path) -> None
     prefix = tmp_path / "prefix"
     (prefix / "bin").mkdir(parents=True)
     command = prefix / "bin" / "peerdesk"
-    for make in (lambda: command.write_text("someone else's"),
-                 lambda: command.symlink_to(tmp_path / "venv" / "bin" / "peerdesk")):
+    for make in (
+        lambda: command.write_text("someone else's"),
+        lambda: command.symlink_to(tmp_path / "venv" / "bin" / "peerdesk"),
+    ):
         make()
-        result = subprocess.run(["bash", str(fake_build / "install.sh"), "--prefix", str(prefix)],
-                                env=clean_env(tmp_path), capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run(
+            ["bash", str(fake_build / "install.sh"), "--prefix", str(prefix)],
+            env=clean_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode != 0 and "not our symlink" in result.stderr
         assert not (prefix / "opt").exists()
         command.unlink()

@@ -42,8 +42,12 @@ async def test_garbage_on_library_protocols_does_not_hurt_the_peer() -> None:
     async with peer_group(2) as [(a, _), (b, rb)]:
         b.start_protocol("/chat/1.0.0")
         await connect(a, b)
-        for proto in ["/meshsub/1.1.0", "/ipfs/kad/1.0.0", "/ipfs/id/push/1.0.0",
-                      "/ipfs/ping/1.0.0"]:
+        for proto in [
+            "/meshsub/1.1.0",
+            "/ipfs/kad/1.0.0",
+            "/ipfs/id/push/1.0.0",
+            "/ipfs/ping/1.0.0",
+        ]:
             stream = await a.host.new_stream(b.peer_id, [proto])
             await stream.write(b"\xff\xff\xff\xff\x0f" + b"\x00garbage" * 64)
             await stream.close()
@@ -65,8 +69,9 @@ async def test_peer_connect_refuses_bad_addresses() -> None:
             with pytest.raises(ValueError):
                 await a.connect(bad)
         with pytest.raises(ConnectionError):
-            await a.connect("/ip4/127.0.0.1/tcp/9/p2p/"
-                            "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA")
+            await a.connect(
+                "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+            )
 
 
 def test_serve_options_override_profile_settings(tmp_path) -> None:
@@ -75,8 +80,9 @@ def test_serve_options_override_profile_settings(tmp_path) -> None:
     cfg = peer_config(profile, ServeOptions())
     assert cfg.listen_addrs == ["/ip4/0.0.0.0/tcp/4444"] and cfg.mdns
     assert cfg.file_update_topic == "files" and cfg.bootstrap == Settings().bootstrap
-    cfg = peer_config(profile, ServeOptions(listen=["/ip4/127.0.0.1/tcp/0"], no_mdns=True,
-                                            no_bootstrap=True))
+    cfg = peer_config(
+        profile, ServeOptions(listen=["/ip4/127.0.0.1/tcp/0"], no_mdns=True, no_bootstrap=True)
+    )
     assert cfg.listen_addrs == ["/ip4/127.0.0.1/tcp/0"] and not cfg.mdns and cfg.bootstrap == []
     cfg = peer_config(profile, ServeOptions(bootstrap=["/ip4/127.0.0.1/tcp/1/p2p/x"]))
     assert cfg.bootstrap == ["/ip4/127.0.0.1/tcp/1/p2p/x"]

@@ -29,6 +29,7 @@ def stores(tmp_path: Path):
 
     def make():
         return fast_config(files_dir=str(tmp_path / f"p{next(dirs)}"))
+
     return make
 
 
@@ -83,6 +84,7 @@ async def test_listing_while_the_tree_changes(tmp_path: Path) -> None:
             await a.files.store_file(f"d{i % 7}/f{i}.txt", f"hello {i}".encode())
         me = str(a.peer_id)
         async with trio.open_nursery() as nursery:
+
             async def churn() -> None:
                 for i in range(60):
                     await a.files.store_file(f"d{i % 7}/g{i}.txt", b"x" * (i + 1))
@@ -132,8 +134,7 @@ async def test_a_failed_attempt_resets_its_own_stream_not_the_peers_newer_one() 
         msg = a.enqueue(str(b.peer_id), CHAT, "retry me")
         await s1_seen.wait()
         s2 = await b.host.new_stream(a.peer_id, [CHAT])
-        hello = dumps({"type": "data", "id": "b-0",
-                       "data": base64.b64encode(b'"hello"').decode()})
+        hello = dumps({"type": "data", "id": "b-0", "data": base64.b64encode(b'"hello"').decode()})
         await s2.write(struct.pack(">I", len(hello)) + hello)
         with trio.fail_after(10):
             while True:  # acks for our data and A's re-sent message arrive on s2

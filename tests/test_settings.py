@@ -9,8 +9,12 @@ from core.settings import DEFAULT_BOOTSTRAP, Settings
 def test_settings_round_trip(tmp_path) -> None:
     profile = Profile.open(tmp_path)
     assert profile.load_settings() == Settings()
-    s = Settings(listen_port=4321, bootstrap=["/ip4/127.0.0.1/tcp/1/p2p/x"], mdns=False,
-                 file_update_topic="files")
+    s = Settings(
+        listen_port=4321,
+        bootstrap=["/ip4/127.0.0.1/tcp/1/p2p/x"],
+        mdns=False,
+        file_update_topic="files",
+    )
     profile.save_settings(s)
     assert Profile.open(tmp_path).load_settings() == s
     assert "listen_port = 4321" in profile.settings_path.read_text()
@@ -21,15 +25,17 @@ def test_defaults_use_public_bootstrap_and_all_interfaces() -> None:
     assert s.bootstrap == DEFAULT_BOOTSTRAP
     assert s.effective_listen_addrs() == ["/ip4/0.0.0.0/tcp/0"]
     assert Settings(listen_addrs=["/ip4/127.0.0.1/tcp/5"]).effective_listen_addrs() == [
-        "/ip4/127.0.0.1/tcp/5"]
+        "/ip4/127.0.0.1/tcp/5"
+    ]
 
 
 def test_broken_or_mistyped_settings_fall_back_to_defaults(tmp_path) -> None:
     profile = Profile.open(tmp_path)
     profile.settings_path.write_text("this is = = not toml")
     assert profile.load_settings() == Settings()
-    profile.settings_path.write_text('listen_port = "high"\nmdns = 1\nunknown = 3\n'
-                                     'file_update_topic = "t"\n')
+    profile.settings_path.write_text(
+        'listen_port = "high"\nmdns = 1\nunknown = 3\nfile_update_topic = "t"\n'
+    )
     loaded = profile.load_settings()
     assert loaded.listen_port == 0 and loaded.mdns is True and loaded.file_update_topic == "t"
 

@@ -18,15 +18,19 @@ async def test_three_peers_see_messages_joins_and_leaves() -> None:
         with trio.fail_after(10):
             await b.subscribe("room")
             await c.subscribe("room")
-        await ra.wait_for(lambda: {e.peer for e in ra.of(PeerChange) if e.joined}
-                          >= {str(b.peer_id), str(c.peer_id)})
+        await ra.wait_for(
+            lambda: (
+                {e.peer for e in ra.of(PeerChange) if e.joined} >= {str(b.peer_id), str(c.peer_id)}
+            )
+        )
         assert sorted(a.list_peers("room")) == sorted([str(b.peer_id), str(c.peer_id)])
 
         await b.publish("room", {"text": "hello from b"})
         for rec in (ra, rc, rb):  # b receives its own publication back, as go does
             await rec.wait_for(lambda rec=rec: rec.of(TopicData))
-            assert rec.of(TopicData)[0] == TopicData("room", str(b.peer_id),
-                                                     {"text": "hello from b"})
+            assert rec.of(TopicData)[0] == TopicData(
+                "room", str(b.peer_id), {"text": "hello from b"}
+            )
 
         await c.unsubscribe("room")
         await ra.wait_for(lambda: PeerChange("room", str(c.peer_id), False) in ra.events)

@@ -1,6 +1,6 @@
 """dag-pb and UnixFS files: Go-published CIDs, DAG structure, streaming reads, bad input.
 
-Vectors come from /work/shared/spec/unixfs-notes.md and from tests in kubo and
+Vectors come from docs/spec/unixfs-notes.md and from tests in kubo and
 js-ipfs-unixfs whose inputs can be regenerated exactly (see each test's docstring).
 """
 
@@ -86,8 +86,11 @@ def chacha20_stream(size: int, seed: str) -> Iterator[bytes]:
 def go_math_rand_bytes(seed: int, size: int) -> bytes:
     """`random-data -seed=N -size=M` as kubo used it in 2025 (go-test v0.2, math/rand v1):
     Rand.Read takes 7 little-endian bytes from each Int63 of the seeded rngSource."""
-    cooked = [int(line) for line in (VECTORS / "go_math_rand_cooked.txt").read_text().split("\n")
-              if line and not line.startswith("#")]
+    cooked = [
+        int(line)
+        for line in (VECTORS / "go_math_rand_cooked.txt").read_text().split("\n")
+        if line and not line.startswith("#")
+    ]
     mask = (1 << 64) - 1
 
     def seedrand(x: int) -> int:
@@ -127,16 +130,20 @@ def import_cid(data: bytes, version: int = 1) -> str:
 
 # --- published vectors ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("data", "version", "expected"), [
-    (b"", 1, "bafybeif7ztnhq65lumvvtr4ekcwd2ifwgm3awq4zfr3srh462rwyinlb4y"),
-    (b"hello world\n", 1, "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby"),
-    (b"x", 1, "bafybeiczcctdlznuiia25cbxs3bmdsinqecjoqocn43kvxcy4u5fgouucu"),
-    (b"hello world\n", 0, "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"),
-    # kubo test/cli/cid_profiles_test.go, unixfs-v0-2015 SmallFileCID
-    (b"hello world", 0, "Qmf412jQZiuVUtdgnB36FXFX7xg5V6KEbSJ4dpQuhkLyfD"),
-    # kubo test/sharness/t0260-sharding.sh: the file "100\n" resolved inside the sharded dir
-    (b"100\n", 0, "QmZ3RfWk1u5LEGYLHA633B5TNJy3Du27K6Fny9wcxpowGS"),
-])
+
+@pytest.mark.parametrize(
+    ("data", "version", "expected"),
+    [
+        (b"", 1, "bafybeif7ztnhq65lumvvtr4ekcwd2ifwgm3awq4zfr3srh462rwyinlb4y"),
+        (b"hello world\n", 1, "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby"),
+        (b"x", 1, "bafybeiczcctdlznuiia25cbxs3bmdsinqecjoqocn43kvxcy4u5fgouucu"),
+        (b"hello world\n", 0, "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"),
+        # kubo test/cli/cid_profiles_test.go, unixfs-v0-2015 SmallFileCID
+        (b"hello world", 0, "Qmf412jQZiuVUtdgnB36FXFX7xg5V6KEbSJ4dpQuhkLyfD"),
+        # kubo test/sharness/t0260-sharding.sh: the file "100\n" resolved inside the sharded dir
+        (b"100\n", 0, "QmZ3RfWk1u5LEGYLHA633B5TNJy3Du27K6Fny9wcxpowGS"),
+    ],
+)
 def test_small_file_vectors(data: bytes, version: int, expected: str) -> None:
     assert import_cid(data, version) == expected
 
@@ -148,12 +155,15 @@ def test_empty_file_block_is_exactly_what_go_writes() -> None:
     assert (result.size, result.tsize) == (0, 6)
 
 
-@pytest.mark.parametrize(("size", "seed", "expected"), [
-    (CHUNK_SIZE, "chunk-v0-seed", "QmWmRj3dFDZdb6ABvbmKhEL6TmPbAfBZ1t5BxsEyJrcZhE"),
-    (CHUNK_SIZE + 1, "chunk-v0-seed", "QmYyLxtzZyW22zpoVAtKANLRHpDjZtNeDjQdJrcQNWoRkJ"),
-    (MAX_LINKS * CHUNK_SIZE, "v0-seed", "QmUbBALi174SnogsUzLpYbD4xPiBSFANF4iztWCsHbMKh2"),
-    (MAX_LINKS * CHUNK_SIZE + 1, "v0-seed", "QmV81WL765sC8DXsRhE5fJv2rwhS4icHRaf3J9Zk5FdRnW"),
-])
+@pytest.mark.parametrize(
+    ("size", "seed", "expected"),
+    [
+        (CHUNK_SIZE, "chunk-v0-seed", "QmWmRj3dFDZdb6ABvbmKhEL6TmPbAfBZ1t5BxsEyJrcZhE"),
+        (CHUNK_SIZE + 1, "chunk-v0-seed", "QmYyLxtzZyW22zpoVAtKANLRHpDjZtNeDjQdJrcQNWoRkJ"),
+        (MAX_LINKS * CHUNK_SIZE, "v0-seed", "QmUbBALi174SnogsUzLpYbD4xPiBSFANF4iztWCsHbMKh2"),
+        (MAX_LINKS * CHUNK_SIZE + 1, "v0-seed", "QmV81WL765sC8DXsRhE5fJv2rwhS4icHRaf3J9Zk5FdRnW"),
+    ],
+)
 def test_kubo_profile_vectors(size: int, seed: str, expected: str) -> None:
     """kubo test/cli/cid_profiles_test.go, profile unixfs-v0-2015 (CIDv0, dag-pb leaves,
     256 KiB, 174 links): the same builder as ours with CIDv0 CIDs. The last one is
@@ -180,10 +190,13 @@ def go_random_5mb() -> bytes:
     return data
 
 
-@pytest.mark.parametrize(("version", "expected"), [
-    (0, "QmapAfmzmeWYTNztMQEhUXFcSGrsax22WRG7YN9xLdMeQq"),
-    (1, "bafybeifq4unep5w4agr3nlynxidj2rymf6dzu6bf4ieqqildkboe5mdmne"),
-])
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (0, "QmapAfmzmeWYTNztMQEhUXFcSGrsax22WRG7YN9xLdMeQq"),
+        (1, "bafybeifq4unep5w4agr3nlynxidj2rymf6dzu6bf4ieqqildkboe5mdmne"),
+    ],
+)
 def test_kubo_t0040_5mb_vectors(go_random_5mb: bytes, version: int, expected: str) -> None:
     """kubo t0040-add-and-cat.sh as of commit 2ca5637c (Feb 2025): `ipfs add` and
     `ipfs add --cid-version=1 --raw-leaves=false` of random-data -seed=41, 20 chunks.
@@ -192,6 +205,7 @@ def test_kubo_t0040_5mb_vectors(go_random_5mb: bytes, version: int, expected: st
 
 
 # --- DAG structure ----------------------------------------------------------------------------
+
 
 def check_file_dag(store: MemoryStore, cid: bytes) -> tuple[int, int, int]:
     """Decode a whole file DAG, asserting every layout rule; returns (depth, leaves, bytes)."""
@@ -290,6 +304,7 @@ def test_import_memory_is_bounded() -> None:
 
 # --- sources, progress, cancellation ----------------------------------------------------------
 
+
 class ShortReads(io.RawIOBase):
     """A pipe-like reader that returns arbitrary short reads."""
 
@@ -306,12 +321,13 @@ class ShortReads(io.RawIOBase):
         return bytes(piece)
 
 
-@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1,
-                                  3 * CHUNK_SIZE + 17])
+@pytest.mark.parametrize(
+    "size", [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 17]
+)
 def test_sources_rechunk_identically(size: int) -> None:
     data = random.Random(size).randbytes(size)
     expected = import_file(data, discard).cid
-    odd_pieces = [data[i:i + 7919] for i in range(0, size, 7919)]
+    odd_pieces = [data[i : i + 7919] for i in range(0, size, 7919)]
     assert import_file(io.BytesIO(data), discard).cid == expected
     assert import_file(ShortReads(data, seed=size), discard).cid == expected
     assert import_file(odd_pieces, discard).cid == expected
@@ -342,6 +358,7 @@ def test_progress_and_cancel() -> None:
 
 
 # --- other nodes' blocks ----------------------------------------------------------------------
+
 
 def test_raw_codec_and_identity_blocks() -> None:
     data = b"raw leaf bytes"
@@ -384,11 +401,14 @@ def deterministic_names(count: int, length: int) -> list[str]:
     """kubo's createDeterministicFiles names: ChaCha20 bytes mapped onto AlphabetEasy."""
     alphabet = "abcdefghijklmnopqrstuvwxyz01234567890-_"
     stream = b"".join(chacha20_stream(1 << 20, "hamt-unixfs-v0-2015"))
-    return ["".join(alphabet[b % len(alphabet)] for b in stream[i * length:(i + 1) * length])
-            for i in range(count)]
+    return [
+        "".join(alphabet[b % len(alphabet)] for b in stream[i * length : (i + 1) * length])
+        for i in range(count)
+    ]
 
 
 # --- malformed input --------------------------------------------------------------------------
+
 
 def test_missing_and_malformed_blocks() -> None:
     store = MemoryStore()
@@ -406,11 +426,13 @@ def test_missing_and_malformed_blocks() -> None:
     bad_sizes = PBNode([Link("", leaf, 1)], UnixFSData(DataType.FILE, filesize=5).encode())
     garbage = b"\x0a\xff\xff"
     directory = PBNode([], UnixFSData(DataType.DIRECTORY).encode())
-    for block, message in [(garbage, "truncated|past the end"),
-                           (bad_sizes.encode(), "1 links but 0 blocksizes"),
-                           (directory.encode(), "expected a file"),
-                           (PBNode([], None).encode(), "without UnixFS data"),
-                           (PBNode([], b"\x08\x09").encode(), "unknown UnixFS type")]:
+    for block, message in [
+        (garbage, "truncated|past the end"),
+        (bad_sizes.encode(), "1 links but 0 blocksizes"),
+        (directory.encode(), "expected a file"),
+        (PBNode([], None).encode(), "without UnixFS data"),
+        (PBNode([], b"\x08\x09").encode(), "unknown UnixFS type"),
+    ]:
         cid = cid_v1_dagpb(block)
         store.blocks[cid] = block
         with pytest.raises(UnixFSError, match=message):
@@ -438,6 +460,7 @@ def test_unixfs_data_decoding() -> None:
 
 # --- dag-pb and CIDs --------------------------------------------------------------------------
 
+
 def test_dagpb_encoding_matches_go() -> None:
     child = cid_v1_dagpb(b"child")
     node = PBNode([Link("", child, 7)], b"\x08\x02")
@@ -446,22 +469,26 @@ def test_dagpb_encoding_matches_go() -> None:
     assert PBNode.decode(b"") == PBNode([], None)
     # Go accepts Data before Links and links without Name/Tsize
     assert PBNode.decode(b"\x0a\x00\x12\x24\x0a\x22" + cid_v0(b"c")) == PBNode(
-        [Link("", cid_v0(b"c"), 0)], b"")
+        [Link("", cid_v0(b"c"), 0)], b""
+    )
     odd_name = Link("caf\udce9", child, 1)  # a non-UTF-8 name byte survives the round trip
     assert PBNode.decode(PBNode([odd_name]).encode()).links == [odd_name]
 
 
-@pytest.mark.parametrize("block", [
-    b"\x0a\x00\x0a\x00",                              # duplicate Data
-    b"\x12\x24\x0a\x22" + bytes(34) + b"\x0a\x00\x12\x00",  # Links split around Data
-    b"\x1a\x00",                                      # unknown field
-    b"\x08\x01",                                      # wrong wire type
-    b"\x12\x00",                                      # link without Hash
-    b"\x12\x04\x12\x00\x0a\x00",                      # Name before Hash
-    b"\x12\x02\x0a\x00",                              # Hash that is not a CID
-    b"\x0a\x05abc",                                   # truncated
-    b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # overlong varint
-])
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\x0a\x00\x0a\x00",  # duplicate Data
+        b"\x12\x24\x0a\x22" + bytes(34) + b"\x0a\x00\x12\x00",  # Links split around Data
+        b"\x1a\x00",  # unknown field
+        b"\x08\x01",  # wrong wire type
+        b"\x12\x00",  # link without Hash
+        b"\x12\x04\x12\x00\x0a\x00",  # Name before Hash
+        b"\x12\x02\x0a\x00",  # Hash that is not a CID
+        b"\x0a\x05abc",  # truncated
+        b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # overlong varint
+    ],
+)
 def test_dagpb_rejects_what_go_rejects(block: bytes) -> None:
     with pytest.raises(DagPBError):
         PBNode.decode(block)
@@ -478,7 +505,7 @@ def test_decoders_only_raise_value_errors_on_garbage() -> None:
         block = bytearray(rng.choice(samples))
         for _ in range(rng.randint(1, 4)):
             block[rng.randrange(len(block))] = rng.randrange(256)
-        block = block[:rng.randint(0, len(block))]
+        block = block[: rng.randint(0, len(block))]
         try:
             node = PBNode.decode(bytes(block))
         except DagPBError:
@@ -492,9 +519,11 @@ def test_decoders_only_raise_value_errors_on_garbage() -> None:
 
 def test_cid_text_forms() -> None:
     cid_module = pytest.importorskip("cid")
-    for text in ["QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o",
-                 "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby",
-                 "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"]:
+    for text in [
+        "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o",
+        "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby",
+        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+    ]:
         binary = parse_cid(text)
         assert binary == cid_module.make_cid(text).buffer
         assert cid_str(binary) == text
@@ -506,12 +535,26 @@ def test_cid_text_forms() -> None:
     assert cid_parts(v1) == (1, DAG_PB, 0x12, v1[4:])
 
 
-@pytest.mark.parametrize("garbage", [
-    "", "hello", "Qm" + "1" * 44, "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5O",
-    "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mb", "b!!!", "z0OIl",
-    "f0170", "x" * 10_000, b"", b"\x01", b"\x02\x70\x12\x20" + bytes(32),
-    b"\x01\x70\x12\x21" + bytes(32), b"\x01\x80\x00\x12\x20" + bytes(32), 42,
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "hello",
+        "Qm" + "1" * 44,
+        "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5O",
+        "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mb",
+        "b!!!",
+        "z0OIl",
+        "f0170",
+        "x" * 10_000,
+        b"",
+        b"\x01",
+        b"\x02\x70\x12\x20" + bytes(32),
+        b"\x01\x70\x12\x21" + bytes(32),
+        b"\x01\x80\x00\x12\x20" + bytes(32),
+        42,
+    ],
+)
 def test_parse_cid_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValueError):
         parse_cid(garbage)  # type: ignore[arg-type]

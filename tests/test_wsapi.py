@@ -48,8 +48,9 @@ class Client:
     def request_nowait(self, method: str, params: Any = None) -> int:
         rid = self.next_id
         self.next_id += 1
-        self._pending_send = json.dumps({"requestid": rid, "method": method, "params": params,
-                                         "isresponse": False})
+        self._pending_send = json.dumps(
+            {"requestid": rid, "method": method, "params": params, "isresponse": False}
+        )
         return rid
 
     async def call(self, method: str, params: Any = None) -> dict[str, Any]:
@@ -67,8 +68,9 @@ class Client:
         with trio.fail_after(timeout):
             while True:
                 for p in self.pushes:
-                    if p["method"] == method and all(p["params"].get(k) == v
-                                                     for k, v in match.items()):
+                    if p["method"] == method and all(
+                        p["params"].get(k) == v for k, v in match.items()
+                    ):
                         return p
                 await self._changed.wait()
 
@@ -124,16 +126,18 @@ async def test_two_web_apps_chat_over_topic_and_direct_protocol() -> None:
         assert (await bob.call("start", {"protocol": "chat"}))["result"] is None
         again = await bob.call("start", {"protocol": "chat"})
         assert again["error"]["code"] == 500
-        sent = await alice.call("send", {"peer": rb["peerid"], "protocol": "chat",
-                                         "data": {"text": "psst"}, "ack": 0})
+        sent = await alice.call(
+            "send", {"peer": rb["peerid"], "protocol": "chat", "data": {"text": "psst"}, "ack": 0}
+        )
         assert sent["result"] is None and "error" not in sent
         await alice.push("ack", ack=0)  # pushed only once bob's peer really acked
         data = await bob.push("peerData", peer=ra["peerid"], protocol="chat")
         assert data["params"]["data"] == {"text": "psst"}
 
         # A delivery that cannot happen is reported, not swallowed.
-        failed = await alice.call("send", {"peer": rb["peerid"], "protocol": "nobody-listens",
-                                           "data": 1, "ack": 1})
+        failed = await alice.call(
+            "send", {"peer": rb["peerid"], "protocol": "nobody-listens", "data": 1, "ack": 1}
+        )
         assert failed["error"]["code"] == 500
         await alice.push("sendFailed", ack=1)
         assert not [p for p in alice.pushes if p["method"] == "ack" and p["params"]["ack"] == 1]
@@ -158,10 +162,12 @@ async def test_bad_requests_get_error_responses_and_the_server_goes_on() -> None
         assert (await c.call("peer", "params must be an object"))["error"]["code"] == 400
         me = (await c.call("peer", {}))["result"]
         assert (await c.call("peer", {}))["error"]["code"] == 500
-        assert (await c.call("send", {"peer": "nope", "protocol": "p", "data": 1}))[
-            "error"]["code"] == 400
-        assert (await c.call("send", {"peer": me["peerid"], "protocol": "p"}))[
-            "error"]["code"] == 400
+        assert (await c.call("send", {"peer": "nope", "protocol": "p", "data": 1}))["error"][
+            "code"
+        ] == 400
+        assert (await c.call("send", {"peer": me["peerid"], "protocol": "p"}))["error"][
+            "code"
+        ] == 400
         assert (await c.call("publish", {"topic": 5, "data": 1}))["error"]["code"] == 400
         assert (await c.call("addpeers", {"peerIds": "x"}))["error"]["code"] == 400
         assert (await c.call("addpeers", {"peerIds": ["not-a-peer"]}))["result"] is None
@@ -181,9 +187,24 @@ async def test_duplicate_peer_key_is_refused() -> None:
 async def test_serve_command_prints_ready_and_stops_cleanly_on_sigterm(tmp_path) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "error::ResourceWarning"}
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gui.cli", "--data-dir", str(tmp_path), "serve", "--ws-port", "0",
-         "--listen", "/ip4/127.0.0.1/tcp/0", "--no-bootstrap", "--no-mdns"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        [
+            sys.executable,
+            "-m",
+            "gui.cli",
+            "--data-dir",
+            str(tmp_path),
+            "serve",
+            "--ws-port",
+            "0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-bootstrap",
+            "--no-mdns",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         buf = b""
         with trio.fail_after(30):

@@ -1,0 +1,42 @@
+"""Every place we lean on py-libp2p 0.8.1 internals or work round its traps, in one package.
+
+One module per part of the library (host, pubsub, kad, ...); each function names the trap it
+works round (docs/spec/py-libp2p-notes.md). ``tests/test_libp2p_compat.py`` (and the
+``tests/test_compat_*.py`` files) fail if the library changes under these assumptions, so an
+upgrade is a deliberate act. Callers import this package, never the submodules.
+"""
+
+from .host import (
+    LIBP2P_VERSION,
+    QUIET_LOGGERS,
+    build_host,
+    forget_dial_failure,
+    known_addrs,
+    quiet_library_logging,
+)
+from .kad import find_providers_network, strip_p2p
+from .pubsub import (
+    add_direct_peer,
+    max_outbound_queue,
+    mesh_peers,
+    remove_direct_peer,
+    resync_subscriptions,
+    topic_peers,
+)
+
+__all__ = [
+    "LIBP2P_VERSION",
+    "QUIET_LOGGERS",
+    "add_direct_peer",
+    "build_host",
+    "find_providers_network",
+    "forget_dial_failure",
+    "known_addrs",
+    "max_outbound_queue",
+    "mesh_peers",
+    "quiet_library_logging",
+    "remove_direct_peer",
+    "resync_subscriptions",
+    "strip_p2p",
+    "topic_peers",
+]
