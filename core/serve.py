@@ -30,6 +30,8 @@ class ServeOptions:
     no_mdns: bool = False
     www: Path | None = None
     """A p2p-webapp web app's folder, served on the API's port."""
+    allow_origin: list[str] = field(default_factory=list)
+    """Browser origins (``http://host:port``) allowed on the API besides the ``--www`` one."""
 
 
 def peer_config(profile: Profile, options: ServeOptions) -> PeerConfig:
@@ -55,7 +57,7 @@ def peer_config(profile: Profile, options: ServeOptions) -> PeerConfig:
 async def serve(options: ServeOptions) -> None:
     profile = Profile.open(options.data_dir)
     manager = PeerManager(peer_config(profile, options))
-    api = WsApi(manager)
+    api = WsApi(manager, options.allow_origin)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run)

@@ -4,13 +4,20 @@ p2p-webapp's client connects to ``ws://<the page's own host>/ws``, so an unchang
 works only when its files come from the same origin as the API. ``peerdesk serve --www DIR``
 does that: plain GETs get files from DIR (unknown paths get ``index.html``, as single-page
 apps expect), WebSocket upgrades go to the API.
+
+Who may talk to this port: only requests whose ``Host`` names the loopback interface
+(``127.0.0.1``, ``localhost``, ``[::1]``), so a DNS-rebinding page cannot reach us under a name
+of its own; and only WebSocket upgrades without an ``Origin`` (programs, not browsers) or with an
+allowed one: the origin ``--www`` serves and those given with ``--allow-origin``. Any other web
+page the user has open — ``Origin: null`` included — gets 403 and never a peer.
 """
 
 from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -23,6 +30,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 MAX_WS_MESSAGE = 64 * 1024 * 1024
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 WsHandler = Callable[[WebSocketRequest], Awaitable[None]]
 
@@ -61,24 +69,69 @@ async def serve(
     port: int,
     www: Path | None = None,
     *,
+    allow_origins: Iterable[str] = (),
+    max_message: int = MAX_WS_MESSAGE,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
     actual = listeners[0].socket.getsockname()[1]
+    allowed = {_normal_origin(o) for o in allow_origins}
+    if www is not None:
+        allowed |= {f"http://{name}:{actual}" for name in LOOPBACK_HOSTS}
     task_status.started(actual)
-    await trio.serve_listeners(partial(_connection, ws_handler, www), listeners)
+    guard = Guard(frozenset(allowed), max_message)
+    await trio.serve_listeners(partial(_connection, ws_handler, www, guard), listeners)
 
 
-async def _connection(ws_handler: WsHandler, www: Path | None, stream: trio.SocketStream) -> None:
+@dataclass(frozen=True)
+class Guard:
+    """What the port accepts: the browser origins allowed on the API, the largest message."""
+
+    origins: frozenset[str]
+    max_message: int = MAX_WS_MESSAGE
+
+    def refusal(self, headers: dict[str, str], websocket: bool) -> str:
+        """Why this request is refused, or "" when it may go on."""
+        if not _loopback_host(headers.get("host", "")):
+            return "Host must be 127.0.0.1, localhost or [::1]"
+        origin = headers.get("origin")
+        if websocket and origin is not None and _normal_origin(origin) not in self.origins:
+            return f"origin {origin!r} is not allowed (see --allow-origin)"
+        return ""
+
+
+def _loopback_host(value: str) -> bool:
+    name = value.strip().lower()
+    if name.startswith("["):
+        name = name.split("]", 1)[0] + "]"
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    return name in LOOPBACK_HOSTS
+
+
+def _normal_origin(origin: str) -> str:
+    """Origins compare as scheme://host[:port], lower case, without a trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+async def _connection(
+    ws_handler: WsHandler, www: Path | None, guard: Guard, stream: trio.SocketStream
+) -> None:
     try:
         head = await _read_head(stream)
         if head is None:
             return
         request_line, headers = _parse(head)
-        if "websocket" in headers.get("upgrade", "").lower():
+        websocket = "websocket" in headers.get("upgrade", "").lower()
+        refusal = guard.refusal(headers, websocket)
+        if refusal:
+            log.warning("refused a local request: %s", refusal)
+            await _reply(stream, 403, "text/plain", refusal.encode() + b"\n")
+            return
+        if websocket:
             async with trio.open_nursery() as nursery:
                 request = await wrap_server_stream(
-                    nursery, _Replay(stream, head), max_message_size=MAX_WS_MESSAGE
+                    nursery, _Replay(stream, head), max_message_size=guard.max_message
                 )
                 await ws_handler(request)
             return
@@ -142,7 +195,7 @@ def _resolve(www: Path, url_path: str) -> Path | None:
 async def _reply(
     stream: trio.SocketStream, status: int, kind: str, body: bytes, *, head_only: bool = False
 ) -> None:
-    reason = {200: "OK", 404: "Not Found"}[status]
+    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}[status]
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\n"
         f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n"

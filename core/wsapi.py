@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,10 @@ def _str_list(params: dict[str, Any], name: str) -> list[str]:
 class WsApi:
     """Serves ``ws://HOST:PORT/ws``; every connection becomes a ``Session``."""
 
-    def __init__(self, manager: PeerManager) -> None:
+    def __init__(self, manager: PeerManager, allow_origins: Iterable[str] = ()) -> None:
         self.manager = manager
+        self.allow_origins = tuple(allow_origins)
+        """Browser origins besides the ``--www`` one that may use the API (webserver.Guard)."""
         self.sessions: set[Session] = set()
 
     async def serve(
@@ -78,7 +80,9 @@ class WsApi:
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the API on ``/ws`` and, with ``www``, a web app's files on the same port."""
-        await webserver.serve(self._handle, host, port, www, task_status=task_status)
+        await webserver.serve(
+            self._handle, host, port, www, allow_origins=self.allow_origins, task_status=task_status
+        )
 
     async def _handle(self, request: WebSocketRequest) -> None:
         if request.path.split("?")[0] not in ("/ws", "/ws/"):
@@ -339,8 +343,9 @@ class Session:
     async def _publish(self, _rid: int, params: dict[str, Any]) -> Any:
         if "data" not in params:
             raise _bad("invalid params: data is missing")
-        await self._require_peer().publish(_str(params, "topic"), params["data"])
-        return None
+        sent_to = await self._require_peer().publish(_str(params, "topic"), params["data"])
+        # Extension: p2p-webapp answers null; old clients ignore the field.
+        return {"peers": sent_to}
 
     async def _unsubscribe(self, _rid: int, params: dict[str, Any]) -> Any:
         peer = self._require_peer()

@@ -67,6 +67,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="serve a p2p-webapp web app's files on the same port",
     )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web page origin (http://host:port) allowed to use the API (repeatable)",
+    )
     return serve
 
 
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 no_bootstrap=args.no_bootstrap,
                 no_mdns=args.no_mdns,
                 www=args.www,
+                allow_origin=args.allow_origin,
             )
         )
     from gui.app import main as gui_main

@@ -239,7 +239,7 @@ async def _read_all(stream) -> bytes:
 
 async def _http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     data = b""
     with trio.fail_after(5):
         while chunk := await stream.receive_some(65536):
