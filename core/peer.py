@@ -372,8 +372,9 @@ class Peer:
     async def unsubscribe(self, topic: str) -> None:
         await self.topics.unsubscribe(topic)
 
-    async def publish(self, topic: str, value: Any) -> None:
-        await self.topics.publish(topic, value)
+    async def publish(self, topic: str, value: Any) -> int:
+        """Returns how many peers the message was sent to (0: nobody received it)."""
+        return await self.topics.publish(topic, value)
 
     def list_peers(self, topic: str) -> list[str]:
         return self.topics.peers(topic)

@@ -32,7 +32,8 @@ MAX_MESSAGE = 1024 * 1024
 
 
 def make_router() -> GossipSub:
-    return GossipSub(
+    """go-like GossipSub (flood publish, gossip during backoff): see libp2p_compat.pubsub."""
+    return compat.GoLikeGossipSub(
         protocols=MESHSUB_PROTOCOLS,
         degree=6,
         degree_low=5,
@@ -45,7 +46,9 @@ def make_router() -> GossipSub:
 
 
 def make_pubsub(host: IHost, router: GossipSub) -> Pubsub:
-    return Pubsub(host, router, strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE + 64 * 1024)
+    return compat.GuardedPubsub(
+        host, router, strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE + 64 * 1024
+    )
 
 
 @dataclass
@@ -96,8 +99,10 @@ class Topics:
         return sorted(self._monitored)
 
     async def subscribe(self, topic: str, mesh_wait: float = 5.0) -> None:
-        """Idempotent. Returns once a mesh peer is there (plus one heartbeat) or after
-        ``mesh_wait`` seconds, as p2p-webapp does, so a publish right after reaches someone."""
+        """Idempotent. Returns once a peer in the topic can be reached (plus one heartbeat, so
+        they have our subscription too) or after ``mesh_wait`` seconds, as p2p-webapp does, so
+        a publish right after reaches someone. Peers already there are reported as joins at
+        once, as p2p-webapp's monitor does on its first tick."""
         _check_topic(topic)
         assert self._nursery is not None
         async with self._lock:
@@ -106,21 +111,22 @@ class Topics:
             sub = await self.pubsub.subscribe(topic)
             scope = trio.CancelScope()
             self._subs[topic] = scope
-            self._stats_for(topic)
             self._nursery.start_soon(self._drain, topic, sub, scope)
+        self._diff(topic)
         if self.on_subscribed:
             self.on_subscribed(topic)
         with trio.move_on_after(mesh_wait):
             while not self._has_route(topic):
                 await trio.sleep(0.05)
             await trio.sleep(HEARTBEAT)
+        self._diff(topic)
 
     def _has_route(self, topic: str) -> bool:
-        """A mesh peer, or a direct peer in the topic (direct peers are never in the mesh but
-        always get our messages)."""
-        if compat.mesh_peers(self.router, topic):
-            return True
-        return bool(compat.topic_peers(self.pubsub, topic) & set(self.router.direct_peers))
+        """Any peer in the topic with a pubsub stream: our own messages are flood-published to
+        all of them (go's default), mesh or not, backoff or not."""
+        return any(
+            compat.is_gossip_peer(self.router, p) for p in compat.topic_peers(self.pubsub, topic)
+        )
 
     async def unsubscribe(self, topic: str) -> None:
         async with self._lock:
@@ -129,10 +135,13 @@ class Topics:
                 return
             scope.cancel()
             await self.pubsub.unsubscribe(topic)
+        self._forget_unwatched(topic)
         if self.on_unsubscribed:
             self.on_unsubscribed(topic)
 
-    async def publish(self, topic: str, value: Any) -> None:
+    async def publish(self, topic: str, value: Any) -> int:
+        """Returns how many peers the message was handed to; 0 means nobody will get it (no
+        peer in the topic is connected), which callers must show rather than swallow."""
         _check_topic(topic)
         data = dumps(value)
         if len(data) > MAX_MESSAGE:
@@ -143,29 +152,49 @@ class Topics:
             if longest < capacity // 2:
                 break
             await trio.sleep(0.002)
-        await self.pubsub.publish(topic, data)
+        with compat.recording_recipients() as recipients:
+            await self.pubsub.publish(topic, data)
+        if not recipients:
+            log.warning("topic %s: a message was published but no peer received it", topic)
+        return len(set(recipients))
 
     def peers(self, topic: str) -> list[str]:
+        """The topic's members as reported in join/leave events: a change not yet reported is
+        reported first, so a listing never contradicts the events."""
+        if topic in self._subs or topic in self._monitored:
+            self._diff(topic)
+            return sorted(self._stats_for(topic).members)
+        return self._live_peers(topic)
+
+    def _live_peers(self, topic: str) -> list[str]:
         me = self.host.get_id()
         return sorted(str(p) for p in compat.topic_peers(self.pubsub, topic) if p != me)
 
     def monitor(self, topic: str) -> None:
         _check_topic(topic)
         self._monitored.add(topic)
-        self._stats_for(topic)
+        self._diff(topic)
 
     def stop_monitor(self, topic: str) -> None:
         self._monitored.discard(topic)
+        self._forget_unwatched(topic)
 
     def stats(self, topic: str) -> TopicStats | None:
         return self._stats.get(topic)
 
     def _stats_for(self, topic: str) -> TopicStats:
+        """Membership starts empty, as p2p-webapp's monitor does: everyone already in the
+        topic arrives as a join on the first comparison."""
         stats = self._stats.get(topic)
         if stats is None:
-            now = time.time()
-            stats = self._stats[topic] = TopicStats(members={p: now for p in self.peers(topic)})
+            stats = self._stats[topic] = TopicStats()
         return stats
+
+    def _forget_unwatched(self, topic: str) -> None:
+        """A topic neither joined nor monitored is no longer watched: on the next join or
+        monitor its members are reported afresh, as after p2p-webapp's monitor restarts."""
+        if topic not in self._subs and topic not in self._monitored:
+            self._stats.pop(topic, None)
 
     async def _drain(self, topic: str, sub: ISubscriptionAPI, scope: trio.CancelScope) -> None:
         with scope:
@@ -184,21 +213,25 @@ class Topics:
                 stats.messages += 1
                 self.emit(TopicData(topic, sender, value))
 
+    def _diff(self, topic: str) -> None:
+        """Report who came and went since the last comparison."""
+        stats = self._stats_for(topic)
+        now_peers = set(self._live_peers(topic))
+        before = set(stats.members)
+        for peer in sorted(now_peers - before):
+            stats.members[peer] = time.time()
+            self.emit(PeerChange(topic, peer, True))
+        for peer in sorted(before - now_peers):
+            del stats.members[peer]
+            self.emit(PeerChange(topic, peer, False))
+
     async def _membership_loop(self) -> None:
         """No join/leave events exist in py-libp2p: compare each watched topic's peers every
         second, as p2p-webapp does."""
         while True:
             await trio.sleep(1.0)
             for topic in set(self._subs) | self._monitored:
-                stats = self._stats_for(topic)
-                now_peers = set(self.peers(topic))
-                before = set(stats.members)
-                for peer in sorted(now_peers - before):
-                    stats.members[peer] = time.time()
-                    self.emit(PeerChange(topic, peer, True))
-                for peer in sorted(before - now_peers):
-                    del stats.members[peer]
-                    self.emit(PeerChange(topic, peer, False))
+                self._diff(topic)
 
 
 def _check_topic(topic: str) -> None:

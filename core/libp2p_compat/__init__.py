@@ -16,27 +16,14 @@ from .host import (
 )
 from .kad import find_providers_network, strip_p2p
 from .pubsub import (
+    GoLikeGossipSub,
+    GuardedPubsub,
     add_direct_peer,
+    is_gossip_peer,
     max_outbound_queue,
     mesh_peers,
+    recording_recipients,
     remove_direct_peer,
     resync_subscriptions,
     topic_peers,
 )
-
-__all__ = [
-    "LIBP2P_VERSION",
-    "QUIET_LOGGERS",
-    "add_direct_peer",
-    "build_host",
-    "find_providers_network",
-    "forget_dial_failure",
-    "known_addrs",
-    "max_outbound_queue",
-    "mesh_peers",
-    "quiet_library_logging",
-    "remove_direct_peer",
-    "resync_subscriptions",
-    "strip_p2p",
-    "topic_peers",
-]
