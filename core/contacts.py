@@ -2,7 +2,10 @@
 
 Adding protects and tags the peer (so the connection manager never prunes it), dials it from
 known addresses or finds it in the DHT, and keeps redialling while it is disconnected. Removing
-unprotects and untags but never disconnects. Contacts persist in the profile.
+unprotects and untags but never disconnects. Contacts persist in the profile with their last
+known addresses: while a contact is connected the addresses the peerstore holds for it (the
+ones dialled, and the listen addresses it announced through identify) are saved, so a contact
+added by peer id alone is found again after a restart without the DHT.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ TAG_VALUE = 100
 REDIAL_INTERVAL = 5.0
 DHT_LOOKUP_INTERVAL = 30.0
 DHT_LOOKUP_TIMEOUT = 30.0
+MAX_SAVED_ADDRS = 8
+"""Addresses kept per contact; the newest learned ones win."""
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Contacts:
         task_status.started()
         while True:
             await self._redial_all()
+            self._learn_addrs()
             with trio.move_on_after(self.redial_interval):
                 await self._wake.wait()
             self._wake = trio.Event()
@@ -139,6 +145,21 @@ class Contacts:
             self.save(self.list())
         except OSError as exc:
             log.error("could not save contacts: %s", exc)
+
+    def _learn_addrs(self) -> None:
+        """Remember the addresses of connected contacts; save only when something changed."""
+        connected = set(self.host.get_connected_peers())
+        changed = False
+        for peer, known in self._contacts.items():
+            if peer not in connected:
+                continue
+            fresh = [a for a in compat.known_addrs(self.host, peer) if a not in known]
+            if fresh:
+                known.extend(fresh)
+                del known[:-MAX_SAVED_ADDRS]
+                changed = True
+        if changed:
+            self._persist()
 
     async def _redial_all(self) -> None:
         connected = set(self.host.get_connected_peers())

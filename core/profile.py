@@ -60,6 +60,31 @@ class Profile:
     def save_settings(self, value: settings.Settings) -> None:
         settings.save(value, self.settings_path)
 
+    def listen_addrs_for_start(self, value: settings.Settings) -> tuple[list[str], str]:
+        """The listen addresses for this start, and a notice for the user ("" if none).
+
+        A profile whose port is 0 gets a free port now, saved in its settings, so the
+        multiaddr (and the QR code) given to others stays valid across restarts. When the
+        kept port is taken by another program this start falls back to any free port and
+        says so; the setting is left alone, so the next start tries the kept port again."""
+        if value.listen_addrs:
+            return list(value.listen_addrs), ""
+        if value.listen_port == 0:
+            value.listen_port = settings.pick_free_port()
+            try:
+                self.save_settings(value)
+            except OSError as exc:
+                log.error("could not save the chosen listen port: %s", exc)
+            return value.effective_listen_addrs(), ""
+        if settings.port_is_free(value.listen_port):
+            return value.effective_listen_addrs(), ""
+        notice = (
+            f"Listen port {value.listen_port} is taken by another program; "
+            "using another port for now (your shared address will not work until it is free)"
+        )
+        log.warning("%s", notice)
+        return ["/ip4/0.0.0.0/tcp/0"], notice
+
     def load_contacts(self) -> dict[str, list[str]]:
         """Peer id → known multiaddrs."""
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ DEFAULT_BOOTSTRAP = [
 @dataclass
 class Settings:
     listen_port: int = 0
-    """TCP port on every interface; 0 lets the system choose one."""
+    """TCP port on every interface. 0: the desktop app picks a free one on its first start
+    and keeps it (``Profile.listen_addrs_for_start``), so the addresses you shared stay good."""
     listen_addrs: list[str] = field(default_factory=list)
     """Explicit listen multiaddrs; when set they replace ``listen_port``."""
     bootstrap: list[str] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP))
@@ -84,3 +86,23 @@ def save(settings: Settings, path: Path) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a TCP listener could take ``port`` on every interface now. SO_REUSEADDR as the
+    peer's own listener sets it, so our own port lingering in TIME_WAIT after a restart does
+    not count as taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_free_port() -> int:
+    """A port the system considers free right now (it hands out an unused ephemeral one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])

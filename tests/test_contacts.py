@@ -77,3 +77,28 @@ async def test_over_the_high_watermark_contacts_are_kept_and_others_pruned() -> 
             while len(hub.host.get_connected_peers()) > 2:
                 await trio.sleep(0.1)
         assert contact.peer_id in hub.host.get_connected_peers()
+
+
+async def test_a_contact_added_by_id_is_saved_with_its_addresses_and_found_after_restart() -> None:
+    saved: dict[str, list[str]] = {}
+    async with peer_group(1) as [(b, _)]:
+        b_addr = b.listen_addrs()[0].split("/p2p/")[0]
+        rec = Recorder()
+        async with trio.open_nursery() as nursery:
+            a = await nursery.start(
+                new_peer(
+                    fast_config(), rec, save_contacts=lambda c: (saved.clear(), saved.update(c))
+                ).run
+            )
+            await a.connect(b.listen_addrs()[0])
+            a.add_peers([str(b.peer_id)])  # by id alone: no address given
+            await rec.wait_for(lambda: b_addr in saved.get(str(b.peer_id), []), timeout=10)
+            a.stop()
+        # a new peer from only what was saved connects without a DHT
+        rec2 = Recorder()
+        async with trio.open_nursery() as nursery:
+            c = await nursery.start(new_peer(fast_config(), rec2, contacts=dict(saved)).run)
+            await rec2.wait_for(
+                lambda: any(e.peer == str(b.peer_id) for e in rec2.of(PeerConnected)), timeout=10
+            )
+            c.stop()

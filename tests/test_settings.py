@@ -47,3 +47,33 @@ def test_contacts_file_round_trip_and_corruption(tmp_path) -> None:
     assert profile.load_contacts() == {"12D3KooWabc": ["/ip4/127.0.0.1/tcp/1"]}
     profile.contacts_path.write_text("{broken")
     assert profile.load_contacts() == {}
+
+
+def test_listen_port_is_picked_once_and_kept(tmp_path) -> None:
+    profile = Profile.open(tmp_path)
+    addrs, notice = profile.listen_addrs_for_start(profile.load_settings())
+    port = profile.load_settings().listen_port
+    assert port > 0 and notice == "" and addrs == [f"/ip4/0.0.0.0/tcp/{port}"]
+    again, notice = Profile.open(tmp_path).listen_addrs_for_start(profile.load_settings())
+    assert again == addrs and notice == ""
+
+
+def test_a_taken_port_falls_back_with_a_notice_and_is_kept(tmp_path) -> None:
+    import socket
+
+    profile = Profile.open(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        profile.save_settings(Settings(listen_port=port))
+        addrs, notice = profile.listen_addrs_for_start(profile.load_settings())
+        assert addrs == ["/ip4/0.0.0.0/tcp/0"] and str(port) in notice
+    assert profile.load_settings().listen_port == port  # tried again next time
+
+
+def test_explicit_listen_addrs_are_used_as_they_are(tmp_path) -> None:
+    profile = Profile.open(tmp_path)
+    s = Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"])
+    assert profile.listen_addrs_for_start(s) == (["/ip4/127.0.0.1/tcp/0"], "")
+    assert not profile.settings_path.exists()
