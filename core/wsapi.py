@@ -25,7 +25,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from . import __version__, identity, webserver
 from .direct import DeliveryFailed
-from .events import Event, GotFile, PeerChange, PeerData, PeerFiles, TopicData
+from .events import Event, GotFile, PeerChange, PeerData, PeerFailed, PeerFiles, TopicData
 from .framing import loads
 from .manager import PeerInUse, PeerManager
 from .peer import Peer
@@ -33,6 +33,11 @@ from .peer import Peer
 log = logging.getLogger(__name__)
 
 OUTBOX = 10_000
+OUTBOX_BYTES = 64 * 1024 * 1024
+"""What a client that stops reading may make us hold for it; past it the client is closed with
+a reason (close code 1008) — its peer goes, nobody else is touched. One message is always
+accepted into an empty outbox, so a single big answer (a ``gotFile`` of a large file) passes."""
+TOO_SLOW = 1008
 
 
 class ApiError(Exception):
@@ -108,6 +113,8 @@ class Session:
         self._listing: dict[str, list[int]] = {}
         """Target peer → ids of ``listfiles`` requests waiting for its listing."""
         self._out_send, self._out_recv = trio.open_memory_channel[str](OUTBOX)
+        self._out_bytes = 0
+        self._close_reason = ""
         self._nursery: trio.Nursery | None = None
         self._methods: dict[str, Callable[[int, dict[str, Any]], Awaitable[Any]]] = {
             "peer": self._peer,
@@ -137,6 +144,9 @@ class Session:
                 nursery.start_soon(self._writer)
                 await self._reader()
                 nursery.cancel_scope.cancel()
+            if self._close_reason:
+                with trio.move_on_after(2):
+                    await self.conn.aclose(TOO_SLOW, self._close_reason)
         finally:
             if self.peer is not None:
                 self.peer.remove_sink(self._on_event)
@@ -207,12 +217,24 @@ class Session:
         self._push_id += 1
 
     def _queue(self, msg: dict[str, Any]) -> None:
+        if self._close_reason:
+            return
+        text = json.dumps(msg, separators=(",", ":"))
+        if self._out_bytes and self._out_bytes + len(text) > OUTBOX_BYTES:
+            self._too_slow(f"client is not reading: over {OUTBOX_BYTES} bytes waiting for it")
+            return
         try:
-            self._out_send.send_nowait(json.dumps(msg, separators=(",", ":")))
+            self._out_send.send_nowait(text)
         except trio.WouldBlock:
-            log.error("WebSocket client is not reading; closing it")
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
+            self._too_slow(f"client is not reading: {OUTBOX} messages waiting for it")
+            return
+        self._out_bytes += len(text)
+
+    def _too_slow(self, reason: str) -> None:
+        log.error("closing a WebSocket client: %s", reason)
+        self._close_reason = reason
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _writer(self) -> None:
         async for text in self._out_recv:
@@ -220,6 +242,7 @@ class Session:
                 await self.conn.send_message(text)
             except ConnectionClosed:
                 return
+            self._out_bytes -= len(text)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, PeerData):
@@ -251,6 +274,11 @@ class Session:
             self._push(
                 "gotFile", {"cid": event.cid, "success": event.success, "content": event.content}
             )
+        elif isinstance(event, PeerFailed):
+            # Extension: this connection's peer is gone (never a zombie that still answers);
+            # the client may call `peer` again for a new one.
+            self.peer = None
+            self._push("peerFailed", {"error": event.error})
 
     # -- methods ------------------------------------------------------------------------------
 

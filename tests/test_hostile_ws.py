@@ -1,0 +1,82 @@
+"""Hostile WebSocket clients of ``peerdesk serve`` (issue 10, items 3, 6 and 7; issue 9's big
+``storefile``): a client that stops reading, unfinished or oversized messages, floods of
+``peer {}``. Each test asserts the server and the victim's peer alive, an honest client
+answered within a second, RSS growth bounded (the bound is in the test), the victim's data
+intact."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from core import wsapi
+
+from .test_hostile_local import honest_check, rss_bytes, served, victim_with_file
+from .test_wsapi import client
+
+MiB = 1024 * 1024
+SECRET = b"the victim's file, which must read back intact"
+
+
+def _request(rid: int, method: str, params: dict) -> str:
+    return json.dumps({"requestid": rid, "method": method, "params": params, "isresponse": False})
+
+
+async def test_a_client_that_stops_reading_is_closed_not_buffered_without_end(
+    tmp_path: Path,
+) -> None:
+    """80 answers of 5.6 MiB each (450 MiB) asked for by a client that never reads: it is
+    closed once its outbox passes wsapi.OUTBOX_BYTES, and its peer goes. RSS bound: 256 MiB
+    (64 MiB of outbox plus the answers being built and the allocator keeping freed pages)."""
+    async with served(tmp_path) as (port, manager, _):
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with client(url) as victim:
+            await victim_with_file(victim, "keep.txt", SECRET)
+            mine = (await victim.call("info"))["result"]["peerid"]
+            before = rss_bytes()
+            big = os.urandom(4 * MiB)
+            async with open_websocket_url(url, max_message_size=128 * MiB) as stalled:
+                await stalled.send_message(_request(0, "peer", {}))
+                content = base64.b64encode(big).decode()
+                await stalled.send_message(
+                    _request(1, "storefile", {"path": "big.bin", "content": content})
+                )
+                with trio.fail_after(30):
+                    while len(manager.peers) < 2:
+                        await trio.sleep(0.05)
+                    stalled_peer = next(p for i, p in manager.peers.items() if i != mine)
+                    # Wait for the store, then ask for the file again and again, never reading.
+                    while True:
+                        tree = stalled_peer.files.tree
+                        if tree.root and await _has(tree, "big.bin"):
+                            break
+                        await trio.sleep(0.05)
+                cid = await _cid_of(stalled_peer.files.tree, "big.bin")
+                for rid in range(2, 82):
+                    try:
+                        await stalled.send_message(_request(rid, "getfile", {"cid": cid}))
+                    except ConnectionClosed:
+                        break
+                with trio.fail_after(30):
+                    while len(manager.peers) > 1:
+                        await trio.sleep(0.05)
+                await honest_check(victim, "keep.txt", SECRET)
+            growth = rss_bytes() - before
+            assert growth < 256 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
+            assert wsapi.OUTBOX_BYTES <= 64 * MiB
+
+
+async def _has(tree, name: str) -> bool:
+    try:
+        return name in (await tree.listing())["entries"]
+    except Exception:
+        return False
+
+
+async def _cid_of(tree, name: str) -> str:
+    return (await tree.listing())["entries"][name]["cid"]
