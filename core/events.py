@@ -104,6 +104,13 @@ class CoreError:
     message: str
 
 
+@dataclass(frozen=True)
+class PeerFailed:
+    """The peer stopped on an internal error; it no longer runs and must be restarted."""
+
+    error: str
+
+
 Event = (
     PeerData
     | TopicData
@@ -117,5 +124,6 @@ Event = (
     | FilesChanged
     | Progress
     | CoreError
+    | PeerFailed
 )
 EventSink = Callable[[Event], None]
