@@ -153,3 +153,43 @@ async def test_dht_provide_and_find_both_ways() -> None:
         providers = await find_providers_network(py.dht.kad, js_key)
         assert js_id in [str(p.peer_id) for p in providers]
         await stop_js(js)
+
+
+@pytest.mark.usefixtures("js_installed")
+async def test_rejoins_on_either_side_do_not_cut_off_a_js_peer() -> None:
+    """After a leave + join by Peerdesk or by js-libp2p, messages flow both ways at once
+    (js floods its own messages as go does; Peerdesk now does too, and gossips during
+    the backoff)."""
+    async with peer_group(1) as [(py, rec)], trio.open_nursery() as nursery:
+        js = await start_js(nursery)
+        js_id = js.ready["peerId"]
+        await py.connect(js.ready["addrs"][0])
+        await js.cmd("subscribe", topic="again")
+        await py.subscribe("again")
+        with trio.fail_after(20):
+            while str(py.peer_id) not in (await js.cmd("topicPeers", topic="again"))["mesh"]:
+                await trio.sleep(0.1)
+
+        async def both_ways(n: int) -> None:
+            assert await py.publish("again", {"py": n}) == 1
+            await js.wait(
+                lambda: [e for e in js.events if e["event"] == "topic" and e["data"] == {"py": n}],
+                timeout=3,
+            )
+            await js.cmd("publish", topic="again", data={"js": n})
+            await rec.wait_for(lambda: TopicData("again", js_id, {"js": n}) in rec.events, 3)
+
+        for n, side in enumerate(["py", "js", "py", "js"]):
+            if side == "py":
+                await py.unsubscribe("again")
+                await trio.sleep(0.5)
+                await py.subscribe("again")
+            else:
+                await js.cmd("unsubscribe", topic="again")
+                await trio.sleep(0.5)
+                await js.cmd("subscribe", topic="again")
+                with trio.fail_after(5):
+                    while js_id not in py.list_peers("again"):
+                        await trio.sleep(0.05)
+            await both_ways(n)
+        await stop_js(js)
