@@ -5,13 +5,19 @@ answer on the same stream is one type byte — 1 FileList, 3 FileContent — the
 (4-byte big-endian length + JSON). One request per stream (wire-protocol.md §4).
 
 Unlike the Go reader, every frame has a bound chosen for its type, checked before anything is
-allocated, and a peer that sends garbage gets its stream reset while we go on.
+allocated, and a peer that sends garbage gets its stream reset while we go on. An answer can be
+a whole file (up to ~190 MiB of JSON), so answers are built for at most ``ANSWERS_PER_PEER``
+requests of one peer and ``ANSWERS`` in all at a time; the others wait (within the request's
+deadline) holding only their stream, and a reader too slow to take the answer within that
+deadline loses its stream.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -39,6 +45,9 @@ MAX_FILE_LIST = 64 * 1024 * 1024
 MAX_FILE_CONTENT = 192 * 1024 * 1024
 """A file sent whole in one frame, base64 inside JSON: beyond ~140 MiB of file, use bitswap."""
 REQUEST_TIMEOUT = 60.0
+ANSWERS_PER_PEER = 2
+ANSWERS = 8
+WRITE_SLICE = 1024 * 1024
 
 ListProvider = Callable[[], Awaitable[dict[str, Any]]]
 ContentProvider = Callable[[str], Awaitable[dict[str, Any]]]
@@ -55,6 +64,8 @@ class FileService:
         self.host = host
         self.listing = listing
         self.content = content
+        self._answers = trio.CapacityLimiter(ANSWERS)
+        self._per_peer: dict[ID, trio.CapacityLimiter] = {}
 
     def start(self) -> None:
         self.host.set_stream_handler(PROTOCOL, self._handle)
@@ -64,22 +75,21 @@ class FileService:
         try:
             with trio.fail_after(REQUEST_TIMEOUT):
                 kind = (await read_exactly(stream, 1))[0]
-                if kind == GET_FILE_LIST:
-                    answer = FILE_LIST, await self.listing()
-                elif kind == GET_FILE:
+                if kind == GET_FILE:
                     request = decode_json_object(await read_frame(stream, MAX_REQUEST))
-                    cid = request.get("cid")
-                    if not isinstance(cid, str) or not cid:
-                        answer = FILE_CONTENT, {"cid": "", "error": "request has no cid"}
-                    else:
-                        answer = FILE_CONTENT, await self.content(cid)
-                else:
+                elif kind != GET_FILE_LIST:
                     raise FrameError(f"unknown message type {kind}")
-                # A whole file, base64 inside JSON, can be 190 MiB: encode it off the trio thread.
-                payload = await trio.to_thread.run_sync(
-                    lambda: bytes([answer[0]]) + encode_frame(dumps(answer[1]))
-                )
-                await stream.write(payload)
+                async with self._answer_slot(peer):
+                    if kind == GET_FILE_LIST:
+                        await self._answer(stream, FILE_LIST, await self.listing())
+                    else:
+                        cid = request.get("cid")
+                        if not isinstance(cid, str) or not cid:
+                            await self._answer(
+                                stream, FILE_CONTENT, {"cid": "", "error": "request has no cid"}
+                            )
+                        else:  # no local name for the answer: it is freed once encoded
+                            await self._answer(stream, FILE_CONTENT, await self.content(cid))
                 await stream.close()
         except StreamClosed:
             pass
@@ -89,6 +99,30 @@ class FileService:
         except Exception:
             log.exception("serving a file request from %s failed", peer)
             await _reset(stream)
+
+    @asynccontextmanager
+    async def _answer_slot(self, peer: ID) -> AsyncIterator[None]:
+        """One of the peer's ``ANSWERS_PER_PEER`` slots and one of the ``ANSWERS`` in all."""
+        limiter = self._per_peer.get(peer)
+        if limiter is None:
+            limiter = self._per_peer[peer] = trio.CapacityLimiter(ANSWERS_PER_PEER)
+        try:
+            async with limiter, self._answers:
+                yield
+        finally:
+            if not limiter.borrowed_tokens and not limiter.statistics().tasks_waiting:
+                self._per_peer.pop(peer, None)
+
+    @staticmethod
+    async def _answer(stream: INetStream, kind: int, body: dict[str, Any]) -> None:
+        """Encode off the trio thread (a whole file in base64 JSON can be 190 MiB) and write
+        the body without first copying it behind its header."""
+        encoded = await trio.to_thread.run_sync(dumps, body)
+        del body
+        await stream.write(bytes([kind]) + struct.pack(">I", len(encoded)))
+        view = memoryview(encoded)
+        for at in range(0, len(encoded), WRITE_SLICE):
+            await stream.write(bytes(view[at : at + WRITE_SLICE]))
 
     async def request_list(self, peer: ID) -> dict[str, Any]:
         """The peer's whole tree: ``{"cid": root, "entries": {path: entry}}``."""

@@ -27,3 +27,6 @@ from .pubsub import (
     resync_subscriptions,
     topic_peers,
 )
+from .yamux import WindowExceeded, bound_yamux_buffers, yamux_buffers_bounded
+
+bound_yamux_buffers()  # on for every host of the process: see yamux.py

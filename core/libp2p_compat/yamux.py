@@ -1,0 +1,60 @@
+"""Yamux: a peer that writes past its receive window is not buffered without end.
+
+py-libp2p 0.8.1's ``Yamux.handle_incoming`` appends every DATA frame to the stream's buffer and,
+when the sender overran the window, only logs a warning and sets the window to 0: a peer that
+ignores flow control makes us hold whatever it sends (600 MiB from one peer in the attack run).
+go-yamux treats that as a protocol error. Here each stream's buffer refuses to grow past the
+largest window the library ever grants (``MAX_WINDOW_SIZE``): the library's own error path for
+a failed DATA read then marks the stream's receive side closed, so the rest is dropped, the
+reader sees what arrived within the window, then end of stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from libp2p.stream_muxer.yamux import yamux as _yamux
+
+log = logging.getLogger(__name__)
+
+BUFFER_LIMIT = _yamux.MAX_WINDOW_SIZE
+"""An honest sender never has more unread bytes with us than the window we granted it."""
+
+
+class WindowExceeded(Exception):
+    """The remote wrote past the receive window we granted it."""
+
+
+class _WindowedBuffer(bytearray):
+    def extend(self, data: Any) -> None:  # the library appends DATA frames with extend()
+        if len(self) + len(data) > BUFFER_LIMIT:
+            log.warning("yamux: a peer wrote past the receive window; its stream is cut")
+            raise WindowExceeded(f"{len(self) + len(data)} unread bytes > {BUFFER_LIMIT}")
+        super().extend(data)
+
+
+class _WindowedBuffers(dict[int, bytearray]):
+    """``Yamux.stream_buffers`` whose new entries are window-bounded buffers."""
+
+    def __setitem__(self, key: int, value: bytearray) -> None:
+        if type(value) is bytearray:
+            value = _WindowedBuffer(value)
+        super().__setitem__(key, value)
+
+
+_original_init = _yamux.Yamux.__init__
+
+
+def _init(self: _yamux.Yamux, *args: Any, **kwargs: Any) -> None:
+    _original_init(self, *args, **kwargs)
+    self.stream_buffers = _WindowedBuffers(self.stream_buffers)
+
+
+def bound_yamux_buffers() -> None:
+    """Install the bound on every Yamux connection made from now on (idempotent)."""
+    _yamux.Yamux.__init__ = _init  # type: ignore[method-assign]
+
+
+def yamux_buffers_bounded() -> bool:
+    return _yamux.Yamux.__init__ is _init

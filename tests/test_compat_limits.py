@@ -1,0 +1,40 @@
+"""The resource-limit workarounds of core/libp2p_compat (yamux.py, limits.py) still match the
+library they patch: these fail when py-libp2p changes under them."""
+
+from __future__ import annotations
+
+import inspect
+
+from libp2p.stream_muxer.yamux import yamux as lib_yamux
+
+from core import libp2p_compat as compat
+from core.libp2p_compat import yamux
+
+
+def test_library_still_buffers_data_past_the_window_with_extend() -> None:
+    src = inspect.getsource(lib_yamux.Yamux.handle_incoming)
+    assert "self.stream_buffers[stream_id].extend(data)" in src
+    assert "exceeded" in src and "receive window" in src  # warns, keeps the data
+    # An exception while handling a DATA frame closes that stream's receive side only.
+    assert "Mark stream as closed on read error" in src
+    assert "self.stream_buffers[stream_id] = bytearray()" in inspect.getsource(lib_yamux.Yamux)
+    assert "self.stream_buffers: dict[int, bytearray] = {}" in inspect.getsource(
+        yamux._original_init
+    )
+    assert lib_yamux.MAX_WINDOW_SIZE == 16 * 1024 * 1024
+
+
+def test_bound_is_installed_on_import_and_applies_to_new_buffers() -> None:
+    assert compat.yamux_buffers_bounded()
+    buffers = yamux._WindowedBuffers()
+    buffers[1] = bytearray()
+    buffers[1].extend(b"x" * 1000)
+    try:
+        buffers[1].extend(b"y" * yamux.BUFFER_LIMIT)
+    except compat.WindowExceeded:
+        pass
+    else:
+        raise AssertionError("a buffer grew past the window")
+    assert len(buffers[1]) == 1000
+    del buffers[1][:10]  # the library's reads consume in place
+    assert len(buffers[1]) == 990 and isinstance(buffers[1], bytearray)
