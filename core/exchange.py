@@ -16,12 +16,10 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost
-from libp2p.bitswap.block_store import BlockStore as BitswapStore
-from libp2p.bitswap.cid import CIDInput, cid_to_bytes
-from libp2p.bitswap.client import BitswapClient
 from libp2p.peer.id import ID
 
 from . import dagpb, unixfs
+from .bitswap import DEFAULT_ESTIMATE, Bitswap
 from .blockstore import BlockStore, Session
 from .events import EventSink, FilesChanged, GotFile, PeerFiles, Progress
 from .fileproto import MAX_FILE_CONTENT, FileProtocolError, FileService
@@ -33,7 +31,7 @@ log = logging.getLogger(__name__)
 
 BITSWAP_TIMEOUT = 30.0
 BITSWAP_TIMEOUT_WITH_FALLBACK = 5.0
-FETCH_BATCH = 32
+MAX_BLOCK_ESTIMATE = 2 * 1024 * 1024
 KEEP_FETCHED = 200
 SERVE_LIMIT = MAX_FILE_CONTENT * 3 // 4 - 64 * 1024
 
@@ -72,41 +70,29 @@ class _FetchGuard:
         (self.session or self.store).put(cid, data, links)
 
 
-class _BitswapStore(BitswapStore):
-    """py-libp2p's bitswap over our SQLite store: blocks are verified before they are kept,
-    and their links recorded so garbage collection knows the DAG."""
-
-    def __init__(self, store: BlockStore, guard: _FetchGuard) -> None:
-        self.store = store
-        self.guard = guard
-
-    async def get_block(self, cid: CIDInput) -> bytes | None:
-        return await trio.to_thread.run_sync(self.store.get, cid_to_bytes(cid))
-
-    async def put_block(self, cid: CIDInput, data: bytes) -> None:
-        key = cid_to_bytes(cid)
-        if not dagpb.verify(key, data):
-            log.warning("bitswap: dropped a block that does not match its CID")
-            return
-        await trio.to_thread.run_sync(self.guard.put, key, data, _links(key, data))
-
-    async def has_block(self, cid: CIDInput) -> bool:
-        return await trio.to_thread.run_sync(self.store.has, cid_to_bytes(cid))
-
-    async def delete_block(self, cid: CIDInput) -> None:
-        """Blocks leave only through garbage collection, which knows what is still pinned."""
-
-    def get_all_cids(self) -> list[bytes]:
+def _node_links(cid: bytes, data: bytes) -> list[dagpb.Link]:
+    try:
+        if dagpb.cid_parts(cid).codec != dagpb.DAG_PB:
+            return []
+        return dagpb.PBNode.decode(data).links
+    except ValueError:
         return []
 
 
 def _links(cid: bytes, data: bytes) -> list[bytes]:
+    return [link.cid for link in _node_links(cid, data)]
+
+
+def _estimate(link: dagpb.Link) -> int:
+    """A link's Tsize is its whole subtree: the block's own size for a leaf."""
+    return min(link.tsize or DEFAULT_ESTIMATE, MAX_BLOCK_ESTIMATE)
+
+
+def _is_identity(cid: bytes) -> bool:
     try:
-        if dagpb.cid_parts(cid).codec != dagpb.DAG_PB:
-            return []
-        return [link.cid for link in dagpb.PBNode.decode(data).links]
+        return dagpb.cid_parts(cid).hash_code == dagpb.IDENTITY
     except ValueError:
-        return []
+        return False
 
 
 def _same_content(a: bytes, b: bytes) -> bool:
@@ -126,7 +112,7 @@ class Files:
         self.tree = FileTree(store)
         self.service = FileService(host, self.tree.listing, self._serve_content)
         self._guard = _FetchGuard(store)
-        self.bitswap = BitswapClient(host, block_store=_BitswapStore(store, self._guard))
+        self.bitswap = Bitswap(host, store.get)
         self._listing_pending: dict[str, trio.Event] = {}
         self._remote_entries: OrderedDict[bytes, dict[str, str]] = OrderedDict()
         self._fetched: OrderedDict[bytes, None] = OrderedDict(
@@ -140,14 +126,8 @@ class Files:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.service.start()
-            self.bitswap.set_nursery(nursery)
-            await self.bitswap.start()
+            await nursery.start(self.bitswap.run)
             task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await self.bitswap.stop()
 
     # -- our tree -----------------------------------------------------------------------------
 
@@ -303,48 +283,60 @@ class Files:
         return written
 
     def _complete(self, cid: bytes) -> bool:
-        return not self.store.missing(cid)
+        return not self._missing([(cid, DEFAULT_ESTIMATE)])
+
+    def _missing(self, cids: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+        """Blocks still to fetch below ``cids`` (themselves included), each with a size
+        estimate. Identity CIDs carry their block: it is stored as it is, and what it links
+        to is looked at in turn."""
+        out: list[tuple[bytes, int]] = []
+        stack = list(cids)
+        seen: set[bytes] = set()
+        while stack:
+            cid, estimate = stack.pop()
+            for missing in self.store.missing(cid):
+                if missing in seen:
+                    continue
+                seen.add(missing)
+                if not _is_identity(missing):
+                    out.append((missing, estimate if missing == cid else DEFAULT_ESTIMATE))
+                    continue
+                data = dagpb.cid_parts(missing).digest
+                links = _node_links(missing, data)
+                self._guard.put(missing, data, [link.cid for link in links])
+                stack += [(link.cid, _estimate(link)) for link in links]
+        return out
+
+    def _accept(self, blocks: list[tuple[bytes, bytes]]) -> list[tuple[bytes, int]]:
+        """Worker thread: store blocks bitswap verified, return what is missing below them."""
+        below: list[tuple[bytes, int]] = []
+        assert self._guard.session is not None  # fetch() holds the guard
+        with self._guard.session.batch() as batch:
+            for cid, data in blocks:
+                links = _node_links(cid, data)
+                batch.put(cid, data, [link.cid for link in links])
+                below += [(link.cid, _estimate(link)) for link in links]
+        return self._missing(below)
 
     async def _fetch_bitswap(self, cid: bytes, timeout: float, op: str = "") -> bool:
-        session = self.bitswap.new_session()
         op = op or f"fetch:{next(_ops)}:{dagpb.cid_str(cid)}"
         done = 0
-        level = [cid]
+
+        def progress(size: int) -> None:
+            nonlocal done
+            done += size
+            self.emit(Progress(op, done, 0))
+
         try:
-            while level:
-                following: list[bytes] = []
-                for i in range(0, len(level), FETCH_BATCH):
-                    batch = level[i : i + FETCH_BATCH]
-                    missing = await trio.to_thread.run_sync(
-                        lambda b=batch: [c for c in b if not self.store.has(c)]
-                    )
-                    if missing:
-                        got = await session.get_blocks_batch(missing, timeout=timeout)
-                        if len(got) < len(missing):
-                            return False
-                    sizes_links = await trio.to_thread.run_sync(self._sizes_and_links, batch)
-                    if sizes_links is None:
-                        return False
-                    for size, links in sizes_links:
-                        done += size
-                        following += links
-                    self.emit(Progress(op, done, 0))
-                level = following
-            return True
+            missing = await trio.to_thread.run_sync(self._missing, [(cid, DEFAULT_ESTIMATE)])
+            return await self.bitswap.fetch(
+                missing, self._accept, timeout=timeout, progress=progress
+            )
         except Exception as exc:
             log.info("bitswap fetch of %s failed: %s", dagpb.cid_str(cid), exc)
             return False
         finally:
             self.emit(Progress(op, done, done, finished=True))
-
-    def _sizes_and_links(self, cids: list[bytes]) -> list[tuple[int, list[bytes]]] | None:
-        out = []
-        for c in cids:
-            data = self.store.get(c)
-            if data is None:
-                return None
-            out.append((len(data), _links(c, data)))
-        return out
 
     async def _fetch_fallback(self, cid: bytes, peer: ID) -> None:
         try:

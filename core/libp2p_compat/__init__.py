@@ -6,6 +6,18 @@ works round (docs/spec/py-libp2p-notes.md). ``tests/test_libp2p_compat.py`` (and
 upgrade is a deliberate act. Callers import this package, never the submodules.
 """
 
+from .bitswap import (
+    BITSWAP_100,
+    BITSWAP_110,
+    BITSWAP_120,
+    BITSWAP_LEGACY,
+    BITSWAP_PROTOCOLS,
+    PRESENCE_DONT_HAVE,
+    PRESENCE_HAVE,
+    WANT_BLOCK,
+    WANT_HAVE,
+    BitswapMessage,
+)
 from .host import (
     LIBP2P_VERSION,
     QUIET_LOGGERS,
