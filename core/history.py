@@ -64,6 +64,7 @@ class History:
         self.path = path
         self.keep = keep
         self._since_prune: dict[str, int] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.db = self._open(path)
 
     @staticmethod

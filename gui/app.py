@@ -46,11 +46,15 @@ class App:
     """Owns the window, the tray icon and the core; restarts the core when the identity or
     the network settings change."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, *, no_bootstrap: bool = False, no_mdns: bool = False
+    ) -> None:
         self.data_dir = data_dir
+        self.no_bootstrap = no_bootstrap
+        self.no_mdns = no_mdns
         data_dir.mkdir(parents=True, exist_ok=True)
         self.handler = QtLogHandler()
-        logging.getLogger().addHandler(self.handler)
+        _info_to_the_log_pane(self.handler)
         self.bridge = CoreBridge()
         self.window = MainWindow(self.bridge, data_dir, LogView(self.handler))
         self.window.setWindowIcon(QIcon(ICON))
@@ -66,13 +70,18 @@ class App:
             return None
         tray = QSystemTrayIcon(QIcon(ICON), self.window)
         menu = QMenu()
-        menu.addAction("Show Peerdesk", self.window.showNormal)
+        menu.addAction("Show Peerdesk", self.window.show_window)
         menu.addAction("Quit", self.window.close)
         tray.setContextMenu(menu)
+        tray.activated.connect(self._tray_clicked)
         tray.setToolTip("Peerdesk — starting…")
         self.window.stateChanged.connect(lambda state: tray.setToolTip(f"Peerdesk — {state}"))
         tray.show()
         return tray
+
+    def _tray_clicked(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a left click
+            self.window.toggle_window()
 
     def _notify(self, title: str, text: str) -> None:
         if self.tray is not None and (self.settings is None or self.settings.notifications):
@@ -86,12 +95,17 @@ class App:
         profile = Profile.open(self.data_dir)
         self.settings = profile.load_settings()
         settings = self.settings
+        listen, notice = profile.listen_addrs_for_start(settings)
+        if notice:
+            self.window.statusBar().showMessage(notice, 20000)
+        bootstrap = [] if self.no_bootstrap else list(settings.bootstrap)
+        self.window.has_bootstrap = bool(bootstrap)
 
         def make_peer(sink: Any) -> Peer:
             config = PeerConfig(
-                listen_addrs=settings.effective_listen_addrs(),
-                bootstrap=list(settings.bootstrap),
-                mdns=settings.mdns,
+                listen_addrs=listen,
+                bootstrap=bootstrap,
+                mdns=settings.mdns and not self.no_mdns,
                 low_water=settings.conn_low_water,
                 high_water=settings.conn_high_water,
                 file_update_topic=settings.file_update_topic,
@@ -114,9 +128,7 @@ class App:
         except LinkError as exc:
             self.window.statusBar().showMessage(str(exc), 10000)
             return
-        self.window.showNormal()
-        self.window.raise_()
-        self.window.activateWindow()
+        self.window.show_window()
         if scheme == "ipns":
             QMessageBox.information(
                 self.window, "Peerdesk", "IPNS names cannot be resolved yet; open an /ipfs/ link."
@@ -158,7 +170,27 @@ class App:
             self.tray.hide()
 
 
-def main(data_dir: Path | None = None, link: str = "") -> int:
+def _info_to_the_log_pane(handler: logging.Handler) -> None:
+    """The Log pane shows INFO without ``-v``: the root logger lets INFO through and the
+    terminal's handlers keep the level the command line chose."""
+    root = logging.getLogger()
+    level = root.getEffectiveLevel()
+    if level > logging.INFO:
+        for other in root.handlers:
+            if other.level < level:
+                other.setLevel(level)
+        root.setLevel(logging.INFO)
+    handler.setLevel(logging.INFO if level >= logging.INFO else level)
+    root.addHandler(handler)
+
+
+def main(
+    data_dir: Path | None = None,
+    link: str = "",
+    *,
+    no_bootstrap: bool = False,
+    no_mdns: bool = False,
+) -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Peerdesk")
     app.setApplicationDisplayName("Peerdesk")
@@ -168,7 +200,7 @@ def main(data_dir: Path | None = None, link: str = "") -> int:
         return 0  # the running Peerdesk opens it
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    peerdesk = App(data_dir)
+    peerdesk = App(data_dir, no_bootstrap=no_bootstrap, no_mdns=no_mdns)
     links = LinkServer(data_dir, peerdesk.open_link)
     peerdesk.window.show()
     QTimer.singleShot(0, peerdesk.start_core)

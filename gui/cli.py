@@ -36,6 +36,10 @@ def _app_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "link", nargs="?", default="", help="an ipfs:// or /ipfs/ link to open in the Files pane"
     )
+    parser.add_argument(
+        "--no-bootstrap", action="store_true", help="do not join the public DHT (this run)"
+    )
+    parser.add_argument("--no-mdns", action="store_true", help="no LAN discovery (this run)")
     return parser
 
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     from gui.app import main as gui_main
 
-    return gui_main(args.data_dir, args.link)
+    return gui_main(args.data_dir, args.link, no_bootstrap=args.no_bootstrap, no_mdns=args.no_mdns)
 
 
 if __name__ == "__main__":

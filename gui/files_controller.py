@@ -67,9 +67,7 @@ class FilesController(QObject):
         pane.sourceChanged.connect(lambda _peer: self.refresh())
         pane.refreshRequested.connect(self.refresh)
         pane.dropped.connect(self.store_paths)
-        pane.newFolder.connect(
-            lambda path: self.run(self._call("mkdir", path), what=f"create folder {path}")
-        )
+        pane.newFolder.connect(self.mkdir)
         pane.deleteRequested.connect(self.delete)
         pane.saveRequested.connect(self.save)
         pane.openRequested.connect(self.open)
@@ -138,6 +136,7 @@ class FilesController(QObject):
         async def go() -> None:
             dirs, jobs = await self.bridge.call(plan)
             await self._store_all(dirs, jobs)
+            await self._show_own()
 
         self.run(go(), what="store the dropped files")
 
@@ -153,6 +152,11 @@ class FilesController(QObject):
             row.cancelled.connect(lambda c=cancel: self.bridge.call_soon(c.cancel))
             try:
                 await self.bridge.call(self._store_one(tree_path, local, cancel, op))
+            except Exception:
+                if cancel():  # the user's own cancel: say so, and stop the rest of the drop
+                    self.window.statusBar().showMessage(f"Cancelled: adding {tree_path}", 8000)
+                    return
+                raise
             finally:
                 self.pane.finish_progress(op)
 
@@ -164,6 +168,15 @@ class FilesController(QObject):
             return await files.store_file(tree_path, local, total=size, cancel=cancel, op=op)
 
         return store
+
+    def mkdir(self, path: str) -> None:
+        """An empty folder changes no file, so nothing else would show it: list again now."""
+
+        async def go() -> None:
+            await self._call("mkdir", path)
+            await self._show_own()
+
+        self.run(go(), what=f"create folder {path}")
 
     def delete(self, paths: list[str]) -> None:
         async def go() -> None:
@@ -221,6 +234,7 @@ class FilesController(QObject):
     def _got_file(self, event: ev.GotFile) -> None:
         """Non-modal: the window keeps working while the user decides."""
         self.last_got = event
+        self.refresh()  # puts the listing's line back in place of "Fetching …"
         if not event.success:
             self._message(
                 QMessageBox.Icon.Warning,
@@ -234,9 +248,15 @@ class FilesController(QObject):
             self._message(QMessageBox.Icon.Information, "Folder", f"{event.cid} holds:\n{names}")
             return
         self.notify("File received", event.cid)
-        dialog = QFileDialog(self.window, "Save received file", event.cid)
-        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         data = base64.b64decode(content.get("content", ""))
+        name = _safe_name(str(content.get("name") or "")) or f"{event.cid}{_extension(content)}"
+        kind = content.get("mimeType") or "unknown type"
+        dialog = QFileDialog(
+            self.window,
+            f"Save received file ({_size(len(data))}, {kind})",
+            str(Path.home() / name),
+        )
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         dialog.fileSelected.connect(lambda name: Path(name).write_bytes(data))
         dialog.open()
         self.dialog = dialog
@@ -245,3 +265,37 @@ class FilesController(QObject):
         box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self.window)
         box.open()
         self.dialog = box
+
+
+EXTENSIONS = {
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "application/json": ".json",
+    "application/pdf": ".pdf",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "application/zip": ".zip",
+}
+
+
+def _extension(content: dict[str, Any]) -> str:
+    mime = str(content.get("mimeType") or "").split(";")[0].strip()
+    return EXTENSIONS.get(mime, "")
+
+
+def _safe_name(name: str) -> str:
+    """A name from another peer, usable as a file name here (no folders, no dot-names)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return "" if base in ("", ".", "..") else base
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -19,11 +19,13 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QToolBar,
     QTreeView,
     QVBoxLayout,
     QWidget,
 )
 
+from .elide import ElidedLabel
 from .files_model import FilesModel, Node
 
 OWN = ""
@@ -48,9 +50,12 @@ class FileTreeView(QTreeView):
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        # Name takes what is left: wide content columns squeezed names to "H…" in a narrow dock.
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(3, 130)
+        header.resizeSection(2, 76)
+        header.resizeSection(3, 84)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
 
     def _local_paths(self, event: QDropEvent | QDragEnterEvent | QDragMoveEvent) -> list[Path]:
         data = event.mimeData()
@@ -85,7 +90,7 @@ class ProgressRow(QWidget):
 
     def __init__(self, label: str) -> None:
         super().__init__()
-        self.label = QLabel(label)
+        self.label = ElidedLabel(label)
         self.bar = QProgressBar()
         self.bar.setRange(0, 0)
         cancel = QPushButton("Cancel")
@@ -119,6 +124,8 @@ class FilesPane(QWidget):
     """(cid, file name, peer or "")"""
     getByCid = Signal(str, str)
     refreshRequested = Signal()
+    copied = Signal(str)
+    """A CID went to the clipboard (the window says so)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,8 +135,11 @@ class FilesPane(QWidget):
         self.source.currentIndexChanged.connect(
             lambda _i: self.sourceChanged.emit(self.source.currentData())
         )
-        self.root_label = QLabel("")
-        self.root_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.root_label = ElidedLabel("")
+        self.source.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.source.setMinimumContentsLength(10)
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refreshRequested.emit)
         top = QHBoxLayout()
@@ -141,20 +151,15 @@ class FilesPane(QWidget):
         self.view.dropped.connect(self.dropped.emit)
         self.view.doubleClicked.connect(self._open_index)
 
-        self.new_folder = QPushButton("New folder")
-        self.new_folder.clicked.connect(self._new_folder)
-        self.add_files = QPushButton("Add files…")
-        self.add_files.clicked.connect(self._add_files)
-        self.delete = QPushButton("Delete")
-        self.delete.clicked.connect(self._delete)
-        save = QPushButton("Save as…")
-        save.clicked.connect(self._save)
-        copy = QPushButton("Copy CID")
-        copy.clicked.connect(self._copy_cid)
-        actions = QHBoxLayout()
-        for button in (self.add_files, self.new_folder, self.delete, save, copy):
-            actions.addWidget(button)
-        actions.addStretch(1)
+        # A tool bar, not a row of buttons: what does not fit in a narrow dock goes into its
+        # » menu instead of making the dock (and the window) wider.
+        actions = QToolBar()
+        actions.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.add_files = actions.addAction("Add files…", self._add_files)
+        self.new_folder = actions.addAction("New folder", self._new_folder)
+        self.delete = actions.addAction("Delete", self._delete)
+        actions.addAction("Save as…", self._save)
+        self.copy_cid = actions.addAction("Copy CID", self._copy_cid)
 
         self.cid_input = QLineEdit()
         self.cid_input.setPlaceholderText("Get by CID: bafy… or Qm…")
@@ -172,7 +177,7 @@ class FilesPane(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.root_label)
         layout.addWidget(self.view, 1)
-        layout.addLayout(actions)
+        layout.addWidget(actions)
         layout.addLayout(get_row)
         layout.addLayout(self.progress_box)
         self.progress: dict[str, ProgressRow] = {}
@@ -241,7 +246,7 @@ class FilesPane(QWidget):
             self.newFolder.emit(f"{base}/{name.strip()}" if base else name.strip())
 
     def _add_files(self) -> None:
-        names, _ = QFileDialog.getOpenFileNames(self, "Add files")
+        names, _ = QFileDialog.getOpenFileNames(self, "Add files", str(Path.home()))
         if names:
             self.dropped.emit(self._current_folder(), [Path(n) for n in names])
 
@@ -258,7 +263,7 @@ class FilesPane(QWidget):
         files = [n for n in self.selected() if n.kind == "file"]
         if not files:
             return
-        dest, _ = QFileDialog.getSaveFileName(self, "Save file", files[0].name)
+        dest, _ = QFileDialog.getSaveFileName(self, "Save file", str(Path.home() / files[0].name))
         if dest:
             self.saveRequested.emit(files[0].cid, dest, self.current_source)
 
@@ -269,7 +274,10 @@ class FilesPane(QWidget):
 
     def _copy_cid(self) -> None:
         nodes = self.selected()
-        QGuiApplication.clipboard().setText(nodes[0].cid if nodes else self.model.root_cid)
+        cid = nodes[0].cid if nodes else self.model.root_cid
+        if cid:
+            QGuiApplication.clipboard().setText(cid)
+            self.copied.emit(cid)
 
     def _get(self) -> None:
         cid = self.cid_input.text().strip()

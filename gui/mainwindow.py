@@ -1,5 +1,9 @@
 """The main window: dockable panes around the conversation area, wired to the core through
-the bridge. Slots run on the GUI thread; anything slow is awaited as a core call."""
+the bridge. Slots run on the GUI thread; anything slow is awaited as a core call.
+
+It fits the screen it is on (from 1024x768 up: no label may widen it, see ``elide.py``), and
+keeps what a restart would lose in the profile: conversations in ``history.sqlite`` (with the
+joined topics, open tabs, monitored topics and nicknames), the layout in ``window.ini``."""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, QPoint, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QInputDialog,
@@ -23,9 +27,12 @@ from PySide6.QtWidgets import (
 )
 
 from core import events as ev
+from core.history import History
 
+from . import geometry
 from .bridge import CoreBridge
 from .chat import ChatMessage, ConversationView, is_file_notice, render
+from .elide import ElidedLabel
 from .files_controller import FilesController
 from .files_pane import FilesPane
 from .logview import LogView
@@ -37,6 +44,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROTOCOL = "/chat/1.0.0"
 INFO_INTERVAL_MS = 2000
+HISTORY_COMMIT_MS = 1000
+HISTORY_SHOWN = 500
+"""Messages of a conversation loaded into its tab when it opens (the rest stay searchable)."""
 
 
 class MainWindow(QMainWindow):
@@ -53,8 +63,14 @@ class MainWindow(QMainWindow):
         self.peer_id = ""
         self.info: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.has_bootstrap = True
+        """Whether the peer has DHT bootstrap peers (the app says; without, no "bootstrapping")."""
         self.setWindowTitle("Peerdesk")
-        self.resize(1200, 780)
+        self.history = History(data_dir / "history.sqlite")
+        self.history_timer = QTimer(self)
+        self.history_timer.setInterval(HISTORY_COMMIT_MS)
+        self.history_timer.timeout.connect(self.history.commit)
+        self.history_timer.start()
 
         self.peers_model = PeersModel()
         self.peers = PeersPane(self.peers_model)
@@ -68,34 +84,38 @@ class MainWindow(QMainWindow):
         self.conversations.currentChanged.connect(self._tab_changed)
         placeholder = QLabel("Join a topic or double-click a peer to start a conversation.")
         placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        placeholder.setWordWrap(True)
         self.conversations.addTab(placeholder, "Welcome")
         self.setCentralWidget(self.conversations)
 
         self.docks: dict[str, QDockWidget] = {}
+        # The side columns run the full height; the bottom area sits between them. Otherwise
+        # the window's minimum height is the left column plus the bottom area.
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Peers", self.peers, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Topics", self.topics, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Files", self.files_pane, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Topic monitor", self.monitor, Qt.DockWidgetArea.BottomDockWidgetArea)
         self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.docks["Topic monitor"], self.docks["Log"])
-        self.docks["Topic monitor"].raise_()
 
-        self.state_label = QLabel("Starting…")
-        self.statusBar().addPermanentWidget(self.state_label)
+        self.state_label = ElidedLabel("Starting…", mode=Qt.TextElideMode.ElideRight)
+        self.state_label.setMinimumWidth(160)
+        self.statusBar().addPermanentWidget(self.state_label, 1)
         self._menus()
 
         self.peers.openChat.connect(self.open_direct)
         self.peers.connectRequested.connect(self.connect_to)
         self.peers.addContacts.connect(lambda e: self._run(self._contacts(e, add=True)))
         self.peers.removeContacts.connect(lambda e: self._run(self._contacts(e, add=False)))
+        self.peers.nicknameChanged.connect(self._set_nickname)
         self.topics.joinRequested.connect(self.join_topic)
         self.topics.leaveRequested.connect(self.leave_topic)
         self.topics.openTopic.connect(self.open_topic)
-        self.monitor.monitorRequested.connect(
-            lambda t: self.bridge.call_soon(self.bridge.peer.monitor, t)
-        )
-        self.monitor.unmonitorRequested.connect(
-            lambda t: self.bridge.call_soon(self.bridge.peer.stop_monitor, t)
+        self.monitor.monitorRequested.connect(self._monitor)
+        self.monitor.unmonitorRequested.connect(self._unmonitor)
+        self.files_pane.copied.connect(
+            lambda cid: self.statusBar().showMessage(f"Copied {cid}", 3000)
         )
 
         self.files = FilesController(
@@ -116,6 +136,7 @@ class MainWindow(QMainWindow):
         self.tick_timer.timeout.connect(self.monitor.tick)
         self.tick_timer.start()
         self._restore_layout()
+        self._restore_session()
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -142,20 +163,105 @@ class MainWindow(QMainWindow):
         view = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
+        view.addSeparator()
+        reset = QAction("&Reset layout", self)
+        reset.triggered.connect(self.reset_layout)
+        view.addAction(reset)
+        find = QAction("&Find in history…", self)
+        find.setShortcut(QKeySequence.StandardKey.Find)
+        find.triggered.connect(self._find)
+        view.addAction(find)
 
     def _settings(self) -> QSettings:
         return QSettings(str(self.data_dir / "window.ini"), QSettings.Format.IniFormat)
 
-    def _restore_layout(self) -> None:
+    def _available(self) -> Any:
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        return screen.availableGeometry()
+
+    def _default_layout(self) -> None:
+        """Peers and Topics on the left; Files on the right on a wide screen, with the monitor
+        and the log at the bottom on a narrow one."""
+        available = self._available()
+        compact = geometry.is_compact(available)
+        left, right, bottom = (
+            Qt.DockWidgetArea.LeftDockWidgetArea,
+            Qt.DockWidgetArea.RightDockWidgetArea,
+            Qt.DockWidgetArea.BottomDockWidgetArea,
+        )
+        for title, area in (
+            ("Peers", left),
+            ("Topics", left),
+            ("Files", bottom if compact else right),
+            ("Topic monitor", bottom),
+            ("Log", bottom),
+        ):
+            dock = self.docks[title]
+            dock.setFloating(False)
+            self.addDockWidget(area, dock)
+            dock.show()
+        if compact:
+            self.tabifyDockWidget(self.docks["Files"], self.docks["Topic monitor"])
+        self.tabifyDockWidget(self.docks["Topic monitor"], self.docks["Log"])
+        self.docks["Files" if compact else "Topic monitor"].raise_()
+        width = available.width()
         self.resizeDocks(
             [self.docks["Peers"], self.docks["Topics"]], [330, 260], Qt.Orientation.Vertical
         )
+        self.resizeDocks([self.docks["Peers"]], [max(260, width // 5)], Qt.Orientation.Horizontal)
+        if not compact:
+            self.resizeDocks(
+                [self.docks["Files"]], [max(340, int(width * 0.28))], Qt.Orientation.Horizontal
+            )
+        self.resizeDocks(
+            [self.docks["Topic monitor"]],
+            [max(180, available.height() // 4)],
+            Qt.Orientation.Vertical,
+        )
+
+    def _place(self, pos: QPoint | None = None, size: Any = None) -> None:
+        """Put the window (frame and title bar included) on its screen."""
+        available = self._available()
+        if pos is None or size is None:
+            pos, size = geometry.default_geometry(available)
+        else:
+            pos, size = geometry.fit(pos, size, available)
+        self.resize(size)
+        self.move(pos)
+
+    def _restore_layout(self) -> None:
+        self._default_layout()
         settings = self._settings()
-        geometry, state = settings.value("geometry"), settings.value("state")
-        if isinstance(geometry, QByteArray):
-            self.restoreGeometry(geometry)
+        saved_geometry, state = settings.value("geometry"), settings.value("state")
+        if isinstance(saved_geometry, QByteArray) and self.restoreGeometry(saved_geometry):
+            # The saved place may be from another screen (a docked laptop, a beamer).
+            if not self.isMaximized():
+                self._place(self.pos(), self.size())
+        else:
+            self._place()
         if isinstance(state, QByteArray):
             self.restoreState(state)
+
+    def reset_layout(self) -> None:
+        """View → Reset layout: every pane back where a first start puts it."""
+        if self.isMaximized() or self.isFullScreen():
+            self.showNormal()
+        self._default_layout()
+        self._place()
+
+    def show_window(self) -> None:
+        """From the tray or a link: bring the window back as it was (maximized stays so)."""
+        if self.isMinimized():
+            self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    def toggle_window(self) -> None:
+        if self.isVisible() and not self.isMinimized():
+            self.hide()
+        else:
+            self.show_window()
 
     def save_layout(self) -> None:
         settings = self._settings()
@@ -169,6 +275,11 @@ class MainWindow(QMainWindow):
         self.peer_id = str(peer.peer_id)
         self.statusBar().showMessage(f"Peer {short_id(self.peer_id)} started", 5000)
         self.files.own_id = self.peer_id
+        # A new peer (first start, or a restart after new settings) rejoins what the user had.
+        for topic in self.topics.topic_names():
+            self._run(self.bridge.call(peer.subscribe, topic), what=f"join {topic}")
+        for topic in self.monitor.topics:
+            self.bridge.call_soon(peer.monitor, topic)
         self.info_timer.start()
         self.refresh()
         self.files.refresh()
@@ -211,7 +322,13 @@ class MainWindow(QMainWindow):
         for topic, members in info["monitor_members"].items():
             self.monitor.set_members(topic, members)
         online = len(info["connections"])
-        dht = "DHT ready" if info["dht_ready"] else "DHT bootstrapping"
+        dht = (
+            "DHT ready"
+            if info["dht_ready"]
+            else "DHT bootstrapping"
+            if self.has_bootstrap
+            else "DHT: no bootstrap peers"
+        )
         lan = "LAN discovery on" if info["mdns"] else "LAN discovery off"
         state = f"Online — {online} peer{'s' if online != 1 else ''} · {dht} · {lan}"
         if state != self.state_label.text():
@@ -230,6 +347,9 @@ class MainWindow(QMainWindow):
             self.refresh()
         elif isinstance(event, ev.CoreError):
             self.statusBar().showMessage(event.message, 10000)
+        elif isinstance(event, ev.PeerFailed):
+            self.info_timer.stop()
+            self._on_failed(event.error)
 
     # -- conversations ------------------------------------------------------------------------
 
@@ -246,23 +366,43 @@ class MainWindow(QMainWindow):
         view = self._conversation(key)
         if view is None:
             view = ConversationView(title, key, direct=direct)
+            for m in self.history.recent(key, HISTORY_SHOWN):
+                status = "failed" if m.status == "sending" else m.status  # from a closed app
+                alias = "me" if m.mine else self.peers_model.alias(m.sender)
+                view.model.append(
+                    ChatMessage(m.sender, alias, m.value, m.at, m.mine, status, m.msg_id, m.id)
+                )
             view.submitted.connect(lambda value, row, v=view: self._send(v, value, row))
-            self.conversations.addTab(view, tab)
+            index = self.conversations.addTab(view, tab)
+            self.conversations.setTabToolTip(index, key.partition(":")[2])
+            self._save_session()
         if focus:
             self.conversations.setCurrentWidget(view)
         return view
 
+    def _append(self, view: ConversationView, msg: ChatMessage) -> int:
+        msg.stored = self.history.add(
+            view.key, msg.sender, msg.value, msg.at, mine=msg.mine, status=msg.status
+        )
+        return view.model.append(msg)
+
+    def _set_status(self, view: ConversationView, row: int, status: str, msg_id: str = "") -> None:
+        view.model.set_status(row, status, msg_id)
+        stored = view.model.messages[row].stored
+        if stored:
+            self.history.set_status(stored, status, msg_id)
+
     def open_topic(self, topic: str, focus: bool = True) -> ConversationView:
         return self._open(
-            f"topic:{topic}", f"Topic <b>{topic}</b>", f"# {topic}", direct=False, focus=focus
+            f"topic:{topic}", f"Topic {topic}", f"# {_tab_text(topic)}", direct=False, focus=focus
         )
 
     def open_direct(self, peer: str, focus: bool = True) -> ConversationView:
         alias = self.peers_model.alias(peer)
         view = self._open(
             f"peer:{peer}",
-            f"Direct messages with <b>{alias}</b> <small>{peer} on {self.protocol}</small>",
-            f"@ {alias}",
+            f"Direct messages with {alias} · {peer} on {self.protocol}",
+            f"@ {_tab_text(alias)}",
             direct=True,
             focus=focus,
         )
@@ -280,8 +420,12 @@ class MainWindow(QMainWindow):
                 self.peers_model.clear_unread(name)
 
     def _close_tab(self, index: int) -> None:
-        if isinstance(self.conversations.widget(index), ConversationView):
-            self.conversations.removeTab(index)
+        """Closing a tab only hides the conversation: its history stays in the profile."""
+        widget = self.conversations.widget(index)
+        self.conversations.removeTab(index)
+        if widget is not None:
+            widget.deleteLater()
+        self._save_session()
 
     def _topic_message(self, event: ev.TopicData) -> None:
         notice = is_file_notice(event.data)
@@ -291,8 +435,9 @@ class MainWindow(QMainWindow):
         if event.peer == self.peer_id or notice:
             return  # our own publication coming back (shown when sent), or a system notice
         view = self.open_topic(event.topic, focus=False)
-        view.model.append(
-            ChatMessage(event.peer, self.peers_model.alias(event.peer), event.data, time.time())
+        self._append(
+            view,
+            ChatMessage(event.peer, self.peers_model.alias(event.peer), event.data, time.time()),
         )
         if self.conversations.currentWidget() is not view:
             self.topics.count_unread(event.topic)
@@ -300,55 +445,96 @@ class MainWindow(QMainWindow):
     def _direct_message(self, event: ev.PeerData) -> None:
         view = self.open_direct(event.peer, focus=False)
         alias = self.peers_model.alias(event.peer)
-        view.model.append(ChatMessage(event.peer, alias, event.data, time.time()))
+        self._append(view, ChatMessage(event.peer, alias, event.data, time.time()))
         if self.conversations.currentWidget() is not view or not self.isActiveWindow():
             self.peers_model.add_unread(event.peer)
             self.notify.emit(f"Message from {alias}", render(event.data))
 
     def _send(self, view: ConversationView, value: Any, row: int) -> None:
+        msg = view.model.messages[row]
+        if not msg.stored:
+            msg.stored = self.history.add(view.key, "", value, msg.at, mine=True, status=msg.status)
+        else:
+            self.history.set_status(msg.stored, msg.status)
         kind, _, name = view.key.partition(":")
-        if kind == "topic":
-            self._run(
-                self.bridge.call(self.bridge.peer.publish, name, value), what=f"publish to {name}"
-            )
+        if self.bridge.peer is None:
+            self._set_status(view, row, "failed" if view.direct else "unheard")
+            self.statusBar().showMessage("Not sent: the peer is not running yet", 5000)
+        elif kind == "topic":
+            self._run(self._publish(view, name, value, row), what=f"publish to {name}")
         else:
             self._run(self._send_direct(view, name, value, row))
+
+    async def _publish(self, view: ConversationView, topic: str, value: Any, row: int) -> None:
+        sent_to = await self.bridge.call(self.bridge.peer.publish, topic, value)
+        if sent_to == 0:  # nobody in the topic, or no one reachable: say so, as a DM would
+            self._set_status(view, row, "unheard")
 
     async def _send_direct(self, view: ConversationView, peer: str, value: Any, row: int) -> None:
         from core.direct import DeliveryFailed
 
         try:
             msg_id = await self.bridge.call(self.bridge.peer.send, peer, self.protocol, value)
-            view.model.set_status(row, "delivered", msg_id)
-        except (DeliveryFailed, ValueError, RuntimeError) as exc:
-            view.model.set_status(row, "failed")
-            self.statusBar().showMessage(f"Not delivered: {exc}", 10000)
+            self._set_status(view, row, "delivered", msg_id)
+        except (DeliveryFailed, ValueError, RuntimeError, ConnectionError) as exc:
+            self._set_status(view, row, "failed")
+            self.statusBar().showMessage(
+                f"Not delivered to {short_id(peer)}: {_reason(exc)}", 10000
+            )
 
     # -- commands -----------------------------------------------------------------------------
 
     def join_topic(self, topic: str) -> None:
         self.topics.add_topic(topic)
         self.open_topic(topic)
-        self._run(self.bridge.call(self.bridge.peer.subscribe, topic), what=f"join {topic}")
+        self._save_session()
+        if self.bridge.peer is not None:  # otherwise joined when the peer starts
+            self._run(self.bridge.call(self.bridge.peer.subscribe, topic), what=f"join {topic}")
 
     def leave_topic(self, topic: str) -> None:
         self.topics.remove_topic(topic)
         view = self._conversation(f"topic:{topic}")
         if view is not None:
-            self.conversations.removeTab(self.conversations.indexOf(view))
-        self._run(self.bridge.call(self.bridge.peer.unsubscribe, topic), what=f"leave {topic}")
+            self._close_tab(self.conversations.indexOf(view))
+        self._save_session()
+        if self.bridge.peer is not None:
+            self._run(self.bridge.call(self.bridge.peer.unsubscribe, topic), what=f"leave {topic}")
+
+    def _monitor(self, topic: str) -> None:
+        self._save_session()
+        if self.bridge.peer is not None:
+            self.bridge.call_soon(self.bridge.peer.monitor, topic)
+
+    def _unmonitor(self, topic: str) -> None:
+        self._save_session()
+        if self.bridge.peer is not None:
+            self.bridge.call_soon(self.bridge.peer.stop_monitor, topic)
 
     def connect_to(self, text: str) -> None:
+        from core.identity import parse_peer_id
+
+        if not text.startswith("/"):
+            try:
+                parse_peer_id(text)
+            except ValueError:
+                self.statusBar().showMessage(
+                    f"{_tab_text(text)} is neither a multiaddr (/ip4/…/p2p/…) nor a peer id", 8000
+                )
+                return
+
         async def go() -> None:
             peer = self.bridge.peer
             if text.startswith("/"):
-                await self.bridge.call(peer.connect, text)
+                peer_id = await self.bridge.call(peer.connect, text)
+                self.statusBar().showMessage(f"Connected to {short_id(peer_id)}", 5000)
             else:
                 await self._contacts([text], add=True)
-            self.statusBar().showMessage(f"Connected to {short_id(text.split('/')[-1])}", 5000)
+                self.statusBar().showMessage(
+                    f"Looking for {short_id(text)} (kept as a contact)", 5000
+                )
             self.refresh()
 
-        self._run(go(), what=f"connect to {text}")
+        self._run(go(), what=f"connect to {short_id(text)}")
 
     async def _contacts(self, entries: list[str], *, add: bool) -> None:
         peer = self.bridge.peer
@@ -372,6 +558,65 @@ class MainWindow(QMainWindow):
         if self.bridge.peer is not None:
             self.bridge.call_soon(self.bridge.peer.start_protocol, protocol)
 
+    def _set_nickname(self, peer: str, name: str) -> None:
+        self.peers_model.set_nickname(peer, name)
+        self.history.set_state("nicknames", self.peers_model.nicknames)
+        view = self._conversation(f"peer:{peer}")
+        if view is not None:
+            alias = self.peers_model.alias(peer)
+            index = self.conversations.indexOf(view)
+            self.conversations.setTabText(index, f"@ {_tab_text(alias)}")
+            view.title.setText(f"Direct messages with {alias} · {peer} on {self.protocol}")
+        self.refresh()
+
+    # -- what a restart keeps -----------------------------------------------------------------
+
+    def _save_session(self) -> None:
+        if getattr(self, "_restoring", False):
+            return
+        tabs = [
+            w.key
+            for i in range(self.conversations.count())
+            if isinstance(w := self.conversations.widget(i), ConversationView)
+        ]
+        self.history.set_state("topics", self.topics.topic_names())
+        self.history.set_state("tabs", tabs)
+        self.history.set_state("monitored", self.monitor.topics)
+        self.history.commit()
+
+    def _restore_session(self) -> None:
+        self._restoring = True
+        try:
+            nicknames = self.history.get_state("nicknames", {})
+            if isinstance(nicknames, dict):
+                self.peers_model.nicknames = {str(k): str(v) for k, v in nicknames.items()}
+            for topic in _strings(self.history.get_state("topics", [])):
+                self.topics.add_topic(topic)
+            for topic in _strings(self.history.get_state("monitored", [])):
+                self.monitor.add_topic(topic)
+            for key in _strings(self.history.get_state("tabs", [])):
+                kind, _, name = key.partition(":")
+                if kind == "topic" and name:
+                    self.open_topic(name, focus=False)
+                elif kind == "peer" and name:
+                    self.open_direct(name, focus=False)
+        finally:
+            self._restoring = False
+
+    def _find(self) -> None:
+        from .search_dialog import SearchDialog
+
+        dialog = SearchDialog(self.history, self.peers_model.alias, self)
+        dialog.openConversation.connect(self._open_key)
+        dialog.show()
+
+    def _open_key(self, key: str) -> None:
+        kind, _, name = key.partition(":")
+        if kind == "topic":
+            self.open_topic(name)
+        elif kind == "peer":
+            self.open_direct(name)
+
     def _run(self, aw: Awaitable[Any], what: str = "") -> None:
         """Run a core call; a failure becomes a readable message, never a crash."""
 
@@ -382,8 +627,9 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage(f"Cancelled: {what}" if what else "Cancelled", 5000)
             except Exception as exc:
                 log.warning("%s failed: %s", what or "operation", exc)
+                reason = _reason(exc)
                 self.statusBar().showMessage(
-                    f"Could not {what}: {exc}" if what else str(exc), 10000
+                    f"Could not {what}: {reason}" if what else reason, 10000
                 )
 
         task = asyncio.ensure_future(guarded())
@@ -392,5 +638,25 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_layout()
+        self._save_session()
         self.info_timer.stop()
         super().closeEvent(event)
+
+
+def _tab_text(text: str, limit: int = 24) -> str:
+    """Tab titles and messages quote names the user chose: keep them short."""
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-(limit // 2) + 1 :]}"
+
+
+def _reason(exc: BaseException) -> str:
+    """Readable text for a failure: never an empty string, never a library's class name
+    alone (``SwarmDialAllFailedError`` means the peer could not be reached)."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if "DialAllFailed" in name or "DialAllFailed" in text or "No route" in text:
+        return "the peer could not be reached"
+    return text.splitlines()[0][:200] if text else name
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []

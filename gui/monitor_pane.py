@@ -131,7 +131,8 @@ class Sparkline(QWidget):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), QColor("#fafafa"))
         values = list(self.values)
-        peak = max(values, default=0) or 1
+        busiest = max(values, default=0)
+        peak = busiest or 1
         w, h = self.width(), self.height() - 14
         step = w / max(1, len(values) - 1)
         points = QPolygonF(
@@ -141,7 +142,13 @@ class Sparkline(QWidget):
         painter.drawPolyline(points)
         painter.setPen(QColor("#555"))
         now = values[-1] if values else 0
-        painter.drawText(4, 11, f"{now} msg/s now · peak {peak} msg/s · last 2 min")
+        painter.drawText(
+            4,
+            11,
+            f"{now} msg/s now · peak {busiest} msg/s · last 2 min"
+            if busiest
+            else "no messages in the last 2 min",
+        )
         painter.end()
 
 
@@ -182,6 +189,10 @@ class MonitorPane(QWidget):
         add = QPushButton("Monitor")
         add.clicked.connect(self._add)
         self.topic_pick = QComboBox()
+        self.topic_pick.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.topic_pick.setMinimumContentsLength(8)
         self.topic_pick.currentTextChanged.connect(self._show_topic)
         stop = QPushButton("Stop")
         stop.clicked.connect(self._stop)
@@ -256,7 +267,7 @@ class MonitorPane(QWidget):
 
     def _export(self) -> None:
         name, _ = QFileDialog.getSaveFileName(
-            self, "Export timeline", "timeline.csv", "CSV (*.csv);;JSON (*.json)"
+            self, "Export timeline", str(Path.home() / "timeline.csv"), "CSV (*.csv);;JSON (*.json)"
         )
         if name:
             self.timeline.export(Path(name))

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QInputDialog,
-    QLabel,
     QLineEdit,
     QMenu,
     QPushButton,
@@ -20,8 +19,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .elide import ElidedLabel
 from .listmodel import Index, RowsModel
+from .names import display_name
 from .qr import QrDialog
+
+COPIED_MS = 1500
 
 
 def short_id(peer: str) -> str:
@@ -46,13 +49,23 @@ class PeersModel(RowsModel):
 
     def __init__(self) -> None:
         super().__init__()
-        self._aliases: dict[str, str] = {}
+        self.nicknames: dict[str, str] = {}
+        """Names the user gave peers (kept in the profile by the main window)."""
 
     def alias(self, peer: str) -> str:
-        """A friendly name that stays the same for the whole session."""
-        if peer not in self._aliases:
-            self._aliases[peer] = f"peer-{len(self._aliases) + 1}"
-        return self._aliases[peer]
+        """The user's nickname for the peer, or a name derived from its id: the same in
+        every window and every session."""
+        return display_name(peer, self.nicknames)
+
+    def set_nickname(self, peer: str, name: str) -> None:
+        if name:
+            self.nicknames[peer] = name
+        else:
+            self.nicknames.pop(peer, None)
+        for i, row in enumerate(self.rows):
+            if row.peer == peer:
+                row.alias = self.alias(peer)
+                self.dataChanged.emit(self.index(i, 0), self.index(i, 0))
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -142,23 +155,23 @@ class PeersPane(QWidget):
     connectRequested = Signal(str)
     addContacts = Signal(list)
     removeContacts = Signal(list)
+    nicknameChanged = Signal(str, str)
+    """(peer, nickname or "" to go back to the derived name)"""
 
     def __init__(self, model: PeersModel) -> None:
         super().__init__()
         self.model = model
         self.own_id = ""
         self.own_addrs: list[str] = []
-        self.me = QLabel("Starting…")
-        self.me.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.me = ElidedLabel("Starting…")
         copy_id = QPushButton("Copy ID")
-        copy_id.clicked.connect(self._copy_id)
+        copy_id.clicked.connect(lambda: self._copy(copy_id, self.own_id))
         copy_addrs = QPushButton("Copy addresses")
-        copy_addrs.clicked.connect(self._copy_addrs)
+        copy_addrs.clicked.connect(lambda: self._copy(copy_addrs, "\n".join(self.own_addrs)))
         show_qr = QPushButton("QR")
         show_qr.setToolTip("Show this peer's address as a QR code")
         show_qr.clicked.connect(self._show_qr)
         top = QHBoxLayout()
-        top.addWidget(self.me, 1)
         for button in (copy_id, copy_addrs, show_qr):
             top.addWidget(button)
 
@@ -190,20 +203,25 @@ class PeersPane(QWidget):
         bottom.addWidget(add)
 
         layout = QVBoxLayout(self)
+        layout.addWidget(self.me)
         layout.addLayout(top)
         layout.addWidget(self.table, 1)
         layout.addLayout(bottom)
 
     def set_identity(self, peer_id: str, addrs: list[str]) -> None:
         self.own_id, self.own_addrs = peer_id, addrs
-        self.me.setText(f"This peer: <b>{short_id(peer_id)}</b>")
-        self.me.setToolTip(peer_id)
+        self.me.setText(f"This peer: {self.model.alias(peer_id)} · {peer_id}")
 
-    def _copy_id(self) -> None:
-        QGuiApplication.clipboard().setText(self.own_id)
-
-    def _copy_addrs(self) -> None:
-        QGuiApplication.clipboard().setText("\n".join(self.own_addrs))
+    @staticmethod
+    def _copy(button: QPushButton, text: str) -> None:
+        """Copy, and say so on the button for a moment."""
+        if not text:
+            return
+        QGuiApplication.clipboard().setText(text)
+        if button.text() != "Copied ✓":
+            label = button.text()
+            button.setText("Copied ✓")
+            QTimer.singleShot(COPIED_MS, lambda: button.setText(label))
 
     def _show_qr(self) -> None:
         text = self.own_addrs[0] if self.own_addrs else self.own_id
@@ -233,8 +251,19 @@ class PeersPane(QWidget):
         menu = QMenu(self)
         menu.addAction("Message…", lambda: self.openChat.emit(peer))
         menu.addAction("Copy peer id", lambda: QGuiApplication.clipboard().setText(peer))
+        menu.addAction("Set nickname…", lambda: self._nickname(peer))
         if row.contact:
             menu.addAction("Remove from contacts", lambda: self.removeContacts.emit([peer]))
         else:
             menu.addAction("Keep connected (add contact)", lambda: self.addContacts.emit([peer]))
         menu.exec(self.table.viewport().mapToGlobal(pos))
+
+    def _nickname(self, peer: str) -> None:
+        name, ok = QInputDialog.getText(
+            self,
+            "Nickname",
+            f"Your name for {short_id(peer)} (empty: back to the name from its id):",
+            text=self.model.nicknames.get(peer, ""),
+        )
+        if ok:
+            self.nicknameChanged.emit(peer, name.strip())

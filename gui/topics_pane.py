@@ -5,7 +5,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -14,6 +13,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .elide import ElidedLabel
 from .peers_pane import short_id
 
 
@@ -39,17 +39,23 @@ class TopicsPane(QWidget):
         row.addWidget(join)
         row.addWidget(leave)
         self.topics = QListWidget()
+        self.topics.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.topics.currentItemChanged.connect(self._selected)
         self.topics.itemDoubleClicked.connect(
             lambda item: self.openTopic.emit(item.data(Qt.ItemDataRole.UserRole))
         )
-        self.member_label = QLabel("Peers in topic")
+        self.member_label = ElidedLabel("Peers in topic")
         self.member_list = QListWidget()
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addWidget(self.topics, 2)
         layout.addWidget(self.member_label)
         layout.addWidget(self.member_list, 1)
+
+    def topic_names(self) -> list[str]:
+        return [
+            self.topics.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.topics.count())
+        ]
 
     def current(self) -> str:
         item = self.topics.currentItem()
@@ -98,7 +104,8 @@ class TopicsPane(QWidget):
         item = self._item(topic)
         if item is None:
             return
-        text = f"{topic}   ({len(self.members.get(topic, []))} peers)"
+        count = len(self.members.get(topic, []))
+        text = f"{topic}   ({count} peer{'' if count == 1 else 's'})"
         if self.unread.get(topic):
             text += f"   • {self.unread[topic]} new"
         item.setText(text)

@@ -1,20 +1,29 @@
 """Regenerate the README's screenshots: the real window over a real core, with two more peers
 on loopback providing real data (topic chat, joins and leaves, direct messages, files).
 
-    xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python packaging/screenshots.py [OUT_DIR]
+    .venv/bin/python packaging/screenshots.py [OUT_DIR]
 
-Writes main-window.png plus one PNG per pane (default OUT_DIR: docs/screenshots).
+For each screen size in SIZES it starts a virtual X screen (Xvfb) with a real window manager
+(fluxbox), lets the app place and size its window itself as on a laptop of that size, and
+takes the whole screen with ImageMagick's ``import`` (title bar and menus included:
+``screen-1366x768.png``…). The first size also gives main-window.png and one PNG per pane
+(default OUT_DIR: docs/screenshots). ``--here NAME`` runs one scene on the current $DISPLAY.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+SIZES = ["1366x768", "1280x800", "1024x768"]
 
 import qasync  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
@@ -25,7 +34,7 @@ async def settle(seconds: float) -> None:
     QApplication.processEvents()
 
 
-async def scene(out: Path) -> None:
+async def scene(out: Path, size: str, panes: bool) -> None:
     from core.peer import PeerConfig, new_peer
     from core.profile import Profile
     from core.runtime import CoreRuntime
@@ -42,7 +51,6 @@ async def scene(out: Path) -> None:
         )
     )
     app = App(tmp / "me")
-    app.window.resize(1360, 860)
     app.window.show()
     started = asyncio.get_event_loop().create_future()
     app.bridge.started.connect(lambda p: started.done() or started.set_result(p))
@@ -136,16 +144,22 @@ async def scene(out: Path) -> None:
     window.docks["Topic monitor"].raise_()
     await settle(1)
 
-    window.grab().save(str(out / "main-window.png"))
-    for name, dock in window.docks.items():
-        dock.widget().grab().save(str(out / f"pane-{name.lower().replace(' ', '-')}.png"))
     window.conversations.setCurrentWidget(view)
     await settle(0.5)
-    window.conversations.grab().save(str(out / "topic-chat.png"))
-    window.conversations.setCurrentWidget(direct)
-    await settle(0.5)
-    window.conversations.grab().save(str(out / "direct-messages.png"))
-    print(f"screenshots written to {out}")
+    shot = await asyncio.create_subprocess_exec(
+        "import", "-window", "root", str(out / f"screen-{size}.png")
+    )
+    if await shot.wait() != 0:
+        raise RuntimeError("ImageMagick's import could not take the screen")
+    if panes:
+        window.grab().save(str(out / "main-window.png"))
+        for title, dock in window.docks.items():
+            dock.widget().grab().save(str(out / f"pane-{title.lower().replace(' ', '-')}.png"))
+        window.conversations.grab().save(str(out / "topic-chat.png"))
+        window.conversations.setCurrentWidget(direct)
+        await settle(0.5)
+        window.conversations.grab().save(str(out / "direct-messages.png"))
+    print(f"screenshots of {size} written to {out}")
     for rt in others:
         rt.stop()
     window.close()
@@ -159,17 +173,65 @@ def _add_contact(peer, peer_id: str):
     return add
 
 
-def main() -> None:
+def run_here(out: Path, size: str, panes: bool) -> None:
     from core.libp2p_compat import quiet_library_logging
 
     quiet_library_logging()
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots"
-    out.mkdir(parents=True, exist_ok=True)
     qt = QApplication(sys.argv[:1])
     loop = qasync.QEventLoop(qt)
     asyncio.set_event_loop(loop)
     with loop:
-        loop.run_until_complete(scene(out))
+        loop.run_until_complete(scene(out, size, panes))
+
+
+def _free_display() -> int:
+    for number in range(90, 200):
+        if (
+            not Path(f"/tmp/.X11-unix/X{number}").exists()
+            and not Path(f"/tmp/.X{number}-lock").exists()
+        ):
+            return number
+    raise RuntimeError("no free X display number")
+
+
+def run_on_virtual_screen(out: Path, size: str, panes: bool) -> None:
+    """Xvfb + fluxbox of one size, the scene on it, both stopped afterwards."""
+    for tool in ("Xvfb", "fluxbox", "import"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing: bash packaging/setup.sh installs it")
+    display = f":{_free_display()}"
+    env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", f"{size}x24", "-nolisten", "tcp"])
+    wm = None
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("Xvfb did not start")
+            time.sleep(0.1)
+        wm = subprocess.Popen(
+            ["fluxbox"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(1.5)  # the window manager takes the screen before the app maps its window
+        args = [sys.executable, __file__, "--here", size, str(out)] + (["--panes"] if panes else [])
+        subprocess.run(args, env=env, check=True, timeout=180)
+    finally:
+        for proc in (wm, xvfb):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["--here"]:
+        out = Path(argv[2])
+        run_here(out, argv[1], "--panes" in argv)
+        return
+    out = Path(argv[0]) if argv else ROOT / "docs" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    for i, size in enumerate(SIZES):
+        run_on_virtual_screen(out, size, panes=i == 0)
 
 
 if __name__ == "__main__":

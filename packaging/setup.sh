@@ -10,7 +10,7 @@ APT_PACKAGES=(
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
   libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libxcb-xfixes0
-  xvfb imagemagick x11-utils xdg-utils desktop-file-utils
+  xvfb fluxbox imagemagick x11-utils xdg-utils desktop-file-utils
   nodejs npm
 )
 

@@ -269,3 +269,152 @@ def test_restart_with_an_imported_identity(app: Any, qtbot: Any) -> None:
     assert not old_runtime.running
     assert str(app.bridge.peer.peer_id) == str(identity.peer_id(key))
     qtbot.waitUntil(lambda: app.window.peers.own_id == str(identity.peer_id(key)), timeout=WAIT_MS)
+
+
+# -- round 2: what a restart keeps, reading and writing, the small things ------------------
+
+
+def _restart(app: Any, qtbot: Any) -> Any:
+    from gui.app import App
+
+    app.window.close()
+    app.shutdown()
+    again = App(app.data_dir)
+    qtbot.addWidget(again.window)
+    again.window.show()
+    with qtbot.waitSignal(again.bridge.started, timeout=WAIT_MS):
+        again.start_core()
+    return again
+
+
+def test_history_topics_tabs_and_monitors_survive_a_restart(
+    app: Any, other: OtherPeer, qtbot: Any
+) -> None:
+    window = app.window
+    other.sync(other.peer.start_protocol, "/chat/1.0.0")
+    other.call(other.peer.connect, my_addr(app))
+    window.join_topic("lobby")
+    window.monitor.topic_input.setText("watched")
+    window.monitor._add()
+    other.call(other.peer.topics.subscribe, "lobby", 5.0)
+    qtbot.waitUntil(lambda: other.id in window.topics.members.get("lobby", []), timeout=WAIT_MS)
+    other.call(other.peer.publish, "lobby", {"text": "before the restart"})
+    topic = window._conversation("topic:lobby")
+    qtbot.waitUntil(lambda: len(topic.model.messages) == 1, timeout=WAIT_MS)
+    dm = window.open_direct(other.id)
+    dm.input.setText("a direct one")
+    dm._submit()
+    qtbot.waitUntil(lambda: dm.model.statuses() == ["delivered"], timeout=WAIT_MS)
+    window._close_tab(window.conversations.indexOf(dm))  # closing a tab keeps its history
+
+    again = _restart(app, qtbot)
+    try:
+        w2 = again.window
+        view = w2._conversation("topic:lobby")
+        assert view is not None and w2._conversation(f"peer:{other.id}") is None
+        assert [m.value for m in view.model.messages] == [{"text": "before the restart"}]
+        assert w2.topics.topic_names() == ["lobby"] and w2.monitor.topics == ["watched"]
+        qtbot.waitUntil(lambda: "lobby" in again.bridge.peer.topics.subscribed, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: "watched" in again.bridge.peer.topics.monitored, timeout=WAIT_MS)
+        reopened = w2.open_direct(other.id)
+        [msg] = reopened.model.messages
+        assert msg.value == "a direct one" and msg.mine and msg.status == "delivered"
+        assert [m.value for m in w2.history.search("RESTART")] == [{"text": "before the restart"}]
+    finally:
+        again.window.close()
+        again.shutdown()
+
+
+def test_a_topic_message_nobody_received_is_marked(app: Any, qtbot: Any) -> None:
+    window = app.window
+    window.join_topic("empty-room")
+    view = window._conversation("topic:empty-room")
+    view.input.setText("anyone?")
+    view._submit()
+    qtbot.waitUntil(lambda: view.model.messages[0].status == "unheard", timeout=WAIT_MS)
+    assert "no one received this" in view.model.item(0).text()
+
+
+def test_members_are_right_after_leave_and_join(app: Any, other: OtherPeer, qtbot: Any) -> None:
+    window = app.window
+    other.call(other.peer.connect, my_addr(app))
+    other.call(other.peer.topics.subscribe, "room", 5.0)
+    window.join_topic("room")
+    qtbot.waitUntil(lambda: other.id in window.topics.members.get("room", []), timeout=WAIT_MS)
+    window.leave_topic("room")
+    assert "room" not in window.topics.members
+    window.join_topic("room")
+    qtbot.waitUntil(lambda: other.id in window.topics.members.get("room", []), timeout=WAIT_MS)
+    assert window.topics._item("room").text().startswith("room   (1 peer)")
+
+
+def test_names_are_stable_and_nicknames_kept(app: Any, qtbot: Any) -> None:
+    from gui.peers_pane import PeersModel
+
+    peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+    assert (
+        PeersModel().alias(peer) == PeersModel().alias(peer) == app.window.peers_model.alias(peer)
+    )
+    assert PeersModel().alias(peer) != PeersModel().alias(peer[:-1] + "B")
+    app.window._set_nickname(peer, "Grandma")
+    again = _restart(app, qtbot)
+    try:
+        assert again.window.peers_model.alias(peer) == "Grandma"
+    finally:
+        again.window.close()
+        again.shutdown()
+
+
+def test_multi_line_input_enter_sends_shift_enter_breaks(app: Any, qtbot: Any) -> None:
+    view = app.window.open_topic("lines", focus=True)
+    view.input.setFocus()
+    qtbot.keyClicks(view.input, "first")
+    qtbot.keyClick(view.input, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClicks(view.input, "second")
+    assert view.model.messages == []
+    qtbot.keyClick(view.input, Qt.Key.Key_Return)
+    assert [m.value for m in view.model.messages] == ["first\nsecond"]
+    assert view.input.text() == "" and view.view.wordWrap()
+
+
+def test_small_things(app: Any, qtbot: Any) -> None:
+    import logging
+
+    window = app.window
+    # the Log pane shows INFO without -v
+    logging.getLogger("core.test").info("an info line for the pane")
+    qtbot.waitUntil(
+        lambda: "an info line for the pane" in window.log_view.text.toPlainText(), timeout=WAIT_MS
+    )
+    # no bootstrap peers: the DHT is not "bootstrapping" forever
+    qtbot.waitUntil(lambda: "no bootstrap peers" in window.state_label.text(), timeout=WAIT_MS)
+    # an empty monitor has no "peak 1 msg/s"
+    window.monitor.add_topic("quiet")
+    window.monitor.tick()
+    assert max(window.monitor.sparkline.values, default=0) == 0
+    # the Welcome tab closes
+    assert window.conversations.tabText(0) == "Welcome"
+    window._close_tab(0)
+    assert all(
+        window.conversations.tabText(i) != "Welcome" for i in range(window.conversations.count())
+    )
+    # a word that is no peer id is not "Connected to"
+    window.connect_to("hello")
+    assert "neither a multiaddr" in window.statusBar().currentMessage()
+    # Reset layout brings hidden panes back
+    window.docks["Peers"].hide()
+    window.reset_layout()
+    assert window.docks["Peers"].isVisibleTo(window)
+
+
+def test_new_folder_is_listed_at_once(app: Any, qtbot: Any) -> None:
+    files = app.window.files
+    files.mkdir("fresh")
+    qtbot.waitUntil(lambda: files.pane.model.index_of("fresh").isValid(), timeout=WAIT_MS)
+
+
+def test_desktop_accepts_no_bootstrap_and_no_mdns() -> None:
+    from gui.cli import parse
+
+    args = parse(["--no-bootstrap", "--no-mdns"])
+    assert args.command == "" and args.no_bootstrap and args.no_mdns
