@@ -33,6 +33,7 @@ from . import libp2p_compat as compat
 from .events import Delivery, EventSink, PeerData
 from .framing import (
     MAX_FRAME,
+    FrameBudget,
     FrameError,
     StreamClosed,
     decode_json_object,
@@ -59,6 +60,15 @@ class DirectConfig:
     probe_interval: float = 5.0
     max_frame: int = MAX_FRAME
     dedup_memory: int = 4096
+    frame_body_timeout: float = 30.0
+    """Once a frame's header is in, its body must follow within this: a sender that stops
+    mid-frame loses the stream instead of keeping our buffer."""
+    peer_frame_budget: int = 4 * MAX_FRAME
+    """Bytes of unfinished inbound frames one peer may make us hold, over all its streams."""
+    max_pending: int = 1024
+    max_pending_bytes: int = 64 * 1024 * 1024
+    """Queued (not yet sent) messages per channel, by count and by bytes: past either, enqueue
+    refuses with QueueFull instead of holding without end for a peer that may never answer."""
 
 
 MAX_ID = 128
@@ -66,6 +76,10 @@ MAX_ID = 128
 
 class DeliveryFailed(Exception):
     pass
+
+
+class QueueFull(Exception):
+    """A channel already holds ``max_pending`` messages or ``max_pending_bytes`` for its peer."""
 
 
 _counter = itertools.count()
@@ -159,6 +173,8 @@ class DirectMessaging:
         self.started: set[str] = set()
         self._channels: dict[tuple[ID, str], _Channel] = {}
         self._streams: set[_Stream] = set()
+        self._budgets: dict[ID, tuple[FrameBudget, int]] = {}
+        """Per peer: the budget of unfinished inbound frames, and how many streams read on it."""
         self._nursery: trio.Nursery | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -217,6 +233,14 @@ class DirectMessaging:
             raise ValueError(f"message of {len(frame)} bytes exceeds the frame limit")
         msg = Outgoing(peer, protocol, msg_id, frame)
         ch = self._channel(peer, protocol)
+        waiting = [*ch.pending, *ch.inflight.values()]
+        if len(waiting) >= self.config.max_pending:
+            raise QueueFull(f"{len(waiting)} messages already wait for {peer} on {protocol}")
+        if sum(len(m.frame) for m in waiting) + len(frame) > self.config.max_pending_bytes:
+            raise QueueFull(
+                f"more than {self.config.max_pending_bytes} bytes would wait for {peer} on "
+                f"{protocol}"
+            )
         ch.touched = time.monotonic()
         ch.pending.append(msg)
         ch.poke()
@@ -371,9 +395,18 @@ class DirectMessaging:
         await self._read_loop(ch, stream)
 
     async def _read_loop(self, ch: _Channel, stream: _Stream) -> None:
+        budget, readers = self._budgets.get(ch.peer, (None, 0))
+        if budget is None:
+            budget = FrameBudget(self.config.peer_frame_budget)
+        self._budgets[ch.peer] = budget, readers + 1  # shared by all the peer's streams
         try:
             while True:
-                frame = await read_frame(stream.raw, self.config.max_frame)
+                frame = await read_frame(
+                    stream.raw,
+                    self.config.max_frame,
+                    body_timeout=self.config.frame_body_timeout,
+                    budget=budget,
+                )
                 stream.last_activity = time.monotonic()
                 try:
                     obj = decode_json_object(frame)
@@ -394,10 +427,17 @@ class DirectMessaging:
         except StreamClosed:
             pass
         except FrameError as exc:
-            log.warning("direct %s %s: closing stream: %s", ch.peer, ch.protocol, exc)
+            # Reset, not close: a closed stream would go on buffering what the peer still sends.
+            log.warning("direct %s %s: resetting stream: %s", ch.peer, ch.protocol, exc)
+            await stream.reset()
         except Exception as exc:  # a write of an ack to a dying connection, among others
             log.debug("direct %s %s: stream ended: %r", ch.peer, ch.protocol, exc)
         finally:
+            _, readers = self._budgets[ch.peer]
+            if readers > 1:
+                self._budgets[ch.peer] = budget, readers - 1
+            else:
+                del self._budgets[ch.peer]
             self._streams.discard(stream)
             if not stream.broken:
                 await stream.close()

@@ -8,8 +8,11 @@ exception the callers handle.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any, Protocol
+
+import trio
 
 MAX_FRAME = 4 * 1024 * 1024
 """Default bound on one frame: far above any chat message, far below what would hurt us."""
@@ -44,11 +47,51 @@ async def read_exactly(stream: ReadStream, n: int) -> bytes:
     return bytes(buf)
 
 
-async def read_frame(stream: ReadStream, max_len: int = MAX_FRAME) -> bytes:
+class FrameBudget:
+    """Bytes of unfinished frames one remote may make us hold at once, over all its streams.
+
+    A frame's length is charged when its header arrives and released when its body is in (or
+    the stream fails), so 64 streams each stopping one byte short of a 4 MiB frame cost the
+    budget, not 256 MiB."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, length: int) -> None:
+        if self.used + length > self.limit:
+            raise FrameTooLarge(
+                f"{self.used} bytes of unfinished frames already; {length} more exceed "
+                f"the {self.limit}-byte budget"
+            )
+        self.used += length
+
+    def release(self, length: int) -> None:
+        self.used -= length
+
+
+async def read_frame(
+    stream: ReadStream,
+    max_len: int = MAX_FRAME,
+    *,
+    body_timeout: float | None = None,
+    budget: FrameBudget | None = None,
+) -> bytes:
+    """One frame. The wait for a header is unbounded (idle streams are fine); once a header
+    has come, the body must follow within ``body_timeout`` seconds and fit in ``budget``."""
     (length,) = struct.unpack(">I", await read_exactly(stream, 4))
     if length > max_len:
         raise FrameTooLarge(f"frame of {length} bytes exceeds the {max_len}-byte limit")
-    return await read_exactly(stream, length)
+    if budget is not None:
+        budget.charge(length)
+    try:
+        with trio.fail_after(body_timeout if body_timeout is not None else math.inf):
+            return await read_exactly(stream, length)
+    except trio.TooSlowError as exc:
+        raise FrameError(f"frame body of {length} bytes not in within {body_timeout:g} s") from exc
+    finally:
+        if budget is not None:
+            budget.release(length)
 
 
 def encode_frame(payload: bytes) -> bytes:

@@ -24,7 +24,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from . import __version__, identity, webserver
-from .direct import DeliveryFailed
+from .direct import DeliveryFailed, QueueFull
 from .events import Event, GotFile, PeerChange, PeerData, PeerFailed, PeerFiles, TopicData
 from .framing import loads
 from .manager import PeerInUse, PeerManager
@@ -329,7 +329,10 @@ class Session:
         ack = params.get("ack", -1)
         if not isinstance(ack, int) or isinstance(ack, bool):
             raise _bad("invalid params: ack must be an integer")
-        msg = peer.enqueue(target, protocol, params["data"])  # in request order
+        try:
+            msg = peer.enqueue(target, protocol, params["data"])  # in request order
+        except QueueFull as exc:
+            raise ApiError(500, f"send queue full: {exc}") from exc
 
         async def outcome() -> None:
             try:

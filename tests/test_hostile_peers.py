@@ -25,6 +25,7 @@ from .conftest import fast_config, peer_group
 from .test_hostile_local import HONEST_REPLY, rss_bytes
 
 MiB = 1024 * 1024
+REPO = str(Path(__file__).resolve().parent.parent)
 
 
 @asynccontextmanager
@@ -127,3 +128,121 @@ async def test_writing_past_the_yamux_window_is_not_buffered(tmp_path: Path) -> 
             assert victim.running
         assert grown < 48 * MiB, f"RSS grew {grown / MiB:.0f} MiB"
         await intact(victim, "keep.txt", digest)
+
+
+CHAT = "/chat/1.0.0"
+
+
+def _dm(msg_id: str, text: str) -> bytes:
+    import base64
+
+    body = fileproto.dumps(
+        {"type": "data", "id": msg_id, "data": base64.b64encode(fileproto.dumps(text)).decode()}
+    )
+    return struct.pack(">I", len(body)) + body
+
+
+async def honest_dm(honest: Peer, victim: Peer) -> None:
+    """An honest peer's direct message is acknowledged within a second."""
+    with trio.fail_after(HONEST_REPLY):
+        await honest.send(str(victim.peer_id), CHAT, "hello, honestly")
+
+
+PARTIAL_FRAMES = """
+import struct, sys, trio, multiaddr
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.id import ID
+from core import identity
+from core import libp2p_compat as compat
+
+async def main(addr, peer, streams):
+    host = compat.build_host(identity.generate())
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        victim = ID.from_base58(peer)
+        await host.connect(PeerInfo(victim, [multiaddr.Multiaddr(addr)]))
+        chunk = b"x" * (1024 * 1024 - 1)
+        cut = 0
+
+        async def almost_a_frame():
+            nonlocal cut
+            try:
+                stream = await host.new_stream(victim, ["/chat/1.0.0"])
+                with trio.move_on_after(25):
+                    await stream.write(struct.pack(">I", 4 * 1024 * 1024))
+                    for _ in range(4):
+                        await stream.write(chunk)
+                    await stream.read(1)  # the victim cuts it: EOF or reset
+            except Exception:
+                pass
+            cut += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(almost_a_frame)
+        print("cut", cut, flush=True)
+
+trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+"""
+
+
+async def run_attacker(script: str, *args: str, timeout: float = 60) -> str:
+    """A hostile py-libp2p host in a process of its own, so our RSS is the victim's alone."""
+    import sys
+
+    with trio.fail_after(timeout):
+        done = await trio.run_process(
+            [sys.executable, "-c", script, *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            cwd=REPO,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return done.stdout.decode()
+
+
+async def test_unfinished_direct_frames_cost_the_peer_budget_not_memory(tmp_path: Path) -> None:
+    """64 streams each stop one byte short of a 4 MiB frame: the peer's budget
+    (DirectConfig.peer_frame_budget, 16 MiB) is charged, the streams past it are cut at once,
+    and a frame left unfinished loses its stream after frame_body_timeout. RSS bound: 48 MiB
+    (the reader without budget or deadline held all 256 MiB)."""
+    from core.direct import DirectConfig
+
+    def config():
+        cfg = stores(tmp_path)()
+        cfg.direct = DirectConfig(
+            ack_timeout=1.0, backoff=(0.2, 0.4), open_timeout=2.0, frame_body_timeout=3.0
+        )
+        return cfg
+
+    async with peer_group(2, config=config) as [(victim, vrec), (honest, _)]:
+        victim.start_protocol(CHAT)
+        await honest.connect(victim.listen_addrs()[0])
+        before = rss_bytes()
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_bytes() - before)
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            out = await run_attacker(
+                PARTIAL_FRAMES, str(victim.listen_addrs()[0]), str(victim.peer_id), "64"
+            )
+            nursery.cancel_scope.cancel()
+        assert "cut 64" in out
+        await honest_dm(honest, victim)
+        async with hostile_host() as evil:  # the same kind of host, behaving, is still served
+            await dial(evil, victim)
+            stream = await evil.new_stream(victim.peer_id, [CHAT])
+            await stream.write(_dm("evil-ok", "now behaving"))
+            with trio.fail_after(5):
+                ack = await stream.read(64)
+            assert b"evil-ok" in ack
+        assert victim.running
+        assert peak < 48 * MiB, f"RSS grew {peak / MiB:.0f} MiB"
+        texts = [e.data for e in vrec.events if type(e).__name__ == "PeerData"]
+        assert texts == ["hello, honestly", "now behaving"]

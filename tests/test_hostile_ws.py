@@ -80,3 +80,40 @@ async def _has(tree, name: str) -> bool:
 
 async def _cid_of(tree, name: str) -> str:
     return (await tree.listing())["entries"][name]["cid"]
+
+
+async def test_direct_messages_to_an_unreachable_peer_are_bounded_with_error_answers(
+    tmp_path: Path,
+) -> None:
+    """200 sends of 1 MiB to a peer nobody can reach: past DirectConfig.max_pending_bytes
+    (64 MiB) each is refused at once with an error answer. RSS bound: 128 MiB (the unbounded
+    queue held all of them, ~270 MiB of frames)."""
+    from core import identity
+
+    nobody = str(identity.peer_id(identity.generate()))
+    async with served(tmp_path) as (port, manager, _):
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with client(url) as victim, client(url) as sender:
+            await victim_with_file(victim, "keep.txt", SECRET)
+            assert "result" in await sender.call("peer", {})
+            before = rss_bytes()
+            blob = "x" * MiB
+            rids = []
+            for _ in range(200):
+                rid = sender.request_nowait(
+                    "send", {"peer": nobody, "protocol": "chat", "data": blob}
+                )
+                await sender.ws.send_message(sender._pending_send)
+                rids.append(rid)
+            refused = 0
+            with trio.fail_after(60):
+                for rid in rids[-120:]:  # the last ones are past the bound: answered at once
+                    reply = await sender.response(rid)
+                    refused += "queue full" in reply.get("error", {}).get("message", "")
+            assert refused >= 100
+            growth = rss_bytes() - before
+            await honest_check(victim, "keep.txt", SECRET)
+            with trio.fail_after(1):
+                assert "result" in await sender.call("info")
+            assert len(manager.peers) == 2
+            assert growth < 128 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
