@@ -95,6 +95,11 @@ class CoreBridge(QObject):
             raise RuntimeError("the core is not running")
         return asyncio.wrap_future(self.runtime.submit(fn, *args))
 
+    def get_file(self, cid: str, fallback: str) -> asyncio.Future[Any]:
+        """Fetch a CID in the core. The answer still comes as a GotFile event; cancelling the
+        future stops the fetch (a CID nobody has would otherwise wait out its timeout)."""
+        return self.call(self.peer.files._get_file, cid, fallback)
+
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire-and-forget a plain method of the peer on the core thread."""
         if self.runtime is not None:

@@ -227,9 +227,21 @@ class FilesController(QObject):
             self.get_by_cid(cid, "")
 
     def get_by_cid(self, cid: str, fallback: str) -> None:
-        if self.bridge.peer is not None:
-            self.bridge.call_soon(self.files.get_file, cid, fallback)
-            self.pane.root_label.setText(f"Fetching {cid}…")
+        """A progress row with Cancel while the core looks for the CID."""
+        if self.bridge.peer is None:
+            return
+        op = f"gui-get:{next(_ops)}"
+        row = self.pane.progress_row(op, f"Fetching {cid}")
+        future = self.bridge.get_file(cid, fallback)
+        row.cancelled.connect(future.cancel)
+
+        async def go() -> None:
+            try:
+                await future
+            finally:
+                self.pane.finish_progress(op)
+
+        self.run(go(), what=f"get {cid}")
 
     def _got_file(self, event: ev.GotFile) -> None:
         """Non-modal: the window keeps working while the user decides."""

@@ -418,3 +418,30 @@ def test_desktop_accepts_no_bootstrap_and_no_mdns() -> None:
 
     args = parse(["--no-bootstrap", "--no-mdns"])
     assert args.command == "" and args.no_bootstrap and args.no_mdns
+
+
+def test_get_by_cid_shows_progress_and_can_be_cancelled(
+    app: Any, other: OtherPeer, qtbot: Any
+) -> None:
+    other.call(other.peer.connect, my_addr(app))  # asked, but it does not have the CID
+    files = app.window.files
+    nobody_has = "bafybeihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    files.get_by_cid(nobody_has, "")
+    qtbot.waitUntil(lambda: len(files.pane.progress) == 1, timeout=WAIT_MS)
+    [row] = files.pane.progress.values()
+    row.cancelled.emit()
+    qtbot.waitUntil(lambda: not files.pane.progress, timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: app.window.statusBar().currentMessage().startswith("Cancelled"), timeout=WAIT_MS
+    )
+    assert files.last_got is None  # stopped, not answered as a failure after its timeout
+
+
+def test_show_from_the_tray_keeps_the_window_maximized(app: Any, qtbot: Any) -> None:
+    window = app.window
+    window.showMaximized()
+    qtbot.waitUntil(window.isMaximized, timeout=WAIT_MS)
+    window.toggle_window()
+    assert not window.isVisible()
+    window.toggle_window()
+    assert window.isVisible() and window.isMaximized()
