@@ -33,6 +33,9 @@ from .dht import Dht
 from .direct import DirectConfig, DirectMessaging, Outgoing
 from .events import CoreError, Event, EventSink, PeerConnected, PeerDisconnected
 from .exchange import Files
+from .nat.addrs import AddressPolicy
+from .nat.holepunch import HolePunching
+from .nat.relay import Relays
 from .topics import Topics, make_pubsub, make_router
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,10 @@ class PeerConfig:
     file_update_topic: str = ""
     files_dir: str = ""
     """Folder of this peer's block store; empty means no file tree."""
+    relays: list[str] = field(default_factory=list)
+    """Static relays (``/…/p2p/<id>`` multiaddrs) to reserve on while not publicly reachable."""
+    relay_service: bool = False
+    """Serve as a circuit relay v2 for others (with go-libp2p's default limits)."""
 
 
 class _ConnectionEvents(INotifee):
@@ -103,8 +110,15 @@ class Peer:
             low_water=self.config.low_water,
             high_water=self.config.high_water,
             grace_period=self.config.grace_period,
+            addrs_factory=AddressPolicy(),
         )
         self.peer_id: ID = self.host.get_id()
+        self.relays = Relays(
+            self.host, self.dial, self.config.relays, service=self.config.relay_service
+        )
+        compat.advertise_circuits(self.host, self.relays.circuit_addrs)
+        self.holepunch = HolePunching(self.host)
+        self.reachability = "unknown"
         self.router = make_router()
         self.pubsub = make_pubsub(self.host, self.router)
         self.direct = DirectMessaging(self.host, self._emit, self.config.direct)
@@ -182,6 +196,8 @@ class Peer:
                     await nursery.start(self.dht.run)
                     await nursery.start(self.contacts.run)
                     await nursery.start(self.trimmer.run)
+                    await nursery.start(self.relays.run)
+                    await nursery.start(self.holepunch.run)
                     nursery.start_soon(self._ping_loop)
                     if self.files is not None:
                         await nursery.start(self.files.run)
@@ -266,13 +282,24 @@ class Peer:
             except Exception:
                 pass
             self._emit(PeerConnected(str(peer), addr, _direction(conn)))
+        self.relays.poke()
         if self._nursery is not None:
             self._nursery.start_soon(self.dht.add_peer, peer)
+            self._nursery.start_soon(self._maybe_punch, conn)
             if first:
                 self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
                 self._nursery.start_soon(self._measure_latency, peer)
 
+    async def _maybe_punch(self, conn: INetConn) -> None:
+        """A peer that reached us through a relay: start hole punching (the relay transport
+        labels the connection just after the swarm announces it)."""
+        await trio.sleep(0.05)
+        log.debug("new connection %s %s", compat.connection_kind(conn), _direction(conn))
+        if compat.connection_kind(conn) == "relayed" and _direction(conn) == "inbound":
+            self.holepunch.relayed_inbound(conn.muxed_conn.peer_id)
+
     def _on_disconnected(self, conn: INetConn) -> None:
+        self.relays.poke()
         peer = conn.muxed_conn.peer_id
         if self.host.get_network().get_connections(peer):
             return
@@ -304,11 +331,10 @@ class Peer:
         for peer, peer_conns in network.get_connections_map().items():
             if not peer_conns:
                 continue
-            conn = peer_conns[0]
-            try:
-                addrs = [str(a) for a in conn.get_transport_addresses()]
-            except Exception:
-                addrs = []
+            links = [self._link(peer, c) for c in peer_conns]
+            # The entry speaks for the connection new streams use: direct before relayed.
+            best = min(range(len(links)), key=lambda i: links[i]["kind"] == "relayed")
+            conn, addrs = peer_conns[best], links[best]["addrs"]
             try:
                 protocols = sorted(store.get_protocols(peer))
             except Exception:
@@ -318,6 +344,8 @@ class Peer:
                     "peer": str(peer),
                     "addrs": addrs,
                     "direction": _direction(conn),
+                    "kind": links[best]["kind"],
+                    "links": links,
                     "latency_ms": round(self._latency[peer], 2) if peer in self._latency else None,
                     "protocols": protocols,
                     "contact": self.contacts.is_contact(peer),
@@ -328,6 +356,9 @@ class Peer:
             "peerid": str(self.peer_id),
             "alias": self.alias,
             "addrs": [str(a) for a in self.host.get_addrs()],
+            "reachability": self.reachability,
+            "relay_addrs": [str(a) for a in self.relays.circuit_addrs()],
+            "relay_service": self.config.relay_service,
             "protocols": sorted(self.direct.started),
             "connections": sorted(conns, key=lambda c: c["peer"]),
             "topics": self.topics.subscribed,
@@ -337,6 +368,17 @@ class Peer:
             "mdns": self._mdns is not None,
             "contacts": self.contacts.list(),
         }
+
+    def _link(self, peer: ID, conn: INetConn) -> dict[str, Any]:
+        """One connection: 'direct', 'relayed', or 'hole-punched' (direct, made by DCUtR)."""
+        try:
+            addrs = [str(a) for a in conn.get_transport_addresses()]
+        except Exception:
+            addrs = []
+        kind = compat.connection_kind(conn)
+        if kind == "direct" and peer in self.holepunch.punched:
+            kind = "hole-punched"
+        return {"addrs": addrs, "direction": _direction(conn), "kind": kind}
 
     def listen_addrs(self) -> list[str]:
         return [str(a) for a in self.host.get_addrs()]

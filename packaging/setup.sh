@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libxcb-xfixes0
   xvfb fluxbox imagemagick x11-utils xdg-utils desktop-file-utils
   nodejs npm
+  iproute2 iptables  # the NAT lab tests (network namespaces, MASQUERADE routers)
 )
 
 wanted=()

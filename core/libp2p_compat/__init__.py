@@ -27,6 +27,16 @@ from .host import (
     quiet_library_logging,
 )
 from .kad import find_providers_network, strip_p2p
+from .nat import (
+    HOP_PROTOCOL,
+    advertise_circuits,
+    connection_kind,
+    dial_circuits,
+    is_circuit,
+    keep_one_per_kind,
+    make_relay,
+    reserve,
+)
 from .pubsub import (
     GoLikeGossipSub,
     GuardedPubsub,

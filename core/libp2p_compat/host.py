@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import multiaddr
 from libp2p import new_host
@@ -15,6 +16,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from .nat import keep_one_per_kind
 
 LIBP2P_VERSION = "0.8.1"
 
@@ -29,6 +32,8 @@ QUIET_LOGGERS = {
     "libp2p.discovery": logging.ERROR,
     "libp2p.stream_muxer": logging.CRITICAL,
     "libp2p.transport": logging.CRITICAL,
+    # The relay logs an error for every reservation stream its client closes after the answer.
+    "libp2p.relay": logging.CRITICAL,
     "libp2p.security": logging.CRITICAL,
     "zeroconf": logging.WARNING,
     "async_service": logging.CRITICAL,
@@ -47,11 +52,15 @@ def build_host(
     low_water: int = 100,
     high_water: int = 400,
     grace_period: float = 20.0,
+    addrs_factory: Callable[[list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None,
 ) -> IHost:
     """A host that speaks exactly what go-libp2p/p2p-webapp offers: TCP + Noise + Yamux.
 
     - ``new_host()`` defaults also accept plaintext and secio peers: we pass Noise only.
     - Without ``max_connections_per_peer=1`` every dial waits 250 ms of "happy eyeballs".
+      That limit would also trim the direct connection hole punching makes beside a relayed
+      one: ``nat.keep_one_per_kind`` lets one of each kind live.
+    - ``addrs_factory`` decides what we advertise (``core/nat/addrs.py``: never 0.0.0.0).
     - The auto-connector dials peerstore entries until the connection count reaches the middle
       of the watermarks (200 peers by default). go-libp2p's connection manager never dials; a
       desktop peer should not spray dials at every address it has ever heard of: it is switched
@@ -74,7 +83,9 @@ def build_host(
         },
         muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
         connection_config=config,
+        addrs_factory=addrs_factory,
     )
+    keep_one_per_kind(host)
 
     async def _no_auto_connect() -> None:
         return None

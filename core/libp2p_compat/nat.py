@@ -1,0 +1,208 @@
+"""Relay, hole punching and connection kinds on py-libp2p 0.8.1 (docs/spec/nat-notes.md).
+
+- The swarm's ``dial_peer`` drops every ``/p2p-circuit`` address (trap 1), so ``connect()``,
+  ``new_stream()`` and every caller above them never reach a NATed peer. ``dial_circuits``
+  wraps it: direct addresses first, circuit addresses through the relay transport when the
+  peer has no direct address or after a head start for the direct ones.
+- With ``max_connections_per_peer=1`` (kept: it is what stops a dial at its first success
+  instead of waiting 250 ms of happy eyeballs) the swarm trims a second connection to a peer,
+  which kills the direct connection hole punching makes beside the relayed one.
+  ``keep_one_per_kind`` lets one direct and one relayed connection live side by side. The
+  swarm already opens new streams on a direct connection in preference to a relayed one.
+- ``host.get_addrs()`` strips every address from its first ``/p2p/`` on before adding ours, so
+  an ``addrs_factory`` cannot hand it a circuit address (``<relay>/p2p/R/p2p-circuit`` comes
+  out as the relay's own address): ``advertise_circuits`` adds them after that step.
+- A reservation is made with the relay transport's own request/response code; its result
+  (the expiry) is read back from the transport's table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetConn
+from libp2p.connection_types import ConnectionType
+from libp2p.network.exceptions import SwarmException
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP_PROTOCOL
+from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+
+log = logging.getLogger(__name__)
+
+RELAY_DIAL_DELAY = 0.5
+"""Head start of direct addresses over circuit ones (go-libp2p's dial ranker uses 500 ms)."""
+RELAY_DIAL_TIMEOUT = 10.0
+ADDR_TTL = 600
+
+__all__ = [
+    "HOP_PROTOCOL",
+    "STOP_PROTOCOL",
+    "advertise_circuits",
+    "circuit_target",
+    "connection_kind",
+    "dial_circuits",
+    "is_circuit",
+    "keep_one_per_kind",
+    "make_relay",
+    "reserve",
+]
+
+
+def is_circuit(addr: multiaddr.Multiaddr) -> bool:
+    return "/p2p-circuit" in str(addr)
+
+
+def circuit_target(addr: multiaddr.Multiaddr, peer: ID) -> multiaddr.Multiaddr:
+    """``<relay>/p2p-circuit`` with exactly one ``/p2p/<peer>`` at the end, as the relay
+    transport wants it (peerstore entries come with and without it)."""
+    head = str(addr).split("/p2p-circuit")[0]
+    return multiaddr.Multiaddr(f"{head}/p2p-circuit/p2p/{peer}")
+
+
+def connection_kind(conn: INetConn) -> str:
+    """'relayed' for a connection through a relay, 'direct' otherwise."""
+    try:
+        addrs = conn.get_transport_addresses()
+    except Exception:
+        addrs = []
+    if any(is_circuit(a) for a in addrs):
+        return "relayed"
+    try:
+        if conn.muxed_conn.get_connection_type().name == "RELAYED":  # type: ignore[attr-defined]
+            return "relayed"
+    except Exception:
+        pass
+    return "direct"
+
+
+def make_relay(host: IHost, *, hop: bool, limits: RelayLimits | None) -> tuple[Any, Any]:
+    """The circuit relay v2 protocol (STOP always: we accept relayed connections; HOP when we
+    serve as a relay) and the transport that dials through and reserves on relays."""
+    roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if hop else RelayRole(0))
+    protocol = CircuitV2Protocol(host, limits=limits, allow_hop=hop)
+    transport = CircuitV2Transport(host, protocol, RelayConfig(roles=roles, limits=limits))
+    return protocol, transport
+
+
+async def reserve(transport: Any, host: IHost, relay: ID) -> float | None:
+    """One reservation (or refresh) on ``relay``; returns its expiry (unix time) or None."""
+    stream = await host.new_stream(relay, [HOP_PROTOCOL])
+    try:
+        ok = await transport._make_reservation(stream, relay)
+    finally:
+        try:
+            await stream.close()
+        except Exception:
+            pass
+    if not ok:
+        return None
+    return float(transport._reservations.get(relay) or time.time() + 3600)
+
+
+def advertise_circuits(host: IHost, circuits: Callable[[], list[multiaddr.Multiaddr]]) -> None:
+    """Our relay addresses (``<relay>/p2p/R/p2p-circuit``), with ``/p2p/<us>``, in what the
+    host advertises (identify, the DHT)."""
+    original = host.get_addrs
+    me = host.get_id()
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        extra = [multiaddr.Multiaddr(f"{a}/p2p/{me}") for a in circuits()]
+        return list(original()) + extra
+
+    host.get_addrs = get_addrs  # type: ignore[method-assign]
+
+
+def keep_one_per_kind(host: IHost) -> None:
+    """Trim a peer's connections only when two are of the same kind (see the module doc)."""
+    swarm: Any = host.get_network()
+    original = swarm._trim_connections
+
+    def trim(peer_id: ID) -> None:
+        kinds = [connection_kind(c) for c in swarm.connections.get(peer_id, [])]
+        if len(kinds) == len(set(kinds)):
+            return
+        original(peer_id)
+
+    swarm._trim_connections = trim
+
+
+def dial_circuits(host: IHost, transport: Any) -> None:
+    """Make every dial path reach peers known only by circuit addresses (trap 1)."""
+    swarm: Any = host.get_network()
+    original: Callable[[ID], Awaitable[list[INetConn]]] = swarm.dial_peer
+
+    async def dial_peer(peer_id: ID) -> list[INetConn]:
+        if swarm.get_connections(peer_id):
+            return await original(peer_id)
+        try:
+            addrs = list(host.get_peerstore().addrs(peer_id))
+        except Exception:
+            addrs = []
+        circuits = [circuit_target(a, peer_id) for a in addrs if is_circuit(a)]
+        if not circuits:
+            return await original(peer_id)
+        direct = [a for a in addrs if not is_circuit(a)]
+        result: list[INetConn] = []
+        errors: list[str] = []
+
+        async with trio.open_nursery() as nursery:
+
+            async def by_direct() -> None:
+                try:
+                    conns = await original(peer_id)
+                except Exception as exc:
+                    errors.append(f"direct: {exc}")
+                    return
+                result.extend(conns)
+                nursery.cancel_scope.cancel()
+
+            async def by_relay() -> None:
+                await trio.sleep(RELAY_DIAL_DELAY if direct else 0)
+                for addr in dict.fromkeys(circuits):
+                    try:
+                        with trio.fail_after(RELAY_DIAL_TIMEOUT):
+                            conn = await dial_circuit(host, transport, addr, peer_id)
+                    except Exception as exc:
+                        errors.append(f"{addr}: {exc}")
+                        continue
+                    result.append(conn)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            if direct:
+                nursery.start_soon(by_direct)
+            nursery.start_soon(by_relay)
+        if result:
+            return result
+        raise SwarmException(f"unable to connect to {peer_id}: {'; '.join(errors)}")
+
+    swarm.dial_peer = dial_peer
+
+
+async def dial_circuit(
+    host: IHost, transport: Any, addr: multiaddr.Multiaddr, peer_id: ID
+) -> INetConn:
+    """Dial ``peer_id`` through the relay named in ``addr``; the connection is marked relayed."""
+    relay_addr, _ = transport.parse_circuit_ma(addr)
+    relay_id = ID.from_base58(relay_addr.get_peer_id())
+    transport_part = relay_addr.decapsulate_code(multiaddr.protocols.P_P2P)
+    if str(transport_part):
+        host.get_peerstore().add_addrs(relay_id, [transport_part], ADDR_TTL)
+    conn = await transport.dial(addr)
+    for candidate in host.get_network().get_connections(peer_id):
+        if candidate.muxed_conn is getattr(conn, "muxed_conn", conn):
+            conn = candidate
+            break
+    setter = getattr(conn, "set_transport_info", None)
+    if setter is not None and connection_kind(conn) != "relayed":
+        setter([addr], ConnectionType.RELAYED)
+    return conn

@@ -1,0 +1,278 @@
+"""A network-namespace NAT lab, built like libp2p's hole-punch interop test plan.
+
+A "public" net (198.18.0.0/24, on a bridge in a namespace of its own) holds public hosts and
+the WAN side of home routers. Each router ``MASQUERADE``s its LAN (10.x.y.0/24) and silently
+drops unsolicited packets from the WAN (no RST, no ICMP), as a home router does; Linux
+conntrack NAT is port-preserving with endpoint-independent mapping unless ``random=True``
+(``--random-fully``), which defeats hole punching.
+
+Every name starts with a prefix unique to the lab (namespace names are global to the machine,
+and other labs may run at the same time); ``close()`` kills what the lab started and deletes
+its namespaces, which removes their interfaces and rules with them. Peers run as separate
+processes (``tests/nat_runner.py``) inside their namespace, driven by JSON lines on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PUBLIC_NET = "198.18.0"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unavailable() -> str:
+    """Why the lab cannot run here ('' when it can): it needs root, ``ip netns`` and iptables."""
+    if os.geteuid() != 0:
+        return "the NAT lab needs root (network namespaces)"
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None:
+            return f"the NAT lab needs `{tool}` (apt-get install iproute2 iptables)"
+    name = f"pdprobe{secrets.token_hex(3)}"
+    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"`ip netns add` failed: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return ""
+
+
+def _sh(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
+def _veth(name: str, ns: str, peer_name: str, peer_ns: str) -> None:
+    """A cable: ``name`` in ``ns`` to ``peer_name`` in ``peer_ns`` (created there directly, so
+    the names never meet in the root namespace, where other labs may be plugging theirs)."""
+    _sh("ip", "link", "add", name, "netns", ns, "type", "veth", "peer", peer_name, "netns", peer_ns)
+
+
+@dataclass
+class Node:
+    """A namespace with one address that peers can run in."""
+
+    ns: str
+    ip: str
+    lab: Lab
+
+    def sh(self, *argv: str) -> None:
+        _sh("ip", "netns", "exec", self.ns, *argv)
+
+    def peer(self, *args: str) -> RunnerPeer:
+        """Start a Peerdesk peer (tests/nat_runner.py) in this namespace."""
+        argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.nat_runner", *args]
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if not os.environ.get("NETLAB_DEBUG") else None,
+            text=True,
+            bufsize=1,
+        )
+        runner = RunnerPeer(proc)
+        self.lab.processes.append(runner)
+        return runner
+
+
+@dataclass
+class Lab:
+    prefix: str = field(default_factory=lambda: f"pd{secrets.token_hex(2)}")
+    processes: list[RunnerPeer] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    _next_public: int = 1
+    _next_lan: int = 1
+
+    def __post_init__(self) -> None:
+        self.wan = self._ns("wan")
+        _sh("ip", "-n", self.wan, "link", "add", "br0", "type", "bridge")
+        _sh("ip", "-n", self.wan, "link", "set", "br0", "up")
+
+    def _ns(self, role: str) -> str:
+        name = f"{self.prefix}-{role}"
+        _sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        _sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def _wan_port(self, ns: str, ifname: str) -> str:
+        """Plug ``ns`` into the public bridge; returns its new public address."""
+        ip = f"{PUBLIC_NET}.{self._next_public}"
+        self._next_public += 1
+        port = f"p{self._next_public}"
+        _sh(
+            "ip",
+            "link",
+            "add",
+            ifname,
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            port,
+            "netns",
+            self.wan,
+        )
+        _sh("ip", "-n", self.wan, "link", "set", port, "master", "br0", "up")
+        _sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
+        _sh("ip", "-n", ns, "link", "set", ifname, "up")
+        return ip
+
+    def public(self, name: str) -> Node:
+        ns = self._ns(name)
+        return Node(ns, self._wan_port(ns, "eth0"), self)
+
+    def behind_nat(self, name: str, *, random: bool = False) -> Node:
+        """A peer on a LAN of its own behind a home router; returns the peer's node."""
+        lan = self._next_lan
+        self._next_lan += 1
+        router = self._ns(f"{name}r")
+        wan_ip = self._wan_port(router, "wan")
+        host = self._ns(name)
+        _sh(
+            "ip",
+            "link",
+            "add",
+            "lan",
+            "netns",
+            router,
+            "type",
+            "veth",
+            "peer",
+            "eth0",
+            "netns",
+            host,
+        )
+        _sh("ip", "-n", router, "addr", "add", f"10.77.{lan}.1/24", "dev", "lan")
+        _sh("ip", "-n", router, "link", "set", "lan", "up")
+        _sh("ip", "-n", host, "addr", "add", f"10.77.{lan}.2/24", "dev", "eth0")
+        _sh("ip", "-n", host, "link", "set", "eth0", "up")
+        _sh("ip", "-n", host, "route", "add", "default", "via", f"10.77.{lan}.1")
+        node = Node(router, wan_ip, self)
+        node.sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        masquerade = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"]
+        node.sh(*masquerade, *(["--random-fully"] if random else []))
+        for chain in ("FORWARD", "INPUT"):
+            node.sh(
+                "iptables", "-A", chain, "-i", "wan", "-m", "conntrack",
+                "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT",
+            )  # fmt: skip
+            node.sh("iptables", "-A", chain, "-i", "wan", "-j", "DROP")
+        peer = Node(host, f"10.77.{lan}.2", self)
+        peer.router_ip = wan_ip  # type: ignore[attr-defined]
+        return peer
+
+    def close(self) -> None:
+        for runner in self.processes:
+            runner.close()
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.namespaces.clear()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class RunnerPeer:
+    """One peer process: requests are JSON lines with an id, answers and events come back."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self._answers: dict[int, queue.Queue[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self.events: list[dict[str, Any]] = []
+        self._events_changed = threading.Condition()
+        self._next = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready = self._wait_answer(0, 30.0)
+        self.peer_id: str = self.ready["peerid"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "event" in msg:
+                with self._events_changed:
+                    self.events.append(msg)
+                    self._events_changed.notify_all()
+            else:
+                self._box(int(msg.get("id", -1))).put(msg)
+
+    def _box(self, rid: int) -> queue.Queue[dict[str, Any]]:
+        with self._lock:
+            return self._answers.setdefault(rid, queue.Queue())
+
+    def _wait_answer(self, rid: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self._box(rid).get(timeout=0.2)
+                break
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"runner exited ({self.proc.returncode})") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"runner gave no answer to request {rid}") from None
+        if "error" in msg:
+            raise RuntimeError(msg["error"])
+        return msg["result"]
+
+    def call(self, op: str, timeout: float = 20.0, **params: Any) -> Any:
+        assert self.proc.stdin is not None
+        self._next += 1
+        rid = self._next
+        self.proc.stdin.write(json.dumps({"id": rid, "op": op, **params}) + "\n")
+        self.proc.stdin.flush()
+        return self._wait_answer(rid, timeout)
+
+    def wait_event(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._events_changed:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the expected event did not come")
+                self._events_changed.wait(left)
+
+    def wait_info(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
+        """Poll ``info`` until ``predicate(info)`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.call("info")
+            if predicate(info):
+                return info
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met; last info: {json.dumps(info)[:2000]}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # the runner stops its peer and exits on EOF
+                self.proc.wait(timeout=8)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(timeout=5)

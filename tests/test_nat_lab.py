@@ -1,0 +1,92 @@
+"""Peers behind NAT routers reach each other: relay reservations, circuit dials, DCUtR, the DHT.
+
+The lab (tests/netlab.py): a public relay + DHT bootstrap on 198.18.0.0/24, peers A and B each
+behind its own MASQUERADE router that drops unsolicited packets. Skips without root.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests import netlab
+
+pytestmark = pytest.mark.skipif(bool(netlab.unavailable()), reason=netlab.unavailable() or "ok")
+
+CHAT = "/lab-chat/1.0.0"
+
+
+def _relayed(info: dict, peer: str) -> bool:
+    return any(
+        c["peer"] == peer and any(link["kind"] == "relayed" for link in c["links"])
+        for c in info["connections"]
+    )
+
+
+def _direct(info: dict, peer: str) -> bool:
+    return any(
+        c["peer"] == peer and any(link["kind"] != "relayed" for link in c["links"])
+        for c in info["connections"]
+    )
+
+
+class World:
+    def __init__(self, lab: netlab.Lab) -> None:
+        self.lab = lab
+        self.relay = lab.public("relay").peer("--relay-service")
+        relay_addr = next(a for a in self.relay.ready["addrs"] if "198.18." in a)
+        self.relay_addr = relay_addr
+        self.a_node = lab.behind_nat("a")
+        self.b_node = lab.behind_nat("b")
+        self.a = self.a_node.peer("--bootstrap", relay_addr)
+        a_ready = time.monotonic()
+        self.a_info = self.a.wait_info(lambda i: i["relay_addrs"], timeout=10)
+        self.a_reserved_after = time.monotonic() - a_ready
+        self.b = self.b_node.peer("--bootstrap", relay_addr)
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with netlab.Lab() as lab:
+        yield World(lab)
+
+
+def test_the_lab_nat_drops_unsolicited_dials(world: World) -> None:
+    """Control: without a relay nobody reaches A's own (private or router) address."""
+    a_direct = [x for x in world.a.ready["addrs"] if "p2p-circuit" not in x and "/127." not in x]
+    assert a_direct and not any("0.0.0.0" in x for x in a_direct)
+    router = a_direct[0].replace(world.a_node.ip, world.a_node.router_ip)
+    with pytest.raises(RuntimeError):
+        world.b.call("connect", addr=router, timeout=30)
+
+
+def test_reservation_within_2_s(world: World) -> None:
+    info, took = world.a_info, world.a_reserved_after
+    assert any(world.relay.peer_id in a for a in info["relay_addrs"])
+    assert any("p2p-circuit" in a for a in info["addrs"]), "circuit address not advertised"
+    assert took < 2.0, f"reservation after {took:.2f} s"
+
+
+def test_relayed_connection_by_circuit_address(world: World) -> None:
+    b_info = world.b.wait_info(lambda i: i["relay_addrs"], timeout=10)
+    circuit = f"{b_info['relay_addrs'][0]}/p2p/{world.b.peer_id}"
+    world.a.call("connect", addr=circuit, timeout=15)
+    info = world.a.wait_info(lambda i: any(c["peer"] == world.b.peer_id for c in i["connections"]))
+    assert _relayed(info, world.b.peer_id) or _direct(info, world.b.peer_id)
+
+
+def test_dcutr_makes_it_direct_within_5_s_and_100_messages_arrive(world: World) -> None:
+    world.a.wait_info(lambda i: _relayed(i, world.b.peer_id) or _direct(i, world.b.peer_id))
+    start = time.monotonic()
+    world.a.wait_info(lambda i: _direct(i, world.b.peer_id), timeout=15)
+    took = time.monotonic() - start
+    assert took < 5.0, f"direct connection after {took:.2f} s"
+    world.b.call("start", protocol=CHAT)
+    delivered = world.a.call(
+        "send_many", peer=world.b.peer_id, protocol=CHAT, data=list(range(100)), timeout=60
+    )
+    assert delivered == [True] * 100
+    got = [e["data"] for e in world.b.events if e["event"] == "PeerData"]
+    assert sorted(got) == list(range(100))
