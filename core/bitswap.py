@@ -141,6 +141,10 @@ class Bitswap:
         state = self._peers.get(peer)
         return len(state.wants) if state else 0
 
+    def tracked_peers(self) -> set[ID]:
+        """Peers we hold any state for (ledger, stream): only connected ones."""
+        return set(self._peers)
+
     def _state(self, peer: ID) -> _PeerState:
         state = self._peers.get(peer)
         if state is None:
