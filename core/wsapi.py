@@ -27,7 +27,7 @@ from . import __version__, identity, webserver
 from .direct import DeliveryFailed, QueueFull
 from .events import Event, GotFile, PeerChange, PeerData, PeerFailed, PeerFiles, TopicData
 from .framing import loads
-from .manager import PeerInUse, PeerManager
+from .manager import PeerInUse, PeerManager, TooManyPeers
 from .peer import Peer
 
 log = logging.getLogger(__name__)
@@ -293,13 +293,17 @@ class Session:
         key_text = _str(params, "peerkey", optional=True)
         root = _str(params, "rootDirectory", optional=True)
         try:
-            key_pair = identity.import_key(key_text) if key_text else identity.generate()
+            key_pair = identity.import_key(key_text) if key_text else None
         except identity.IdentityError as exc:
             raise _bad(f"invalid peerkey: {exc}") from exc
+        if self.conn.closed is not None:  # the client left while this request waited
+            raise ApiError(500, "connection closed before the peer was made")
         try:
             self.peer = await self.manager.create_peer(key_pair, self._on_event)
         except PeerInUse as exc:
             raise ApiError(500, f"duplicate peer: {exc}") from exc
+        except TooManyPeers as exc:
+            raise ApiError(500, f"too many peers: {exc}") from exc
         if root:
             try:
                 await self.peer.require_files().restore(root)
@@ -307,7 +311,7 @@ class Session:
                 log.warning("rootDirectory %s not restored: %s", root, exc)
         return {
             "peerid": str(self.peer.peer_id),
-            "peerkey": identity.export_key(key_pair),
+            "peerkey": identity.export_key(self.peer.key_pair),
             "version": __version__,
         }
 

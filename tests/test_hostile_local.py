@@ -14,7 +14,7 @@ from pathlib import Path
 import trio
 from trio_websocket import HandshakeError, open_websocket_url
 
-from core.manager import PeerManager
+from core.manager import MAX_PEERS, PeerManager
 from core.wsapi import WsApi
 
 from .conftest import fast_config
@@ -34,10 +34,14 @@ def rss_bytes() -> int:
 
 @asynccontextmanager
 async def served(
-    tmp_path: Path, www: Path | None = None, allow_origins: tuple[str, ...] = ()
+    tmp_path: Path,
+    www: Path | None = None,
+    allow_origins: tuple[str, ...] = (),
+    max_peers: int = MAX_PEERS,
 ) -> AsyncIterator[tuple[int, PeerManager, WsApi]]:
     async with trio.open_nursery() as nursery:
-        manager = await nursery.start(PeerManager(fast_config(files_dir=str(tmp_path))).run)
+        manager = PeerManager(fast_config(files_dir=str(tmp_path)), max_peers)
+        await nursery.start(manager.run)
         api = WsApi(manager, allow_origins)
         port = await nursery.start(api.serve, "127.0.0.1", 0, www)
         try:

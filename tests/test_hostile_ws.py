@@ -117,3 +117,63 @@ async def test_direct_messages_to_an_unreachable_peer_are_bounded_with_error_ans
                 assert "result" in await sender.call("info")
             assert len(manager.peers) == 2
             assert growth < 128 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
+
+
+async def test_a_flood_of_peer_requests_is_served_concurrently_and_capped(tmp_path: Path) -> None:
+    """60 sockets send ``peer {}`` at once to a server capped at 24 peers: every one is
+    answered (a peer, or a clear "too many peers" error), sockets that left before their turn
+    get no peer, and the folders of keyless peers are gone once they close. RSS bound: 400 MiB
+    for 24 whole libp2p peers."""
+    from core import identity
+
+    key = identity.export_key(identity.generate())
+    async with served(tmp_path, max_peers=24) as (port, manager, _):
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with client(url) as victim:
+            assert "result" in await victim.call("peer", {"peerkey": key})
+            stored = await victim.call(
+                "storefile", {"path": "keep.txt", "content": base64.b64encode(SECRET).decode()}
+            )
+            assert "result" in stored
+            before = rss_bytes()
+            answers: list[dict] = []
+
+            async def one() -> None:
+                async with open_websocket_url(url) as ws:
+                    await ws.send_message(_request(0, "peer", {}))
+                    with trio.fail_after(120):
+                        answers.append(json.loads(await ws.get_message()))
+                    await all_answered.wait()
+
+            async def gone_at_once() -> None:
+                async with open_websocket_url(url) as ws:
+                    await ws.send_message(_request(0, "peer", {}))
+
+            all_answered = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for i in range(60):
+                    nursery.start_soon(one)
+                    if i % 6 == 0:
+                        nursery.start_soon(gone_at_once)
+                with trio.fail_after(150):
+                    while len(answers) < 60:
+                        await trio.sleep(0.1)
+                made = [a for a in answers if "result" in a]
+                refused = [a for a in answers if "error" in a]
+                assert len(made) + len(refused) == 60
+                assert made and len(manager.peers) <= 24
+                assert all("too many peers" in a["error"]["message"] for a in refused)
+                with trio.fail_after(1):
+                    assert "result" in await victim.call("info")
+                growth = rss_bytes() - before
+                all_answered.set()
+            kept = {str(identity.peer_id(identity.import_key(key)))}
+            with trio.fail_after(60):
+                while len(manager.peers) > 1 or _folders(tmp_path / "peers") != kept:
+                    await trio.sleep(0.1)
+            await honest_check(victim, "keep.txt", SECRET)
+            assert growth < 400 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
+
+
+def _folders(where: Path) -> set[str]:
+    return {p.name for p in where.iterdir()}
