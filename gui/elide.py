@@ -34,6 +34,7 @@ class ElidedLabel(QWidget):
         return self._text
 
     def setText(self, text: str) -> None:
+        """Also the tooltip (and what Copy copies); set another tooltip after it if wanted."""
         self._text = text
         self.setToolTip(text)
         self.updateGeometry()
@@ -61,5 +62,5 @@ class ElidedLabel(QWidget):
 
     def _menu(self, pos: object) -> None:
         menu = QMenu(self)
-        menu.addAction("Copy", lambda: QGuiApplication.clipboard().setText(self._text))
+        menu.addAction("Copy", lambda: QGuiApplication.clipboard().setText(self.toolTip()))
         menu.exec(self.mapToGlobal(pos))  # type: ignore[arg-type]

@@ -210,7 +210,8 @@ class PeersPane(QWidget):
 
     def set_identity(self, peer_id: str, addrs: list[str]) -> None:
         self.own_id, self.own_addrs = peer_id, addrs
-        self.me.setText(f"This peer: {self.model.alias(peer_id)} · {peer_id}")
+        self.me.setText(f"This peer: {self.model.alias(peer_id)} · {short_id(peer_id)}")
+        self.me.setToolTip(peer_id)
 
     @staticmethod
     def _copy(button: QPushButton, text: str) -> None:

@@ -110,6 +110,11 @@ async def scene(out: Path, size: str, panes: bool) -> None:
             {"text": f"score update {i}"} if i % 5 else {"text": "ping"},
         )
         await asyncio.sleep(0.05)
+    long_text = (
+        "House rules for tonight: everyone brings one game, we play two rounds of each, and "
+        "the winner of a round picks the next game.\nScores go in the shared sheet."
+    )
+    await on(others[0], alice.publish, "lobby", {"text": long_text})
     await on(others[1], bob.unsubscribe, "lobby")
     await settle(1.5)
     await on(others[1], bob.topics.subscribe, "lobby", 5.0)
