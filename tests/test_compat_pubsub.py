@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -57,6 +58,34 @@ def test_the_overridden_methods_still_have_their_shapes() -> None:
 def test_library_still_gossips_only_to_peers_out_of_backoff() -> None:
     src = inspect.getsource(GossipSub._handle_topic_heartbeat)
     assert "topic, gossip_count, current_peers, True" in src
+
+
+def test_library_still_prunes_a_graft_for_a_topic_it_is_not_in() -> None:
+    src = inspect.getsource(GossipSub.handle_graft)
+    assert "# Respond with PRUNE if not subscribed to the topic" in src
+
+
+async def _graft_after_leave_backoff(router_cls: type[GossipSub]) -> float:
+    """B's GRAFT reaches A just after A left: how long is B then kept from grafting A?"""
+    async with (
+        bare_pubsub(router_cls, compat.GuardedPubsub) as (ha, pa, _),
+        bare_pubsub(router_cls, compat.GuardedPubsub) as (hb, pb, rb),
+    ):
+        await ha.connect(info_from_p2p_addr(multiaddr.Multiaddr(_addr(hb))))
+        await pa.subscribe("t")
+        await pb.subscribe("t")
+        with trio.fail_after(10):
+            while ha.get_id() not in rb.mesh.get("t", ()):
+                await trio.sleep(0.05)
+        await pa.unsubscribe("t")
+        await rb.emit_graft("t", ha.get_id())
+        await trio.sleep(0.5)
+        return rb.back_off.get("t", {}).get(ha.get_id(), 0) - time.time()
+
+
+async def test_a_graft_crossing_a_leave_costs_no_minute_long_backoff() -> None:
+    assert await _graft_after_leave_backoff(GossipSub) > 30  # the library's 60 s PRUNE
+    assert await _graft_after_leave_backoff(compat.GoLikeGossipSub) < 11  # the 10 s unsubscribe
 
 
 def test_library_still_lets_a_decode_error_escape_the_stream_handler() -> None:

@@ -17,6 +17,9 @@ behaviours add up to that:
    the PRUNE it received: our GRAFT lands up to a second early, is refused with a *60 s*
    PRUNE backoff, and the mesh stays broken for a minute. go leaves slack after a backoff
    (cleared late, ``2 * heartbeat``); so do we, on the grafting side only.
+4. A GRAFT for a topic we are not in is answered with a PRUNE carrying the 60 s backoff, so a
+   GRAFT that crosses our leave on the wire locks the grafting peer out of our mesh for a
+   minute after we rejoin. go ignores such GRAFTs (no PRUNE, no PX); so do we.
 
 And one remote message could kill a peer's whole pubsub service (issue 10): a publish whose
 key does not decode (``validators.py`` re-raises), a GRAFT for a topic we do not know
@@ -158,6 +161,11 @@ class GoLikeGossipSub(GossipSub):
         )
         ready = [p for p in pool if not self._backing_off(p, topic)]
         return self.select_from_minus(num_to_select, ready, ())
+
+    async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
+        if graft_msg.topicID not in self.mesh:
+            return  # as go: ignored, neither PRUNE (with its 60 s backoff) nor PX
+        await super().handle_graft(graft_msg, sender_peer_id)
 
     def _backing_off(self, peer: ID, topic: str) -> bool:
         """Backoff as seen by the grafting side: over only ``backoff_slack`` after its end."""
