@@ -77,6 +77,22 @@ class Dht:
     def routing_table_size(self) -> int:
         return self.kad.get_routing_table_size()
 
+    def set_server_mode(self, server: bool) -> None:
+        """go's auto mode: answer DHT queries only while publicly reachable (a NATed server
+        would be put in routing tables where nobody can reach it)."""
+        mode = DHTMode.SERVER if server else DHTMode.CLIENT
+        if self.kad.mode == mode or self._nursery is None:
+            return
+
+        async def switch() -> None:
+            try:
+                await self.kad.switch_mode(mode)
+                log.info("DHT now in %s mode", mode.name.lower())
+            except Exception as exc:
+                log.warning("DHT mode switch failed: %s", exc)
+
+        self._nursery.start_soon(switch)
+
     async def add_peer(self, peer: ID) -> None:
         """Connecting does not put a peer into py-libp2p's routing table: do it ourselves."""
         try:

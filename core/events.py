@@ -111,6 +111,13 @@ class PeerFailed:
     error: str
 
 
+@dataclass(frozen=True)
+class ReachabilityChanged:
+    """AutoNAT's verdict changed: 'public', 'private' or 'unknown'."""
+
+    status: str
+
+
 Event = (
     PeerData
     | TopicData
@@ -125,5 +132,6 @@ Event = (
     | Progress
     | CoreError
     | PeerFailed
+    | ReachabilityChanged
 )
 EventSink = Callable[[Event], None]

@@ -31,9 +31,17 @@ from .connmgr import Trimmer
 from .contacts import Contacts
 from .dht import Dht
 from .direct import DirectConfig, DirectMessaging, Outgoing
-from .events import CoreError, Event, EventSink, PeerConnected, PeerDisconnected
+from .events import (
+    CoreError,
+    Event,
+    EventSink,
+    PeerConnected,
+    PeerDisconnected,
+    ReachabilityChanged,
+)
 from .exchange import Files
 from .nat.addrs import AddressPolicy
+from .nat.autonat import AutoNatClient, AutoNatService
 from .nat.holepunch import HolePunching
 from .nat.relay import Relays
 from .topics import Topics, make_pubsub, make_router
@@ -113,12 +121,17 @@ class Peer:
             addrs_factory=AddressPolicy(),
         )
         self.peer_id: ID = self.host.get_id()
+        self.autonat = AutoNatClient(self.host, self._on_reachability)
+        self.autonat_service = AutoNatService(self.host)
         self.relays = Relays(
-            self.host, self.dial, self.config.relays, service=self.config.relay_service
+            self.host,
+            self.dial,
+            self.config.relays,
+            service=self.config.relay_service,
+            wanted=lambda: self.reachability != "public",
         )
         compat.advertise_circuits(self.host, self.relays.circuit_addrs)
         self.holepunch = HolePunching(self.host)
-        self.reachability = "unknown"
         self.router = make_router()
         self.pubsub = make_pubsub(self.host, self.router)
         self.direct = DirectMessaging(self.host, self._emit, self.config.direct)
@@ -129,6 +142,7 @@ class Peer:
             self.config.bootstrap,
             ready_wait=self.config.dht_ready_wait,
         )
+        self.relays.find_peer = self.dht.find_peer
         self.topics = Topics(
             self.host,
             self.pubsub,
@@ -198,6 +212,8 @@ class Peer:
                     await nursery.start(self.trimmer.run)
                     await nursery.start(self.relays.run)
                     await nursery.start(self.holepunch.run)
+                    self.autonat_service.start()
+                    await nursery.start(self.autonat.run)
                     nursery.start_soon(self._ping_loop)
                     if self.files is not None:
                         await nursery.start(self.files.run)
@@ -283,12 +299,25 @@ class Peer:
                 pass
             self._emit(PeerConnected(str(peer), addr, _direction(conn)))
         self.relays.poke()
+        if self.autonat.status == "unknown":
+            self.autonat.poke()
         if self._nursery is not None:
             self._nursery.start_soon(self.dht.add_peer, peer)
             self._nursery.start_soon(self._maybe_punch, conn)
             if first:
                 self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
                 self._nursery.start_soon(self._measure_latency, peer)
+
+    @property
+    def reachability(self) -> str:
+        """'public', 'private' or 'unknown' (AutoNAT's verdict)."""
+        return self.autonat.status
+
+    def _on_reachability(self, status: str) -> None:
+        """Private: reserve on relays, DHT client. Public: drop reservations, DHT server."""
+        self.relays.poke()
+        self.dht.set_server_mode(status != "private")
+        self._emit(ReachabilityChanged(status))
 
     async def _maybe_punch(self, conn: INetConn) -> None:
         """A peer that reached us through a relay: start hole punching (the relay transport

@@ -88,3 +88,51 @@ async def test_reservation_circuit_dial_and_direct_beside_relayed() -> None:
                     await trio.sleep(0.1)
             await a.send(str(b.peer_id), "/t/1.0.0", {"n": 2})
             await rec_b.wait_for(lambda: len(rec_b.of(PeerData)) >= 2)
+
+
+def test_library_autonat_and_dht_pieces_we_use() -> None:
+    from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
+    from libp2p.kad_dht.kad_dht import KadDHT
+
+    from core.nat.autonat import PROTOCOL
+
+    assert str(AUTONAT_PROTOCOL_ID) == PROTOCOL  # our handler replaces the library's
+    assert "_observed_addr_manager" in inspect.getsource(BasicHost.__init__)
+    assert hasattr(Swarm, "dial_addr") and hasattr(KadDHT, "switch_mode")
+
+
+async def test_autonat_service_never_dials_a_third_party_or_a_private_address() -> None:
+    """Claims on another IP than the one the question came from (or private ones) are
+    refused without any dial: nobody can use us to probe someone else."""
+    from libp2p.host.autonat.pb.autonat_pb2 import Message
+    from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
+
+    from core.nat.autonat import PROTOCOL
+
+    async with peer_group(2) as [(a, _), (b, _)]:
+        await a.connect(b.listen_addrs()[0])
+        for claim in ("/ip4/198.18.9.9/tcp/4001", "/ip4/127.0.0.1/tcp/4001"):
+            request = Message(
+                type=Message.DIAL,
+                dial=Message.Dial(
+                    peer=Message.PeerInfo(
+                        id=a.peer_id.to_bytes(), addrs=[multiaddr.Multiaddr(claim).to_bytes()]
+                    )
+                ),
+            )
+            stream = await a.host.new_stream(b.peer_id, [PROTOCOL])
+            await stream.write(encode_varint_prefixed(request.SerializeToString()))
+            with trio.fail_after(5):
+                raw = await read_varint_prefixed_bytes_limited(stream, 4096)
+            reply = Message()
+            reply.ParseFromString(raw)
+            assert reply.dialResponse.status == Message.E_DIAL_REFUSED, claim
+        # Garbage gets an answer, not a crash.
+        stream = await a.host.new_stream(b.peer_id, [PROTOCOL])
+        await stream.write(encode_varint_prefixed(b"\xff\xfe garbage"))
+        with trio.fail_after(5):
+            raw = await read_varint_prefixed_bytes_limited(stream, 4096)
+        reply = Message()
+        reply.ParseFromString(raw)
+        assert reply.dialResponse.status == Message.E_BAD_REQUEST
+        assert b.running

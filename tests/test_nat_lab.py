@@ -38,13 +38,16 @@ class World:
         self.relay = lab.public("relay").peer("--relay-service")
         relay_addr = next(a for a in self.relay.ready["addrs"] if "198.18." in a)
         self.relay_addr = relay_addr
+        # A second public peer: AutoNAT needs two servers to agree.
+        self.pub = lab.public("pub").peer("--bootstrap", relay_addr)
+        pub_addr = next(a for a in self.pub.ready["addrs"] if "198.18." in a)
         self.a_node = lab.behind_nat("a")
         self.b_node = lab.behind_nat("b")
-        self.a = self.a_node.peer("--bootstrap", relay_addr)
+        self.a = self.a_node.peer("--bootstrap", relay_addr, "--bootstrap", pub_addr)
         a_ready = time.monotonic()
         self.a_info = self.a.wait_info(lambda i: i["relay_addrs"], timeout=10)
         self.a_reserved_after = time.monotonic() - a_ready
-        self.b = self.b_node.peer("--bootstrap", relay_addr)
+        self.b = self.b_node.peer("--bootstrap", relay_addr, "--bootstrap", pub_addr)
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,40 @@ def test_dcutr_makes_it_direct_within_5_s_and_100_messages_arrive(world: World) 
     assert delivered == [True] * 100
     got = [e["data"] for e in world.b.events if e["event"] == "PeerData"]
     assert sorted(got) == list(range(100))
+
+
+def test_autonat_private_behind_the_nat_public_on_the_public_net(world: World) -> None:
+    """Behind the NAT the servers' dial-backs to A's router address fail: private, although
+    A claims that (router) address. The public peer is dialled back: public."""
+    info = world.a.wait_info(lambda i: i["reachability"] != "unknown", timeout=40)
+    assert info["reachability"] == "private"
+    assert (
+        world.pub.wait_info(lambda i: i["reachability"] != "unknown", timeout=40)["reachability"]
+        == "public"
+    )
+
+
+def test_a_direct_message_to_a_peer_known_only_by_id_arrives(world: World) -> None:
+    """C (behind a NAT of its own) is told nothing but B's peer id: the DHT gives it B's
+    circuit address and the message goes through."""
+    c = world.lab.behind_nat("c").peer("--bootstrap", world.relay_addr)
+    world.b.call("start", protocol=CHAT)
+    c.call("send", peer=world.b.peer_id, protocol=CHAT, data={"from": "c"}, timeout=60)
+    world.b.wait_event(lambda e: e["event"] == "PeerData" and e["data"] == {"from": "c"})
+
+
+def test_topic_messages_flow_both_ways(world: World) -> None:
+    topic = "lab-topic"
+    world.a.call("subscribe", topic=topic)
+    world.b.call("subscribe", topic=topic)
+    for sender, receiver, text in ((world.a, world.b, "from a"), (world.b, world.a, "from b")):
+        deadline = time.monotonic() + 30
+        while True:
+            sender.call("publish", topic=topic, data=text)
+            try:
+                receiver.wait_event(
+                    lambda e, t=text: e["event"] == "TopicData" and e["data"] == t, timeout=1
+                )
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, f"topic message {text!r} never arrived"

@@ -35,6 +35,7 @@ from .nat import (
     is_circuit,
     keep_one_per_kind,
     make_relay,
+    observed_ips,
     reserve,
 )
 from .pubsub import (

@@ -7,8 +7,10 @@
 - With ``max_connections_per_peer=1`` (kept: it is what stops a dial at its first success
   instead of waiting 250 ms of happy eyeballs) the swarm trims a second connection to a peer,
   which kills the direct connection hole punching makes beside the relayed one.
-  ``keep_one_per_kind`` lets one direct and one relayed connection live side by side. The
-  swarm already opens new streams on a direct connection in preference to a relayed one.
+  ``keep_one_per_kind`` lets a direct and a relayed connection live side by side, and up to
+  two of a kind: an AutoNAT dial-back opens a second direct connection for a moment, and the
+  library's trim would close the *old* one (the new one is in its grace period). The swarm
+  already opens new streams on a direct connection in preference to a relayed one.
 - ``host.get_addrs()`` strips every address from its first ``/p2p/`` on before adding ours, so
   an ``addrs_factory`` cannot hand it a circuit address (``<relay>/p2p/R/p2p-circuit`` comes
   out as the relay's own address): ``advertise_circuits`` adds them after that step.
@@ -42,6 +44,7 @@ RELAY_DIAL_DELAY = 0.5
 """Head start of direct addresses over circuit ones (go-libp2p's dial ranker uses 500 ms)."""
 RELAY_DIAL_TIMEOUT = 10.0
 ADDR_TTL = 600
+LOOKUP_TIMEOUT = 15.0
 
 __all__ = [
     "HOP_PROTOCOL",
@@ -53,6 +56,7 @@ __all__ = [
     "is_circuit",
     "keep_one_per_kind",
     "make_relay",
+    "observed_ips",
     "reserve",
 ]
 
@@ -121,32 +125,65 @@ def advertise_circuits(host: IHost, circuits: Callable[[], list[multiaddr.Multia
     host.get_addrs = get_addrs  # type: ignore[method-assign]
 
 
+def observed_ips(host: IHost) -> list[str]:
+    """IPs other peers saw our connections come from (identify), even if only one peer saw
+    it: behind a NAT that is the router's address. The library keeps them in a private
+    manager and only advertises them after several observers agree."""
+    manager = getattr(host, "_observed_addr_manager", None)
+    if manager is None:
+        return []
+    out: list[str] = []
+    try:
+        addrs = manager.addrs(min_observers=1)
+    except Exception:
+        return []
+    for addr in addrs:
+        parts = str(addr).split("/")
+        if len(parts) > 2 and parts[1] in ("ip4", "ip6") and not is_circuit(addr):
+            out.append(parts[2])
+    return list(dict.fromkeys(out))
+
+
 def keep_one_per_kind(host: IHost) -> None:
-    """Trim a peer's connections only when two are of the same kind (see the module doc)."""
+    """Trim a peer's connections only beyond two of a kind (see the module doc)."""
     swarm: Any = host.get_network()
     original = swarm._trim_connections
 
     def trim(peer_id: ID) -> None:
         kinds = [connection_kind(c) for c in swarm.connections.get(peer_id, [])]
-        if len(kinds) == len(set(kinds)):
+        if max((kinds.count(k) for k in kinds), default=0) <= 2:
             return
         original(peer_id)
 
     swarm._trim_connections = trim
 
 
-def dial_circuits(host: IHost, transport: Any) -> None:
-    """Make every dial path reach peers known only by circuit addresses (trap 1)."""
+def dial_circuits(
+    host: IHost,
+    transport: Any,
+    lookup: Callable[[ID], Awaitable[list[multiaddr.Multiaddr]]] | None = None,
+) -> None:
+    """Make every dial path reach peers known only by circuit addresses (trap 1), and peers
+    known only by id: with no address at all, ``lookup`` (the DHT) is asked first."""
     swarm: Any = host.get_network()
     original: Callable[[ID], Awaitable[list[INetConn]]] = swarm.dial_peer
+
+    def known(peer_id: ID) -> list[multiaddr.Multiaddr]:
+        try:
+            return list(host.get_peerstore().addrs(peer_id))
+        except Exception:
+            return []
 
     async def dial_peer(peer_id: ID) -> list[INetConn]:
         if swarm.get_connections(peer_id):
             return await original(peer_id)
-        try:
-            addrs = list(host.get_peerstore().addrs(peer_id))
-        except Exception:
-            addrs = []
+        addrs = known(peer_id)
+        if not addrs and lookup is not None:
+            with trio.move_on_after(LOOKUP_TIMEOUT):
+                found = await lookup(peer_id)
+                if found:
+                    host.get_peerstore().add_addrs(peer_id, found, ADDR_TTL)
+            addrs = known(peer_id)
         circuits = [circuit_target(a, peer_id) for a in addrs if is_circuit(a)]
         if not circuits:
             return await original(peer_id)

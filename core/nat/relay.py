@@ -78,10 +78,23 @@ class Relays:
             except Exception as exc:
                 log.warning("relay address %s is invalid: %s", text, exc)
         self.protocol, self.transport = compat.make_relay(host, hop=service, limits=SERVICE_LIMITS)
-        compat.dial_circuits(host, self.transport)
+        self.find_peer: Callable[[ID], Awaitable[PeerInfo | None]] | None = None
+        """The DHT's peer lookup, for dials to peers known only by id (set by the owner, whose
+        DHT is made after us)."""
+        compat.dial_circuits(host, self.transport, self._lookup)
         self.reservations: dict[ID, Reservation] = {}
         self._refused: dict[ID, float] = {}
         self._wake = trio.Event()
+
+    async def _lookup(self, peer: ID) -> list[multiaddr.Multiaddr]:
+        if self.find_peer is None:
+            return []
+        try:
+            info = await self.find_peer(peer)
+        except Exception as exc:
+            log.debug("DHT lookup of %s failed: %s", peer, exc)
+            return []
+        return list(info.addrs) if info is not None else []
 
     def circuit_addrs(self) -> list[multiaddr.Multiaddr]:
         return [a for r in self.reservations.values() for a in r.addrs]
