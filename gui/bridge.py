@@ -27,6 +27,13 @@ DRAIN_BUDGET = 0.008
 """Seconds of event handling per turn of the GUI event loop."""
 
 
+def mesh_peers(peer: Any, topic: str) -> list[str]:
+    """GossipSub's mesh for a topic: the peers we forward every message to in full (the
+    topic's other peers only get gossip). Call on the core thread: the router changes it."""
+    mesh = getattr(getattr(peer, "router", None), "mesh", None) or {}
+    return sorted(str(p) for p in mesh.get(topic, ()))
+
+
 class CoreBridge(QObject):
     event = Signal(object)
     """Any core event (core.events.*), delivered on the GUI thread."""

@@ -30,7 +30,7 @@ from core import events as ev
 from core.history import History
 
 from . import geometry
-from .bridge import CoreBridge
+from .bridge import CoreBridge, mesh_peers
 from .chat import ChatMessage, ConversationView, is_file_notice, render
 from .elide import ElidedLabel
 from .files_controller import FilesController
@@ -302,6 +302,7 @@ class MainWindow(QMainWindow):
                 for t in peer.topics.monitored
                 if (stats := peer.topics.stats(t)) is not None
             }
+            info["monitor_mesh"] = {t: mesh_peers(peer, t) for t in peer.topics.monitored}
             return info
 
         info = await self.bridge.call(snapshot)
@@ -319,6 +320,8 @@ class MainWindow(QMainWindow):
                 if r.connected
             ]
         )
+        for topic, mesh in info["monitor_mesh"].items():
+            self.monitor.set_mesh(topic, mesh)
         for topic, members in info["monitor_members"].items():
             self.monitor.set_members(topic, members)
         online = len(info["connections"])

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTableView,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 from .autoscroll import follow_bottom
 from .listmodel import Index, RowsModel
 from .peers_pane import short_id
+from .topic_graph import TopicGraph
 
 KIND_COLOR = {"join": "#2e7d32", "leave": "#c62828", "message": "#1a5fb4"}
 RATE_SECONDS = 120
@@ -181,6 +183,8 @@ class MonitorPane(QWidget):
         self.timeline = TimelineModel()
         self.rates = RateCounter()
         self.members: dict[str, dict[str, float]] = {}
+        self.mesh: dict[str, set[str]] = {}
+        """topic → the peers in our GossipSub mesh for it (only for topics we also joined)."""
         self.alias: dict[str, str] = {}
 
         self.topic_input = QLineEdit()
@@ -230,11 +234,15 @@ class MonitorPane(QWidget):
         header.setStretchLastSection(True)
         follow_bottom(self.table)
         self.member_list = QListWidget()
+        self.graph = TopicGraph()
+        side = QTabWidget()
+        side.addTab(self.graph, "Graph")
+        side.addTab(self.member_list, "Members")
         split = QSplitter()
         split.addWidget(self.table)
-        split.addWidget(self.member_list)
+        split.addWidget(side)
         split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
+        split.setStretchFactor(1, 2)
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -284,11 +292,17 @@ class MonitorPane(QWidget):
         self.timeline.add(TimelineEvent(now, topic, "join" if joined else "leave", peer))
         if topic == self.topic_pick.currentText():
             self._show_members(topic)
+            if joined:
+                self.graph.joined(peer)
+            else:
+                self.graph.left(peer)
 
     def on_message(self, topic: str, peer: str, text: str) -> None:
         if topic not in self.topics:
             return
         self.rates.hit(topic)
+        if topic == self.topic_pick.currentText():
+            self.graph.message(peer)
         self.timeline.add(TimelineEvent(time.time(), topic, "message", peer, text[:120]))
 
     def set_members(self, topic: str, members: dict[str, float]) -> None:
@@ -296,6 +310,11 @@ class MonitorPane(QWidget):
         self.members[topic] = dict(members)
         if topic == self.topic_pick.currentText():
             self._show_members(topic)
+            self.graph.alias = self.alias
+            self.graph.set_members(list(members), self.mesh.get(topic, set()))
+
+    def set_mesh(self, topic: str, mesh: list[str]) -> None:
+        self.mesh[topic] = set(mesh)
 
     def tick(self) -> None:
         topic = self.topic_pick.currentText()
@@ -303,6 +322,8 @@ class MonitorPane(QWidget):
 
     def _show_topic(self, topic: str) -> None:
         self._show_members(topic)
+        self.graph.alias = self.alias
+        self.graph.show_topic(topic, list(self.members.get(topic, {})), self.mesh.get(topic, set()))
         self.tick()
 
     def _show_members(self, topic: str) -> None:

@@ -445,3 +445,24 @@ def test_show_from_the_tray_keeps_the_window_maximized(app: Any, qtbot: Any) -> 
     assert not window.isVisible()
     window.toggle_window()
     assert window.isVisible() and window.isMaximized()
+
+
+def test_topic_graph_shows_mesh_links_joins_and_messages(
+    app: Any, other: OtherPeer, qtbot: Any
+) -> None:
+    window = app.window
+    other.call(other.peer.connect, my_addr(app))
+    window.join_topic("graph")
+    window.monitor.topic_input.setText("graph")
+    window.monitor._add()
+    graph = window.monitor.graph
+    other.call(other.peer.topics.subscribe, "graph", 5.0)
+    qtbot.waitUntil(lambda: other.id in graph.members, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: other.id in graph.mesh, timeout=WAIT_MS)  # grafted by a heartbeat
+    other.call(other.peer.publish, "graph", "hello graph")
+    qtbot.waitUntil(lambda: any(f.peer == other.id for f in graph.flows), timeout=WAIT_MS)
+    assert other.id in graph.positions()
+    graph.grab()  # paints with links, a flow and labels without error
+    other.call(other.peer.unsubscribe, "graph")
+    qtbot.waitUntil(lambda: graph.pulses.get(other.id, ("",))[0] == "leave", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: other.id not in graph.members, timeout=WAIT_MS)
