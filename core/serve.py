@@ -30,6 +30,9 @@ class ServeOptions:
     no_mdns: bool = False
     www: Path | None = None
     """A p2p-webapp web app's folder, served on the API's port."""
+    relay: list[str] = field(default_factory=list)
+    """Static relays; replace the ``relays`` setting (core/nat/relay.py)."""
+    relay_service: bool = False
     allow_origin: list[str] = field(default_factory=list)
     """Browser origins (``http://host:port``) allowed on the API besides the ``--www`` one."""
 
@@ -51,6 +54,8 @@ def peer_config(profile: Profile, options: ServeOptions) -> PeerConfig:
         high_water=settings.conn_high_water,
         file_update_topic=settings.file_update_topic,
         files_dir=str(profile.root),
+        relays=list(options.relay) or list(settings.relays),
+        relay_service=options.relay_service,
     )
 
 

@@ -34,6 +34,7 @@ class Settings:
     """Explicit listen multiaddrs; when set they replace ``listen_port``."""
     bootstrap: list[str] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP))
     mdns: bool = True
+    relays: list[str] = field(default_factory=list)  # static circuit relays (core/nat/relay.py)
     file_update_topic: str = ""
     conn_low_water: int = 100
     conn_high_water: int = 400

@@ -86,3 +86,24 @@ def test_serve_options_override_profile_settings(tmp_path) -> None:
     assert cfg.listen_addrs == ["/ip4/127.0.0.1/tcp/0"] and not cfg.mdns and cfg.bootstrap == []
     cfg = peer_config(profile, ServeOptions(bootstrap=["/ip4/127.0.0.1/tcp/1/p2p/x"]))
     assert cfg.bootstrap == ["/ip4/127.0.0.1/tcp/1/p2p/x"]
+
+
+def test_relays_come_from_the_settings_unless_the_command_line_names_some(tmp_path) -> None:
+    profile = Profile.open(tmp_path)
+    configured = "/ip4/198.18.0.1/tcp/4001/p2p/12D3KooWL3BPBarfXFnpCeUHgWF2eEVVGmsWiaPXNmp13bttobrt"
+    profile.save_settings(Settings(relays=[configured]))
+    cfg = peer_config(profile, ServeOptions())
+    assert cfg.relays == [configured] and not cfg.relay_service
+    cfg = peer_config(profile, ServeOptions(relay=["/ip4/1.2.3.4/tcp/1/p2p/x"], relay_service=True))
+    assert cfg.relays == ["/ip4/1.2.3.4/tcp/1/p2p/x"] and cfg.relay_service
+
+
+async def test_info_reports_reachability_relay_addresses_and_connection_kinds() -> None:
+    async with peer_group(2) as [(a, _), (b, _)]:
+        await connect(a, b)
+        info = a.info()
+        assert info["reachability"] == "unknown" and info["relay_addrs"] == []
+        (conn,) = info["connections"]
+        assert conn["kind"] == "direct"
+        assert [link["kind"] for link in conn["links"]] == ["direct"]
+        assert conn["links"][0]["direction"] == conn["direction"] == "outbound"
