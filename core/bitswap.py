@@ -127,6 +127,7 @@ class Bitswap:
         self._nursery: trio.Nursery | None = None
         self.unsolicited = 0
         """Blocks that arrived without being asked for (dropped)."""
+        self.blocks_sent = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -294,6 +295,7 @@ class Bitswap:
                     ):
                         state.wants.clear()  # the peer does not take our messages
                         break
+                    self.blocks_sent += len(blocks)
 
     def _collect(self, wants: list[_Want]) -> list[tuple[_Want, bytes | None]]:
         """Worker thread: the blocks for the first wants, up to about one message of data."""
@@ -435,6 +437,7 @@ class _Fetch:
         self.load: dict[ID, int] = {}
         self.inflight_bytes = 0
         self.failed = False
+        self.rebalance = False
 
     def post(self, event: tuple[str, ID, bytes, bytes]) -> None:
         self._send.send_nowait(event)
@@ -496,13 +499,13 @@ class _Fetch:
                         self._release(k)
                         self.pending.appendleft(k)
                 continue
+            if kind in ("block", "have") and peer not in self.session and key in self.cids:
+                self.session.append(peer)  # it has blocks of this DAG: ask it for more
+                self.rebalance = len(self.session) > 1
             if key not in self.cids or key in self.done:
                 continue  # done already (a late duplicate)
-            if kind in ("block", "have") and peer not in self.session:
-                self.session.append(peer)
             if kind == "block":
-                self.done.add(key)
-                self.engine._unregister(key, self)
+                self.done.add(key)  # still registered: a late HAVE adds its sender
                 self._release(key)
                 self.waiting.discard(key)
                 self.asked.get(peer, set()).discard(key)
@@ -545,6 +548,8 @@ class _Fetch:
         connected = self.engine._bitswap_peers()
         live = set(connected)
         self.session = [p for p in self.session if p in live]
+        if self.rebalance:
+            self._take_from_busiest(out)
         deferred: list[bytes] = []
         while (
             self.pending
@@ -598,8 +603,20 @@ class _Fetch:
                         self.waiting.discard(key)
                         self.pending.appendleft(key)
 
+    def _take_from_busiest(self, out: dict[ID, list[tuple[bytes, bool, bool, bool]]]) -> None:
+        """A peer joined the session while another holds every want in flight: give it half
+        of them (cancelled at the busy peer; a block already on its way is just a duplicate)."""
+        self.rebalance = False
+        busiest = max(self.session, key=lambda p: self.load.get(p, 0))
+        keys = [k for k, p in self.inflight.items() if p == busiest]
+        for key in keys[len(keys) // 2 :]:
+            self._release(key)
+            self.pending.appendleft(key)
+            self.asked.get(busiest, set()).discard(key)
+            out.setdefault(busiest, []).append((self.cids[key], False, True, False))
+
     async def close(self) -> None:
-        for key in self.cids.keys() - self.done:
+        for key in self.cids:
             self.engine._unregister(key, self)
         cancels = {peer: keys for peer, keys in self.asked.items() if keys}
         with trio.CancelScope(shield=True), trio.move_on_after(2):

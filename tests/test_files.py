@@ -329,3 +329,56 @@ def test_peer_killed_mid_store_restarts_with_a_consistent_tree(tmp_path: Path) -
         finally:
             store.close()
     assert checked >= 2
+
+
+async def test_bitswap_mixed_dag_from_two_peers(tmp_path: Path) -> None:
+    """Raw leaves (0x55), CIDv0 and CIDv1 dag-pb, an identity CID, all in one file, held by
+    two peers: the third fetches it from both, and reads it back whole."""
+    from core import unixfs
+    from core.unixfs import DataType, UnixFSData
+
+    def raw_cid(data: bytes) -> bytes:
+        return b"\x01\x55" + dagpb.cid_v0(data)
+
+    leaves: list[tuple[bytes, bytes, bytes]] = []  # (cid, block, file bytes)
+    for i in range(40):  # 10 MiB: long enough for the second peer's HAVE to count
+        data = os.urandom(262_144 - i)
+        leaves.append((raw_cid(data), data, data))
+    pb_data = os.urandom(50_000)
+    pb_block = dagpb.PBNode([], UnixFSData(DataType.FILE, pb_data, len(pb_data)).encode()).encode()
+    leaves.append((dagpb.cid_v1_dagpb(pb_block), pb_block, pb_data))
+    inline = b"inline bytes"
+    identity = b"\x01\x55\x00" + dagpb.encode_varint(len(inline)) + inline
+    leaves.append((identity, b"", inline))
+    sizes = [len(f) for _, _, f in leaves]
+    root_block = dagpb.PBNode(
+        [dagpb.Link("", c, len(b) or len(f)) for c, b, f in leaves],
+        UnixFSData(DataType.FILE, filesize=sum(sizes), blocksizes=sizes).encode(),
+    ).encode()
+    root = dagpb.cid_v0(root_block)
+    whole = b"".join(f for _, _, f in leaves)
+
+    async with (
+        peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)],
+        peer_group(1, config=files_config(tmp_path, "b")) as [(b, _)],
+        peer_group(1, config=files_config(tmp_path, "c")) as [(c, _)],
+    ):
+        for holder in (a, b):
+            store = holder.require_files().store
+            for cid, block, _ in leaves:
+                if block:
+                    store.put(cid, block, [])
+            store.put(root, root_block, [cid for cid, _, _ in leaves])
+            store.set_root("test", root)
+        await connect(c, a)
+        await connect(c, b)
+        fc = c.require_files()
+        with trio.fail_after(30):
+            await fc.fetch(root)
+        assert b"".join(unixfs.read_file(fc.store.get, root)) == whole
+        assert a.require_files().bitswap.blocks_sent > 0
+        assert b.require_files().bitswap.blocks_sent > 0
+        # fetched again: everything is local, nothing asked
+        sent = a.require_files().bitswap.blocks_sent + b.require_files().bitswap.blocks_sent
+        await fc.fetch(root)
+        assert a.require_files().bitswap.blocks_sent + b.require_files().bitswap.blocks_sent == sent

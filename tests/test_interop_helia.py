@@ -183,10 +183,14 @@ async def test_unknown_cid_gets_dont_have_both_ways(tmp_path: Path) -> None:
     nobody = dagpb.cid_str(dagpb.cid_v1_dagpb(b"nobody has this block " + os.urandom(8)))
     async with peerdesk(tmp_path, "pd") as (pd, _), helia_node() as helia:
         await dial(helia, pd)
+        # one block first: Helia sends wants with sendDontHave only to peers its bitswap
+        # topology already knows (after identify), and the full list on joining without it
+        files = pd.require_files()
+        cid, _ = await files.store_file("before.bin", b"before")
+        await helia.cmd("cat", cid=cid, out=str(tmp_path / "before"))
         answer = await helia.cmd("want", cid=nobody, timeoutMs=3000)
         assert not answer["got"] and str(pd.peer_id) in answer["dontHave"]
         # Peerdesk asking Helia: Helia's DONT_HAVE ends the fetch at once, not after a timeout
-        files = pd.require_files()
         start = trio.current_time()
         with pytest.raises(FetchError):
             await files.fetch(dagpb.parse_cid(nobody))
