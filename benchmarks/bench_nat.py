@@ -1,0 +1,97 @@
+"""NAT traversal figures from the network-namespace lab (tests/netlab.py; needs root).
+
+Prints: time from start to a relay reservation; time to a relayed connection by circuit
+address; time from that to a direct connection (DCUtR); direct-message rate over a relayed
+connection (B behind a port-randomizing NAT, where hole punching cannot work), over the
+hole-punched direct connection, and — the baseline, same lab, same run — between two public
+peers with no NAT in between.
+
+    sudo .venv/bin/python benchmarks/bench_nat.py [--messages 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import netlab
+
+CHAT = "/bench-nat/1.0.0"
+
+
+def _has_link(info: dict, peer: str, kinds: set[str]) -> bool:
+    return any(
+        c["peer"] == peer and any(link["kind"] in kinds for link in c["links"])
+        for c in info["connections"]
+    )
+
+
+def _rate(sender: netlab.RunnerPeer, receiver: netlab.RunnerPeer, count: int) -> float:
+    receiver.call("start", protocol=CHAT)
+    sender.call("send_many", peer=receiver.peer_id, protocol=CHAT, data=[0] * 10, timeout=60)
+    start = time.perf_counter()
+    delivered = sender.call(
+        "send_many", peer=receiver.peer_id, protocol=CHAT, data=list(range(count)), timeout=300
+    )
+    took = time.perf_counter() - start
+    assert all(delivered), "messages were lost"
+    return count / took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=300)
+    args = parser.parse_args()
+    reason = netlab.unavailable()
+    if reason:
+        sys.exit(f"bench_nat: {reason}")
+    with netlab.Lab() as lab:
+        relay = lab.public("relay").peer("--relay-service")
+        relay_addr = next(a for a in relay.ready["addrs"] if "198.18." in a)
+        pub = lab.public("pub").peer()
+        pub2 = lab.public("pub2").peer()
+        pub.call("connect", addr=next(x for x in pub2.ready["addrs"] if "198.18." in x))
+
+        # Static relays, no DHT: the peers know nothing of each other until we connect them.
+        a = lab.behind_nat("a").peer("--relay", relay_addr)
+        start = time.perf_counter()
+        a.wait_info(lambda i: i["relay_addrs"], timeout=30)
+        reserved = time.perf_counter() - start
+        b = lab.behind_nat("b").peer("--relay", relay_addr)
+        b_info = b.wait_info(lambda i: i["relay_addrs"], timeout=30)
+        c = lab.behind_nat("c", random=True).peer("--relay", relay_addr)
+        c_info = c.wait_info(lambda i: i["relay_addrs"], timeout=30)
+
+        start = time.perf_counter()
+        a.call("connect", addr=f"{b_info['relay_addrs'][0]}/p2p/{b.peer_id}", timeout=30)
+        relayed = time.perf_counter() - start
+        a.wait_info(lambda i: _has_link(i, b.peer_id, {"direct", "hole-punched"}), timeout=60)
+        direct = time.perf_counter() - start - relayed
+
+        a.call("connect", addr=f"{c_info['relay_addrs'][0]}/p2p/{c.peer_id}", timeout=30)
+        baseline = _rate(pub, pub2, args.messages)
+        over_relay = _rate(a, c, args.messages)
+        still_relayed = not _has_link(a.call("info"), c.peer_id, {"direct", "hole-punched"})
+        hole_punched = _rate(a, b, args.messages)
+        baseline_again = _rate(pub2, pub, args.messages)
+
+    print(f"reservation after the peer is up     {reserved * 1000:8.0f} ms")
+    print(f"relayed connection by circuit addr   {relayed * 1000:8.0f} ms")
+    print(f"then direct connection (DCUtR)       {direct * 1000:8.0f} ms")
+    print(
+        f"direct messages, public <-> public   {baseline:8.0f} msg/s"
+        f"   (baseline, no NAT; again at the end: {baseline_again:.0f})"
+    )
+    print(f"direct messages, hole-punched        {hole_punched:8.0f} msg/s")
+    print(
+        f"direct messages, relayed             {over_relay:8.0f} msg/s"
+        f"   (port-randomizing NAT; stayed relayed: {still_relayed})"
+    )
+
+
+if __name__ == "__main__":
+    main()
