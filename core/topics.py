@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, ISubscriptionAPI
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -26,7 +27,7 @@ from .framing import dumps, loads
 
 log = logging.getLogger(__name__)
 
-MESHSUB_PROTOCOLS = ["/meshsub/1.2.0", "/meshsub/1.1.0", "/meshsub/1.0.0"]
+MESHSUB_PROTOCOLS = [TProtocol(p) for p in ("/meshsub/1.2.0", "/meshsub/1.1.0", "/meshsub/1.0.0")]
 HEARTBEAT = 0.5
 MAX_MESSAGE = 1024 * 1024
 
@@ -38,7 +39,8 @@ def make_router() -> GossipSub:
         degree=6,
         degree_low=5,
         degree_high=12,
-        heartbeat_interval=HEARTBEAT,  # type: ignore[arg-type]  (typed int, used as seconds)
+        # Typed int in the library, used as seconds: a float works and is what we need.
+        heartbeat_interval=HEARTBEAT,  # type: ignore[arg-type]
         heartbeat_initial_delay=0.05,
         do_px=True,
         spam_protection_enabled=False,

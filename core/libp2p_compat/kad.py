@@ -23,7 +23,7 @@ async def find_providers_network(dht: KadDHT, key: str, count: int = 20) -> list
         return []
 
     # find_providers() consults get_providers() synchronously before its first await.
-    store.get_providers = _skip_local_once  # type: ignore[method-assign]
+    store.get_providers = _skip_local_once  # type: ignore[method-assign,assignment]
     try:
         remote = await store.find_providers(encoded, count)
     finally:
