@@ -106,12 +106,14 @@ class TopicGraph(QWidget):
     def positions(self) -> dict[str, QPointF]:
         shown = self.members[:MAX_NODES]
         centre = QPointF(self.width() / 2, self.height() / 2 + 8)
-        radius = max(20.0, min(self.width(), self.height() - 16) / 2 - 26)
+        # An ellipse as wide as the widget: the monitor's bottom dock is wide and short.
+        rx = max(20.0, self.width() / 2 - 60)
+        ry = max(14.0, (self.height() - 16) / 2 - 24)
         out = {}
         for i, peer in enumerate(shown):
-            angle = 2 * math.pi * i / max(1, len(shown)) - math.pi / 2
+            angle = math.pi + 2 * math.pi * i / max(1, len(shown))  # the first on the left
             out[peer] = QPointF(
-                centre.x() + radius * math.cos(angle), centre.y() + radius * math.sin(angle)
+                centre.x() + rx * math.cos(angle), centre.y() + ry * math.sin(angle)
             )
         return out
 
