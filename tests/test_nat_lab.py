@@ -130,3 +130,18 @@ def test_topic_messages_flow_both_ways(world: World) -> None:
                 break
             except TimeoutError:
                 assert time.monotonic() < deadline, f"topic message {text!r} never arrived"
+
+
+def test_behind_a_port_randomizing_nat_it_stays_relayed_and_works(world: World) -> None:
+    """``--random-fully`` defeats hole punching: the connection stays relayed, messages arrive."""
+    d = world.lab.behind_nat("d", random=True).peer("--relay", world.relay_addr)
+    d_info = d.wait_info(lambda i: i["relay_addrs"], timeout=10)
+    d.call("start", protocol=CHAT)
+    world.a.call("connect", addr=f"{d_info['relay_addrs'][0]}/p2p/{d.peer_id}", timeout=15)
+    delivered = world.a.call(
+        "send_many", peer=d.peer_id, protocol=CHAT, data=list(range(20)), timeout=60
+    )
+    assert delivered == [True] * 20
+    time.sleep(3)  # a hole punch, had it worked, is done by now (~0.5-3 s in this lab)
+    info = world.a.call("info")
+    assert _relayed(info, d.peer_id) and not _direct(info, d.peer_id)
