@@ -36,6 +36,8 @@ REFRESH_MARGIN = 0.25
 """Refresh when less than this share of a reservation's lifetime is left."""
 RETRY_AFTER = 30.0
 """A relay that refused us is not asked again for this long."""
+STATIC_REDIAL = 5.0
+"""A static relay we lost is dialled again this often while we need it."""
 
 SERVICE_LIMITS = RelayLimits(
     duration=120,
@@ -84,6 +86,8 @@ class Relays:
         compat.dial_circuits(host, self.transport, self._lookup)
         self.reservations: dict[ID, Reservation] = {}
         self._refused: dict[ID, float] = {}
+        self._next_dial: dict[ID, float] = {}
+        self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
     async def _lookup(self, peer: ID) -> list[multiaddr.Multiaddr]:
@@ -107,9 +111,10 @@ class Relays:
         async with background_trio_service(self.protocol):
             await self.protocol.event_started.wait()
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 for info in self.static:
                     self.host.get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
-                    nursery.start_soon(self.dial, info)
+                self._redial_static()
                 task_status.started()
                 while True:
                     with trio.move_on_after(CHECK_INTERVAL):
@@ -135,7 +140,19 @@ class Relays:
         now = time.monotonic()
         return [p for p in out if p != me and self._refused.get(p, 0) <= now]
 
+    def _redial_static(self) -> None:
+        """Static relays are kept connected while we need them (a lost one is re-reserved)."""
+        if self._nursery is None or not self.wanted():
+            return
+        now = time.monotonic()
+        connected = set(self.host.get_connected_peers())
+        for info in self.static:
+            if info.peer_id not in connected and self._next_dial.get(info.peer_id, 0) <= now:
+                self._next_dial[info.peer_id] = now + STATIC_REDIAL
+                self._nursery.start_soon(self.dial, info)
+
     async def _tend(self) -> None:
+        self._redial_static()
         changed = False
         connected = set(self.host.get_connected_peers())
         for relay in [r for r in self.reservations if r not in connected]:
