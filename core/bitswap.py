@@ -266,36 +266,47 @@ class Bitswap:
                     state.wake.set()
 
     async def _serve(self, state: _PeerState) -> None:
+        """Answers the peer's ledger; the next message is read from the store while the
+        previous one is being written (at most one waits in between)."""
+        to_send, outbox = trio.open_memory_channel[tuple[list, list]](0)
         with state.scope:
-            while True:
-                await state.wake.wait()
-                state.wake = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, state, outbox)
                 while True:
-                    todo = [w for w in state.wants.values() if not w.missing]
-                    if not todo:
-                        break
-                    found = await trio.to_thread.run_sync(self._collect, todo)
-                    blocks: list[tuple[bytes, bytes]] = []
-                    presences: list[tuple[bytes, int]] = []
-                    for want, data in found:
-                        if state.wants.get(want.cid) is not want:
-                            continue  # cancelled meanwhile
-                        if data is None:
-                            want.missing = True
-                            if want.dont_have:
-                                presences.append((want.cid, PRESENCE_DONT_HAVE))
-                            continue
-                        if want.block or len(data) < BLOCK_IN_PLACE_OF_HAVE:
-                            blocks.append((want.cid, data))
-                        else:
-                            presences.append((want.cid, PRESENCE_HAVE))
-                        del state.wants[want.cid]
-                    if (blocks or presences) and not await self._send(
-                        state, blocks=blocks, presences=presences
-                    ):
-                        state.wants.clear()  # the peer does not take our messages
-                        break
-                    self.blocks_sent += len(blocks)
+                    await state.wake.wait()
+                    state.wake = trio.Event()
+                    while todo := [w for w in state.wants.values() if not w.missing]:
+                        found = await trio.to_thread.run_sync(self._collect, todo)
+                        blocks, presences = self._answers(state, found)
+                        if blocks or presences:
+                            await to_send.send((blocks, presences))
+
+    def _answers(
+        self, state: _PeerState, found: list[tuple[_Want, bytes | None]]
+    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]:
+        blocks: list[tuple[bytes, bytes]] = []
+        presences: list[tuple[bytes, int]] = []
+        for want, data in found:
+            if state.wants.get(want.cid) is not want:
+                continue  # cancelled meanwhile
+            if data is None:
+                want.missing = True
+                if want.dont_have:
+                    presences.append((want.cid, PRESENCE_DONT_HAVE))
+                continue
+            if want.block or len(data) < BLOCK_IN_PLACE_OF_HAVE:
+                blocks.append((want.cid, data))
+            else:
+                presences.append((want.cid, PRESENCE_HAVE))
+            del state.wants[want.cid]
+        return blocks, presences
+
+    async def _sender(self, state: _PeerState, outbox: trio.MemoryReceiveChannel) -> None:
+        async for blocks, presences in outbox:
+            if await self._send(state, blocks=blocks, presences=presences):
+                self.blocks_sent += len(blocks)
+            else:
+                state.wants.clear()  # the peer does not take our messages
 
     def _collect(self, wants: list[_Want]) -> list[tuple[_Want, bytes | None]]:
         """Worker thread: the blocks for the first wants, up to about one message of data."""
