@@ -42,8 +42,10 @@ PEER_PER_MINUTE = 3
 """go-libp2p's AutoNAT service throttles: 30 dial-backs a minute, 3 per peer."""
 CONFIRMATIONS = 2
 SERVERS_PER_ROUND = 3
-RETRY_UNKNOWN = 3.0
+CHECK_INTERVAL = 3.0
+"""How often we look whether our addresses changed or a new server is connected."""
 RECHECK = 300.0
+"""A server's answer is good for this long; then it is asked again."""
 
 UNKNOWN, PUBLIC, PRIVATE = "unknown", "public", "private"
 
@@ -183,9 +185,8 @@ class AutoNatClient:
                 self._claimed = {str(a) for a in claimed}
                 self._answers.clear()  # new addresses: old answers say nothing about them
             if claimed:
-                await self._round(claimed)
-            wait = RETRY_UNKNOWN if self.status == UNKNOWN else RECHECK
-            with trio.move_on_after(wait):
+                await self._round(claimed)  # asks only servers with no fresh answer
+            with trio.move_on_after(CHECK_INTERVAL):
                 await self._wake.wait()
             self._wake = trio.Event()
 
