@@ -1,8 +1,10 @@
 """Bitswap figures for one file (64 MiB by default), all measured in the same run:
 
-- Helia -> Helia (two Helia 7 nodes, tests/interop/heliapeer.mjs): the js baseline;
-- Helia -> Peerdesk (Peerdesk fetches and saves a file Helia imported) and Peerdesk -> Helia
-  (Helia cats a file Peerdesk stored), against that baseline;
+- Helia -> Helia (two Helia 7 nodes, tests/interop/heliapeer.mjs): the js baseline, once
+  with Helia's import (1 MiB raw leaves) and once with Peerdesk's (256 KiB dag-pb leaves);
+- Helia -> Peerdesk (Peerdesk fetches and saves a file Helia imported, Helia's DAG) and
+  Peerdesk -> Helia (Helia cats a file Peerdesk stored, Peerdesk's DAG), each against the
+  Helia -> Helia run of the same DAG;
 - Peerdesk -> Peerdesk next to a bare py-libp2p stream carrying the same bytes (Noise + Yamux
   on loopback, one writer, one reader): the ceiling of our stack.
 
@@ -89,9 +91,11 @@ def rate(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
 
-async def helia_to_helia(src: Path, work: Path, size: int) -> float:
+async def helia_to_helia(src: Path, work: Path, size: int, peerdesk_dag: bool) -> float:
+    """``peerdesk_dag``: the file imported as Peerdesk imports it (256 KiB dag-pb leaves), the
+    like-for-like baseline for Peerdesk -> Helia; otherwise Helia's (1 MiB raw leaves)."""
     async with helia() as a, helia() as b:
-        cid = (await a.cmd("addFile", path=str(src), timeout=120))["cid"]
+        cid = (await a.cmd("addFile", path=str(src), peerdesk=peerdesk_dag, timeout=120))["cid"]
         await b.cmd("dial", addr=a.ready["addrs"][0])
         answer = await b.cmd(
             "cat", cid=cid, out=str(work / "hh.bin"), timeoutMs=300000, timeout=330
@@ -172,7 +176,8 @@ async def main(size_mib: int, rounds: int) -> None:
         runs: dict[str, list[float]] = {}
         for n in range(rounds):
             if NODE is not None:
-                runs.setdefault("hh", []).append(await helia_to_helia(src, work, size))
+                runs.setdefault("hh", []).append(await helia_to_helia(src, work, size, False))
+                runs.setdefault("hh256", []).append(await helia_to_helia(src, work, size, True))
                 runs.setdefault("hp", []).append(await helia_to_peerdesk(src, work, size, n))
                 runs.setdefault("ph", []).append(await peerdesk_to_helia(src, work, size, n))
             runs.setdefault("pp", []).append(await peerdesk_to_peerdesk(src, work, size, n))
@@ -189,9 +194,10 @@ async def main(size_mib: int, rounds: int) -> None:
         print(f"bitswap, {size_mib} MiB on loopback, {rounds} round(s):")
         if NODE is None:
             print("(Node.js not found: the Helia rows are skipped)")
-        show("hh", "Helia -> Helia (baseline)")
-        show("hp", "Helia -> Peerdesk", "hh")
-        show("ph", "Peerdesk -> Helia", "hh")
+        show("hh", "Helia -> Helia, Helia's DAG")
+        show("hp", "Helia -> Peerdesk, Helia's DAG", "hh")
+        show("hh256", "Helia -> Helia, Peerdesk's DAG")
+        show("ph", "Peerdesk -> Helia, Peerdesk's DAG", "hh256")
         show("bare", "bare py-libp2p stream (baseline)")
         show("pp", "Peerdesk -> Peerdesk", "bare")
 
