@@ -14,6 +14,7 @@ processes (``tests/nat_runner.py``) inside their namespace, driven by JSON lines
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -31,19 +32,41 @@ PUBLIC_NET = "198.18.0"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
 def unavailable() -> str:
-    """Why the lab cannot run here ('' when it can): it needs root, ``ip netns`` and iptables."""
+    """Why the lab cannot run here ('' when it can): it needs root, ``ip netns``, veth pairs, a
+    bridge and iptables NAT inside a namespace. Probed for real, once: a container may have
+    the tools but not the kernel features."""
+    return _probe()
+
+
+def _probe() -> str:
     if os.geteuid() != 0:
         return "the NAT lab needs root (network namespaces)"
     for tool in ("ip", "iptables"):
         if shutil.which(tool) is None:
             return f"the NAT lab needs `{tool}` (apt-get install iproute2 iptables)"
     name = f"pdprobe{secrets.token_hex(3)}"
-    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"`ip netns add` failed: {probe.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return ""
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "-n", name, "link", "add", "br0", "type", "bridge"],
+        ["ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "v1"],
+        ["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        ["ip", "netns", "exec", name, "iptables", "-t", "nat", "-A", "POSTROUTING", "-j",
+         "MASQUERADE", "--random-fully"],
+        ["ip", "netns", "exec", name, "iptables", "-A", "FORWARD", "-m", "conntrack",
+         "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+    ]  # fmt: skip
+    try:
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                return (
+                    f"the NAT lab cannot run here: `{' '.join(step)}` failed: {done.stderr.strip()}"
+                )
+        return ""
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _sh(*argv: str) -> None:
