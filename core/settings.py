@@ -39,6 +39,8 @@ class Settings:
     conn_low_water: int = 100
     conn_high_water: int = 400
     notifications: bool = True
+    close_to_tray: bool = False
+    """Closing the desktop window hides it in the tray (File → Quit ends the app)."""
 
     def effective_listen_addrs(self) -> list[str]:
         if self.listen_addrs:

@@ -71,13 +71,16 @@ class App:
         tray = QSystemTrayIcon(QIcon(ICON), self.window)
         menu = QMenu()
         menu.addAction("Show Peerdesk", self.window.show_window)
-        menu.addAction("Quit", self.window.close)
+        menu.addAction("Quit", self.window.quit)
         tray.setContextMenu(menu)
         tray.activated.connect(self._tray_clicked)
         tray.setToolTip("Peerdesk — starting…")
         self.window.stateChanged.connect(lambda state: tray.setToolTip(f"Peerdesk — {state}"))
         tray.show()
         return tray
+
+    def _apply_window_settings(self) -> None:
+        self.window.close_to_tray = bool(self.tray is not None and self.settings.close_to_tray)
 
     def _tray_clicked(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a left click
@@ -95,6 +98,7 @@ class App:
         profile = Profile.open(self.data_dir)
         self.settings = profile.load_settings()
         settings = self.settings
+        self._apply_window_settings()
         listen, notice = profile.listen_addrs_for_start(settings)
         if notice:
             self.window.statusBar().showMessage(notice, 20000)
@@ -160,7 +164,8 @@ class App:
         dialog = SettingsDialog(self.data_dir, self.window)
         if not dialog.exec():
             return
-        self.settings = dialog.value()  # notifications apply at once
+        self.settings = dialog.value()  # notifications and close-to-tray apply at once
+        self._apply_window_settings()
         if dialog.needs_restart:
             self.restart_core()
 
@@ -209,7 +214,7 @@ def main(
     closed = asyncio.Event()
     app.lastWindowClosed.connect(closed.set)
     for signum in (signal.SIGINT, signal.SIGTERM):  # logout, kill, Ctrl+C: as closing the window
-        loop.add_signal_handler(signum, lambda: (peerdesk.window.close(), closed.set()))
+        loop.add_signal_handler(signum, lambda: (peerdesk.window.quit(), closed.set()))
     with loop:
         loop.run_until_complete(closed.wait())
     links.server.close()

@@ -8,6 +8,7 @@ joined topics, open tabs, monitored topics and nicknames), the layout in ``windo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -63,7 +64,11 @@ class MainWindow(QMainWindow):
         self.peer_id = ""
         self.info: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._topic_ops: dict[str, asyncio.Future[Any]] = {}
         self.has_bootstrap = True
+        self.close_to_tray = False
+        """Set by the app when the setting is on and a tray exists to come back from."""
+        self._quitting = False
         """Whether the peer has DHT bootstrap peers (the app says; without, no "bootstrapping")."""
         self.setWindowTitle("Peerdesk")
         self.history = History(data_dir / "history.sqlite")
@@ -158,7 +163,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
+        quit_action.triggered.connect(self.quit)
         file_menu.addAction(quit_action)
         view = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
@@ -276,8 +281,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Peer {short_id(self.peer_id)} started", 5000)
         self.files.own_id = self.peer_id
         # A new peer (first start, or a restart after new settings) rejoins what the user had.
+        self._topic_ops.clear()  # a new peer: nothing of the old one's to wait for
         for topic in self.topics.topic_names():
-            self._run(self.bridge.call(peer.subscribe, topic), what=f"join {topic}")
+            self._topic_op(topic, peer.subscribe, f"join {topic}")
         for topic in self.monitor.topics:
             self.bridge.call_soon(peer.monitor, topic)
         self.info_timer.start()
@@ -492,7 +498,7 @@ class MainWindow(QMainWindow):
         self.open_topic(topic)
         self._save_session()
         if self.bridge.peer is not None:  # otherwise joined when the peer starts
-            self._run(self.bridge.call(self.bridge.peer.subscribe, topic), what=f"join {topic}")
+            self._topic_op(topic, self.bridge.peer.subscribe, f"join {topic}")
 
     def leave_topic(self, topic: str) -> None:
         self.topics.remove_topic(topic)
@@ -501,7 +507,23 @@ class MainWindow(QMainWindow):
             self._close_tab(self.conversations.indexOf(view))
         self._save_session()
         if self.bridge.peer is not None:
-            self._run(self.bridge.call(self.bridge.peer.unsubscribe, topic), what=f"leave {topic}")
+            self._topic_op(topic, self.bridge.peer.unsubscribe, f"leave {topic}")
+
+    def _topic_op(self, topic: str, fn: Any, what: str) -> None:
+        """Join and leave of one topic run in the order clicked: as two core tasks, a Leave
+        still sending its unsubscription could finish after the Join that followed it and
+        leave the topic unjoined."""
+        previous = self._topic_ops.get(topic)
+
+        async def go() -> None:
+            if previous is not None and not previous.done():
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(previous)
+            await self.bridge.call(fn, topic)
+
+        task = asyncio.ensure_future(go())
+        self._topic_ops[topic] = task
+        self._run(task, what=what)
 
     def _monitor(self, topic: str) -> None:
         self._save_session()
@@ -639,7 +661,17 @@ class MainWindow(QMainWindow):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def quit(self) -> None:
+        """File → Quit, the tray's Quit, a signal: close for real, whatever close-to-tray says."""
+        self._quitting = True
+        self.show()  # a hidden window's close() would not reach closeEvent
+        self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.close_to_tray and not self._quitting:
+            event.ignore()
+            self.hide()
+            return
         self.save_layout()
         self._save_session()
         self.info_timer.stop()

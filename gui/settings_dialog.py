@@ -50,6 +50,8 @@ class SettingsDialog(QDialog):
         self.notify_topic.setPlaceholderText("none")
         self.notifications = QCheckBox("Desktop notifications for messages and files")
         self.notifications.setChecked(self.original.notifications)
+        self.close_to_tray = QCheckBox("Closing the window keeps Peerdesk running in the tray")
+        self.close_to_tray.setChecked(self.original.close_to_tray)
         folder = QLabel(str(self.profile.root))
         folder.setWordWrap(True)
 
@@ -70,6 +72,7 @@ class SettingsDialog(QDialog):
         form.addRow("", self.mdns)
         form.addRow("File-update topic:", self.notify_topic)
         form.addRow("", self.notifications)
+        form.addRow("", self.close_to_tray)
         form.addRow("Peer id:", self.peer_label)
         form.addRow("Identity:", key_row)
         form.addRow("Data folder:", folder)
@@ -96,6 +99,7 @@ class SettingsDialog(QDialog):
             conn_low_water=self.original.conn_low_water,
             conn_high_water=self.original.conn_high_water,
             notifications=self.notifications.isChecked(),
+            close_to_tray=self.close_to_tray.isChecked(),
         )
 
     def accept(self) -> None:

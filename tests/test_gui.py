@@ -466,3 +466,19 @@ def test_topic_graph_shows_mesh_links_joins_and_messages(
     other.call(other.peer.unsubscribe, "graph")
     qtbot.waitUntil(lambda: graph.pulses.get(other.id, ("",))[0] == "leave", timeout=WAIT_MS)
     qtbot.waitUntil(lambda: other.id not in graph.members, timeout=WAIT_MS)
+
+
+def test_close_to_tray_hides_and_quit_closes(app: Any, qtbot: Any) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    window = app.window
+    window.close_to_tray = True
+    last_closed: list[bool] = []
+    QApplication.instance().lastWindowClosed.connect(lambda: last_closed.append(True))
+    window.close()
+    assert not window.isVisible() and not last_closed  # still running, in the tray
+    window.show_window()
+    assert window.isVisible()
+    window.quit()
+    assert not window.isVisible()
+    assert Profile.open(app.data_dir).load_settings().close_to_tray is False  # the default

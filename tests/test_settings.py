@@ -77,3 +77,10 @@ def test_explicit_listen_addrs_are_used_as_they_are(tmp_path) -> None:
     s = Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"])
     assert profile.listen_addrs_for_start(s) == (["/ip4/127.0.0.1/tcp/0"], "")
     assert not profile.settings_path.exists()
+
+
+def test_close_to_tray_is_off_by_default_and_kept(tmp_path) -> None:
+    profile = Profile.open(tmp_path)
+    assert profile.load_settings().close_to_tray is False
+    profile.save_settings(Settings(close_to_tray=True))
+    assert Profile.open(tmp_path).load_settings().close_to_tray is True
