@@ -170,6 +170,7 @@ class App:
             self.restart_core()
 
     def shutdown(self) -> None:
+        self.window.history.commit()
         self.bridge.stop()
         if self.tray is not None:
             self.tray.hide()

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QTabWidget,
     QWidget,
 )
@@ -105,8 +106,10 @@ class MainWindow(QMainWindow):
         self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
 
         self.state_label = ElidedLabel("Starting…", mode=Qt.TextElideMode.ElideRight)
-        self.state_label.setMinimumWidth(160)
-        self.statusBar().addPermanentWidget(self.state_label, 1)
+        # Its own width (at most ElidedLabel's cap), shrinking before the window would grow;
+        # the rest of the bar is for temporary messages.
+        self.state_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.statusBar().addPermanentWidget(self.state_label)
         self._menus()
 
         self.peers.openChat.connect(self.open_direct)

@@ -482,3 +482,20 @@ def test_close_to_tray_hides_and_quit_closes(app: Any, qtbot: Any) -> None:
     window.quit()
     assert not window.isVisible()
     assert Profile.open(app.data_dir).load_settings().close_to_tray is False  # the default
+
+
+def test_find_in_history_lists_matches_and_opens_their_conversation(app: Any, qtbot: Any) -> None:
+    from gui.search_dialog import SearchDialog
+
+    window = app.window
+    peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+    window.history.add(f"peer:{peer}", peer, {"text": "the Secret plan"}, 1.0)
+    window.history.add("topic:news", "x", "nothing to see", 2.0)
+    dialog = SearchDialog(window.history, window.peers_model.alias, window)
+    dialog.openConversation.connect(window._open_key)
+    dialog.query.setText("secret")
+    dialog.search()
+    assert dialog.results.count() == 1 and "the Secret plan" in dialog.results.item(0).text()
+    dialog._open(dialog.results.item(0))
+    assert window.conversations.currentWidget() is window._conversation(f"peer:{peer}")
+    dialog.close()
