@@ -167,6 +167,9 @@ class Bitswap:
 
     async def _handle_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
+        if not self.host.get_network().get_connections(peer):
+            await _reset_quietly(stream)  # already gone: keep no state for it
+            return
         state = self._state(peer)
         if state.inbound >= MAX_STREAMS_PER_PEER:
             await _reset_quietly(stream)
@@ -599,20 +602,22 @@ class _Fetch:
             else:
                 deferred.append(key)  # nobody connected: wait (bounded by the timeout)
         self.pending.extendleft(reversed(deferred))
-        for peer, entries in out.items():
-            state = self.engine._state(peer)
-            if not await self.engine._send(state, entries=entries):
-                for cid, *_ in entries:
-                    key = wire.multihash_key(cid)
-                    self.lacks.setdefault(key, set()).add(peer)
-                    if self.inflight.get(key) == peer:
-                        self._release(key)
-                        self.pending.appendleft(key)
-                    elif key in self.waiting and not (
-                        self.asked_have.get(key, set()) - self.lacks[key]
-                    ):
-                        self.waiting.discard(key)
-                        self.pending.appendleft(key)
+        async with trio.open_nursery() as nursery:  # a slow peer does not hold up the others
+            for peer, entries in out.items():
+                nursery.start_soon(self._send_wants, peer, entries)
+
+    async def _send_wants(self, peer: ID, entries: list[tuple[bytes, bool, bool, bool]]) -> None:
+        if await self.engine._send(self.engine._state(peer), entries=entries):
+            return
+        for cid, *_ in entries:  # as if the peer had said DONT_HAVE to each
+            key = wire.multihash_key(cid)
+            self.lacks.setdefault(key, set()).add(peer)
+            if self.inflight.get(key) == peer:
+                self._release(key)
+                self.pending.appendleft(key)
+            elif key in self.waiting and not (self.asked_have.get(key, set()) - self.lacks[key]):
+                self.waiting.discard(key)
+                self.pending.appendleft(key)
 
     def _take_from_busiest(self, out: dict[ID, list[tuple[bytes, bool, bool, bool]]]) -> None:
         """A peer joined the session while another holds every want in flight: give it half
