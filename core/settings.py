@@ -40,6 +40,8 @@ class Settings:
     conn_high_water: int = 400
     notifications: bool = True
     close_to_tray: bool = False
+    download_dir: str = ""
+    """Where the desktop's save dialogs start; "" is ~/Downloads (or the home folder)."""
     """Closing the desktop window hides it in the tray (File → Quit ends the app)."""
 
     def effective_listen_addrs(self) -> list[str]:

@@ -81,6 +81,8 @@ class App:
 
     def _apply_window_settings(self) -> None:
         self.window.close_to_tray = bool(self.tray is not None and self.settings.close_to_tray)
+        folder = self.settings.download_dir
+        self.window.files_pane.downloads = Path(folder).expanduser() if folder else None
 
     def _tray_clicked(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a left click

@@ -266,7 +266,7 @@ class FilesController(QObject):
         dialog = QFileDialog(
             self.window,
             f"Save received file ({_size(len(data))}, {kind})",
-            str(Path.home() / name),
+            str(self.pane.download_dir() / name),
         )
         dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         dialog.fileSelected.connect(lambda name: Path(name).write_bytes(data))

@@ -3,6 +3,7 @@ peer's tree; save, open and copy CIDs; progress bars with cancel for long work."
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +101,30 @@ class ProgressRow(QWidget):
         row.addWidget(self.label, 2)
         row.addWidget(self.bar, 3)
         row.addWidget(cancel)
+        self.started = time.monotonic()
 
-    def set_progress(self, done: int, total: int) -> None:
+    def set_progress(self, done: int, total: int, now: float | None = None) -> None:
         if total > 0:
             self.bar.setRange(0, 1000)
             self.bar.setValue(int(1000 * min(done, total) / total))
-        self.bar.setFormat(
-            f"{done / 1048576:.1f} MiB"
-            if total <= 0
-            else f"%p%  ({done / 1048576:.1f} of {total / 1048576:.1f} MiB)"
-        )
+        text = progress_text(done, total, (now or time.monotonic()) - self.started)
+        self.bar.setFormat(text)
+        self.bar.setToolTip(text)
+
+
+def progress_text(done: int, total: int, elapsed: float) -> str:
+    """ "42%  12.0 of 28.5 MiB · 6.1 MiB/s · 3 s left": speed and time left once measurable."""
+    mib = 1048576
+    text = (
+        f"{done / mib:.1f} MiB" if total <= 0 else f"%p%  {done / mib:.1f} of {total / mib:.1f} MiB"
+    )
+    if elapsed >= 0.5 and done > 0:
+        speed = done / elapsed
+        text += f" · {speed / mib:.1f} MiB/s"
+        if total > done:
+            left = (total - done) / speed
+            text += f" · {left:.0f} s left" if left < 120 else f" · {left / 60:.0f} min left"
+    return text
 
 
 class FilesPane(QWidget):
@@ -130,6 +145,8 @@ class FilesPane(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.model = FilesModel()
+        self.downloads: Path | None = None
+        """The download folder setting (None: not set)."""
         self.source = QComboBox()
         self.source.addItem("My files", OWN)
         self.source.currentIndexChanged.connect(
@@ -181,6 +198,13 @@ class FilesPane(QWidget):
         layout.addLayout(get_row)
         layout.addLayout(self.progress_box)
         self.progress: dict[str, ProgressRow] = {}
+
+    def download_dir(self) -> Path:
+        """Where save dialogs start: the download folder setting, else ~/Downloads or ~."""
+        for folder in (self.downloads, Path.home() / "Downloads"):
+            if folder is not None and folder.is_dir():
+                return folder
+        return Path.home()
 
     @property
     def current_source(self) -> str:
@@ -263,7 +287,9 @@ class FilesPane(QWidget):
         files = [n for n in self.selected() if n.kind == "file"]
         if not files:
             return
-        dest, _ = QFileDialog.getSaveFileName(self, "Save file", str(Path.home() / files[0].name))
+        dest, _ = QFileDialog.getSaveFileName(
+            self, "Save file", str(self.download_dir() / files[0].name)
+        )
         if dest:
             self.saveRequested.emit(files[0].cid, dest, self.current_source)
 

@@ -52,6 +52,8 @@ class SettingsDialog(QDialog):
         self.notifications.setChecked(self.original.notifications)
         self.close_to_tray = QCheckBox("Closing the window keeps Peerdesk running in the tray")
         self.close_to_tray.setChecked(self.original.close_to_tray)
+        self.download_dir = QLineEdit(self.original.download_dir)
+        self.download_dir.setPlaceholderText("~/Downloads")
         folder = QLabel(str(self.profile.root))
         folder.setWordWrap(True)
 
@@ -73,6 +75,7 @@ class SettingsDialog(QDialog):
         form.addRow("File-update topic:", self.notify_topic)
         form.addRow("", self.notifications)
         form.addRow("", self.close_to_tray)
+        form.addRow("Download folder:", self.download_dir)
         form.addRow("Peer id:", self.peer_label)
         form.addRow("Identity:", key_row)
         form.addRow("Data folder:", folder)
@@ -100,6 +103,7 @@ class SettingsDialog(QDialog):
             conn_high_water=self.original.conn_high_water,
             notifications=self.notifications.isChecked(),
             close_to_tray=self.close_to_tray.isChecked(),
+            download_dir=self.download_dir.text().strip(),
         )
 
     def accept(self) -> None:

@@ -499,3 +499,18 @@ def test_find_in_history_lists_matches_and_opens_their_conversation(app: Any, qt
     dialog._open(dialog.results.item(0))
     assert window.conversations.currentWidget() is window._conversation(f"peer:{peer}")
     dialog.close()
+
+
+def test_download_folder_setting_is_where_save_dialogs_start(
+    app: Any, qtbot: Any, tmp_path: Path
+) -> None:
+    from gui.settings_dialog import SettingsDialog
+
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    dialog = SettingsDialog(app.data_dir, app.window)
+    dialog.download_dir.setText(str(folder))
+    dialog.accept()
+    app.settings = dialog.value()
+    app._apply_window_settings()
+    assert app.window.files_pane.download_dir() == folder
