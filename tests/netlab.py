@@ -92,6 +92,20 @@ class Node:
     def sh(self, *argv: str) -> None:
         _sh("ip", "netns", "exec", self.ns, *argv)
 
+    def spawn(self, *argv: str) -> subprocess.Popen[str]:
+        """Any other program in this namespace (stdin a pipe: closing it asks it to stop);
+        the lab ends it on close."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, *argv],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if not os.environ.get("NETLAB_DEBUG") else None,
+            text=True,
+        )
+        self.lab.others.append(proc)
+        return proc
+
     def peer(self, *args: str) -> RunnerPeer:
         """Start a Peerdesk peer (tests/nat_runner.py) in this namespace."""
         argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.nat_runner", *args]
@@ -113,6 +127,7 @@ class Node:
 class Lab:
     prefix: str = field(default_factory=lambda: f"pd{secrets.token_hex(2)}")
     processes: list[RunnerPeer] = field(default_factory=list)
+    others: list[subprocess.Popen[str]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     _next_public: int = 1
     _next_lan: int = 1
@@ -200,6 +215,10 @@ class Lab:
     def close(self) -> None:
         for runner in self.processes:
             runner.close()
+        for proc in self.others:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self.namespaces.clear()

@@ -6,6 +6,9 @@ behind its own MASQUERADE router that drops unsolicited packets. Skips without r
 
 from __future__ import annotations
 
+import json
+import select
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -145,3 +148,32 @@ def test_behind_a_port_randomizing_nat_it_stays_relayed_and_works(world: World) 
     time.sleep(3)  # a hole punch, had it worked, is done by now (~0.5-3 s in this lab)
     info = world.a.call("info")
     assert _relayed(info, d.peer_id) and not _direct(info, d.peer_id)
+
+
+JS_RELAY = netlab.ROOT / "tests" / "interop" / "nat_relay.mjs"
+JS_MODULE = netlab.ROOT / "tests" / "interop" / "node_modules" / "@libp2p" / "circuit-relay-v2"
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not JS_MODULE.exists(),
+    reason="needs node and tests/interop's node_modules (npm ci in tests/interop)",
+)
+def test_through_a_js_libp2p_relay(world: World) -> None:
+    """js-libp2p's circuit relay v2 server as the public relay: two py peers behind NATs
+    reserve on it and a direct message goes through it."""
+    node = world.lab.public("jsrelay")
+    proc = node.spawn("node", str(JS_RELAY), node.ip, "4001")
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], 30)
+    assert readable, "the js relay did not start within 30 s"
+    ready = json.loads(proc.stdout.readline() or "{}")
+    js_addr = f"/ip4/{node.ip}/tcp/4001/p2p/{ready['peerid']}"
+    e = world.lab.behind_nat("e").peer("--relay", js_addr)
+    f = world.lab.behind_nat("f").peer("--relay", js_addr)
+    f_info = f.wait_info(lambda i: i["relay_addrs"], timeout=15)
+    e.wait_info(lambda i: i["relay_addrs"], timeout=15)
+    assert ready["peerid"] in f_info["relay_addrs"][0]
+    f.call("start", protocol=CHAT)
+    e.call("connect", addr=f"{f_info['relay_addrs'][0]}/p2p/{f.peer_id}", timeout=20)
+    e.call("send", peer=f.peer_id, protocol=CHAT, data={"via": "js"}, timeout=30)
+    f.wait_event(lambda ev: ev["event"] == "PeerData" and ev["data"] == {"via": "js"})
