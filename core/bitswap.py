@@ -272,17 +272,23 @@ class Bitswap:
         """Answers the peer's ledger; the next message is read from the store while the
         previous one is being written (at most one waits in between)."""
         to_send, outbox = trio.open_memory_channel[tuple[list, list]](0)
-        with state.scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sender, state, outbox)
-                while True:
-                    await state.wake.wait()
-                    state.wake = trio.Event()
-                    while todo := [w for w in state.wants.values() if not w.missing]:
-                        found = await trio.to_thread.run_sync(self._collect, todo)
-                        blocks, presences = self._answers(state, found)
-                        if blocks or presences:
-                            await to_send.send((blocks, presences))
+        try:
+            with state.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._sender, state, outbox)
+                    while True:
+                        await state.wake.wait()
+                        state.wake = trio.Event()
+                        while todo := [w for w in state.wants.values() if not w.missing]:
+                            found = await trio.to_thread.run_sync(self._collect, todo)
+                            blocks, presences = self._answers(state, found)
+                            if blocks or presences:
+                                await to_send.send((blocks, presences))
+        except Exception:  # e.g. the store closing under us: this peer's answers end, not us
+            log.exception("bitswap: serving %s failed", state.peer)
+            state.wants.clear()
+        finally:
+            state.serving = False
 
     def _answers(
         self, state: _PeerState, found: list[tuple[_Want, bytes | None]]
