@@ -135,7 +135,7 @@ class Relays:
                 offers_hop = compat.HOP_PROTOCOL in store.get_protocols(peer)
             except Exception:
                 offers_hop = False
-            if offers_hop and peer not in out:
+            if offers_hop and peer not in out and self._direct(peer):
                 out.append(peer)
         now = time.monotonic()
         return [p for p in out if p != me and self._refused.get(p, 0) <= now]
@@ -150,6 +150,11 @@ class Relays:
             if info.peer_id not in connected and self._next_dial.get(info.peer_id, 0) <= now:
                 self._next_dial[info.peer_id] = now + STATIC_REDIAL
                 self._nursery.start_soon(self.dial, info)
+
+    def _direct(self, peer: ID) -> bool:
+        """A relay reached only through another relay is no use as one."""
+        conns = self.host.get_network().get_connections(peer)
+        return any(compat.connection_kind(c) == "direct" for c in conns)
 
     async def _tend(self) -> None:
         self._redial_static()
@@ -195,11 +200,13 @@ class Relays:
         return not known
 
     def _relay_circuits(self, relay: ID) -> list[multiaddr.Multiaddr]:
-        """``<relay address>/p2p/<relay>/p2p-circuit`` for the addresses we reach it on, and the
-        public ones it advertises."""
+        """``<relay address>/p2p/<relay>/p2p-circuit`` for the address we dialled it on (an
+        inbound connection shows the relay's ephemeral port instead), and the public ones it
+        advertises."""
         addrs: list[multiaddr.Multiaddr] = []
         for conn in self.host.get_network().get_connections(relay):
-            if compat.connection_kind(conn) == "direct":
+            direction = getattr(getattr(conn, "direction", None), "name", "")
+            if compat.connection_kind(conn) == "direct" and direction.lower() == "outbound":
                 try:
                     addrs.extend(conn.get_transport_addresses())
                 except Exception:
