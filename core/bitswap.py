@@ -60,6 +60,7 @@ WRITE_TIMEOUT = 20.0
 INFLIGHT_BYTES = 16 * 1024 * 1024
 INFLIGHT_BLOCKS = 512
 DEFAULT_ESTIMATE = 256 * 1024
+UNUSABLE_FOR = 30.0
 STALL = 3.0
 """No answer at all for this long: ask everybody again (peers may have joined meanwhile)."""
 
@@ -89,8 +90,9 @@ class _PeerState:
     inbound: int = 0
     serving: bool = False
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    unusable: bool = False
-    """Opening a bitswap stream to the peer failed: it does not speak bitswap (or is going)."""
+    unusable_until: float = 0.0
+    """Opening a bitswap stream to the peer failed (it does not speak bitswap, or is going):
+    fetches leave it out until then."""
 
 
 class _Notifee(INotifee):
@@ -387,9 +389,9 @@ class Bitswap:
                 stream = await self.host.new_stream(state.peer, list(BITSWAP_PROTOCOLS))
         except Exception as exc:
             log.debug("bitswap: no stream to %s: %s", state.peer, exc)
-            state.unusable = True
+            state.unusable_until = trio.current_time() + UNUSABLE_FOR
             return None
-        state.unusable = False
+        state.unusable_until = 0.0
         state.stream = stream
         state.protocol = str(stream.get_protocol() or BITSWAP_120)
         state.last_write = now
@@ -401,7 +403,7 @@ class Bitswap:
         out = []
         for peer in self.host.get_connected_peers():
             state = self._peers.get(peer)
-            if state is None or not state.unusable:
+            if state is None or state.unusable_until <= trio.current_time():
                 out.append(peer)
         return out
 
@@ -458,6 +460,7 @@ class _Fetch:
         self.inflight_bytes = 0
         self.failed = False
         self.rebalance = False
+        self.resend = False
 
     def post(self, event: tuple[str, ID, bytes, bytes]) -> None:
         self._send.send_nowait(event)
@@ -479,7 +482,10 @@ class _Fetch:
         self._want(missing)
         last_progress = trio.current_time()
         while self._unfinished():
-            await self._assign()
+            self.resend = True
+            while self.resend:  # again at once if a peer could not be sent its wants
+                self.resend = False
+                await self._assign()
             if self.failed:
                 return False
             if not self._unfinished():
@@ -602,8 +608,8 @@ class _Fetch:
                 self.waiting.add(key)
             elif asked - lacks:
                 self.waiting.add(key)  # answers still to come
-            elif self.session or connected:
-                self.failed = True  # every peer said DONT_HAVE
+            elif self.session or connected or self.engine.host.get_connected_peers():
+                self.failed = True  # every peer said DONT_HAVE, or speaks no bitswap
                 return
             else:
                 deferred.append(key)  # nobody connected: wait (bounded by the timeout)
@@ -615,6 +621,7 @@ class _Fetch:
     async def _send_wants(self, peer: ID, entries: list[tuple[bytes, bool, bool, bool]]) -> None:
         if await self.engine._send(self.engine._state(peer), entries=entries):
             return
+        self.resend = True
         for cid, *_ in entries:  # as if the peer had said DONT_HAVE to each
             key = wire.multihash_key(cid)
             self.lacks.setdefault(key, set()).add(peer)

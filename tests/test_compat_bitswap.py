@@ -285,3 +285,17 @@ async def test_older_protocol_versions_are_served(tmp_path: Path, version: str) 
         else:  # 1.0.0: bare blocks, no prefix
             got = await raw.wait(lambda: [b for m in raw.messages for b in m.blocks])
             assert dagpb.verify(shard, bytes(got[0]))
+
+
+async def test_fetch_fails_fast_when_no_connected_peer_speaks_bitswap(tmp_path: Path) -> None:
+    from core.exchange import FetchError
+
+    async with (
+        peer_group(1, config=lambda: fast_config(files_dir=str(tmp_path / "pd"))) as [(pd, _)],
+        peer_group(1) as [(plain, _)],  # no file store: no bitswap handler at all
+    ):
+        await connect(plain, pd)
+        start = trio.current_time()
+        with pytest.raises(FetchError):
+            await pd.require_files().fetch(unknown_cid())
+        assert trio.current_time() - start < 15  # not the 30 s no-progress timeout
