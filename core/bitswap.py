@@ -222,7 +222,8 @@ class Bitswap:
             self.unsolicited += 1
             return
         for fetch in fetches:
-            fetch.post(("block", peer, key, data))
+            if key not in fetch.done:  # a repeat of a block we hold is not queued again
+                fetch.post(("block", peer, key, data))
 
     # -- serving -------------------------------------------------------------------------
 
