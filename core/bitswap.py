@@ -161,9 +161,8 @@ class Bitswap:
             state.wants.clear()
             if state.stream is not None and self._nursery is not None:
                 self._nursery.start_soon(_close_quietly, state.stream)
-        for fetches in list(self._wanted.values()):
-            for fetch in fetches:
-                fetch.post(("gone", peer, b"", b""))
+        for fetch in set().union(*self._wanted.values()):
+            fetch.post(("gone", peer, b"", b""))
 
     # -- receiving -----------------------------------------------------------------------
 
