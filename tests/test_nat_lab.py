@@ -154,26 +154,55 @@ JS_RELAY = netlab.ROOT / "tests" / "interop" / "nat_relay.mjs"
 JS_MODULE = netlab.ROOT / "tests" / "interop" / "node_modules" / "@libp2p" / "circuit-relay-v2"
 
 
-@pytest.mark.skipif(
+needs_js = pytest.mark.skipif(
     shutil.which("node") is None or not JS_MODULE.exists(),
     reason="needs node and tests/interop's node_modules (npm ci in tests/interop)",
 )
-def test_through_a_js_libp2p_relay(world: World) -> None:
-    """js-libp2p's circuit relay v2 server as the public relay: two py peers behind NATs
-    reserve on it and a direct message goes through it."""
-    node = world.lab.public("jsrelay")
-    proc = node.spawn("node", str(JS_RELAY), node.ip, "4001")
+
+
+def _js_relay(lab: netlab.Lab, name: str, *limit: str) -> str:
+    """Start tests/interop/nat_relay.mjs on the public net; returns its multiaddr."""
+    node = lab.public(name)
+    proc = node.spawn("node", str(JS_RELAY), node.ip, "4001", *limit)
     assert proc.stdout is not None
     readable, _, _ = select.select([proc.stdout], [], [], 30)
     assert readable, "the js relay did not start within 30 s"
     ready = json.loads(proc.stdout.readline() or "{}")
-    js_addr = f"/ip4/{node.ip}/tcp/4001/p2p/{ready['peerid']}"
+    return f"/ip4/{node.ip}/tcp/4001/p2p/{ready['peerid']}"
+
+
+@needs_js
+def test_through_a_js_libp2p_relay(world: World) -> None:
+    """js-libp2p's circuit relay v2 server as the public relay: two py peers behind NATs
+    reserve on it and a direct message goes through it."""
+    js_addr = _js_relay(world.lab, "jsrelay")
     e = world.lab.behind_nat("e").peer("--relay", js_addr)
     f = world.lab.behind_nat("f").peer("--relay", js_addr)
     f_info = f.wait_info(lambda i: i["relay_addrs"], timeout=15)
     e.wait_info(lambda i: i["relay_addrs"], timeout=15)
-    assert ready["peerid"] in f_info["relay_addrs"][0]
+    assert js_addr.split("/p2p/")[1] in f_info["relay_addrs"][0]
     f.call("start", protocol=CHAT)
     e.call("connect", addr=f"{f_info['relay_addrs'][0]}/p2p/{f.peer_id}", timeout=20)
     e.call("send", peer=f.peer_id, protocol=CHAT, data={"via": "js"}, timeout=30)
     f.wait_event(lambda ev: ev["event"] == "PeerData" and ev["data"] == {"via": "js"})
+
+
+@needs_js
+def test_direct_messages_survive_the_relay_cutting_a_limited_connection(world: World) -> None:
+    """go and js relays cut a relayed connection after 128 KiB (here 32 KiB, of which a new
+    connection's identify, pubsub and DHT greetings take a few). Both peers behind
+    port-randomizing NATs, so it stays relayed: ~45 KB of messages in batches, as a chat
+    sends them, all arrive over the next relayed connection after each cut."""
+    js_addr = _js_relay(world.lab, "jslimit", "32768")
+    g = world.lab.behind_nat("g", random=True).peer("--relay", js_addr)
+    h = world.lab.behind_nat("h", random=True).peer("--relay", js_addr)
+    h_info = h.wait_info(lambda i: i["relay_addrs"], timeout=15)
+    g.wait_info(lambda i: i["relay_addrs"], timeout=15)
+    h.call("start", protocol=CHAT)
+    g.call("connect", addr=f"{h_info['relay_addrs'][0]}/p2p/{h.peer_id}", timeout=20)
+    for batch in range(10):
+        messages = [{"n": batch * 10 + n, "pad": "x" * 400} for n in range(10)]
+        delivered = g.call("send_many", peer=h.peer_id, protocol=CHAT, data=messages, timeout=60)
+        assert delivered == [True] * 10, f"batch {batch}"
+    got = sorted({e["data"]["n"] for e in h.events if e["event"] == "PeerData"})
+    assert got == list(range(100))

@@ -32,6 +32,7 @@ from .nat import (
     advertise_circuits,
     connection_kind,
     dial_circuits,
+    forget_dead_connections,
     is_circuit,
     keep_one_per_kind,
     make_relay,

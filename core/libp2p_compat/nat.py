@@ -14,6 +14,11 @@
 - ``host.get_addrs()`` strips every address from its first ``/p2p/`` on before adding ours, so
   an ``addrs_factory`` cannot hand it a circuit address (``<relay>/p2p/R/p2p-circuit`` comes
   out as the relay's own address): ``advertise_circuits`` adds them after that step.
+- When a relay cuts a relayed connection (go and js relays do after 2 minutes or 128 KiB),
+  the connection's close hangs half-way: it is marked closed but stays in the swarm's table,
+  and ``new_stream`` then fails ("No valid connections") instead of dialling again, so
+  nothing reaches that peer any more. ``forget_dead_connections`` takes such connections
+  out of the table (telling the notifees) before a new stream is opened.
 - A reservation is made with the relay transport's own request/response code; its result
   (the expiry) is read back from the transport's table.
 """
@@ -53,6 +58,7 @@ __all__ = [
     "circuit_target",
     "connection_kind",
     "dial_circuits",
+    "forget_dead_connections",
     "is_circuit",
     "keep_one_per_kind",
     "make_relay",
@@ -142,6 +148,25 @@ def observed_ips(host: IHost) -> list[str]:
         if len(parts) > 2 and parts[1] in ("ip4", "ip6") and not is_circuit(addr):
             out.append(parts[2])
     return list(dict.fromkeys(out))
+
+
+def forget_dead_connections(host: IHost) -> None:
+    """See the module doc: a closed connection left in the table blocks every new stream."""
+    swarm: Any = host.get_network()
+    original = swarm.new_stream
+
+    async def new_stream(peer_id: ID) -> Any:
+        for conn in list(swarm.connections.get(peer_id) or []):
+            if conn.is_closed:
+                log.debug("forgetting a dead connection to %s", peer_id)
+                swarm.remove_conn(conn)
+                try:
+                    await swarm.notify_disconnected(conn)
+                except Exception:
+                    log.debug("disconnect notice failed", exc_info=True)
+        return await original(peer_id)
+
+    swarm.new_stream = new_stream
 
 
 def keep_one_per_kind(host: IHost) -> None:

@@ -2,7 +2,7 @@
 // A js-libp2p circuit relay v2 server for the NAT lab (tests/test_nat_lab.py): py peers behind
 // NAT routers reserve on it and reach each other through it.
 //
-//   node nat_relay.mjs <ip> <port>
+//   node nat_relay.mjs <ip> <port> [<data limit in bytes per relayed connection>]
 //
 // Prints one JSON line {"peerid", "addrs"} once listening; exits when stdin closes. The address
 // is announced explicitly: a js relay advertises none until its own AutoNAT confirms one.
@@ -14,7 +14,9 @@ const { yamux } = await import('@chainsafe/libp2p-yamux')
 const { identify } = await import('@libp2p/identify')
 const { circuitRelayServer } = await import('@libp2p/circuit-relay-v2')
 
-const [ip, port] = process.argv.slice(2)
+const [ip, port, dataLimit] = process.argv.slice(2)
+const reservations = { maxReservations: 16 }
+if (dataLimit) reservations.defaultDataLimit = BigInt(dataLimit)
 const addr = `/ip4/${ip}/tcp/${port}`
 const node = await createLibp2p({
   addresses: { listen: [addr], announce: [addr] },
@@ -23,7 +25,7 @@ const node = await createLibp2p({
   streamMuxers: [yamux()],
   services: {
     identify: identify(),
-    relay: circuitRelayServer({ reservations: { maxReservations: 16 } })
+    relay: circuitRelayServer({ reservations })
   }
 })
 console.log(JSON.stringify({ peerid: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) }))
