@@ -64,8 +64,10 @@ def test_the_lab_nat_drops_unsolicited_dials(world: World) -> None:
     a_direct = [x for x in world.a.ready["addrs"] if "p2p-circuit" not in x and "/127." not in x]
     assert a_direct and not any("0.0.0.0" in x for x in a_direct)
     router = a_direct[0].replace(world.a_node.ip, world.a_node.router_ip)
+    # A public peer that knows nothing else of A (no DHT, so no circuit address to fall to).
+    stranger = world.lab.public("stranger").peer()
     with pytest.raises(RuntimeError):
-        world.b.call("connect", addr=router, timeout=30)
+        stranger.call("connect", addr=router, timeout=30)
 
 
 def test_reservation_within_2_s(world: World) -> None:
