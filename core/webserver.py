@@ -23,13 +23,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import trio
-from trio_websocket import WebSocketRequest, wrap_server_stream
+from trio_websocket import WebSocketRequest
+
+from . import wsmessages
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
-MAX_WS_MESSAGE = 64 * 1024 * 1024
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 WsHandler = Callable[[WebSocketRequest], Awaitable[None]]
@@ -70,7 +71,6 @@ async def serve(
     www: Path | None = None,
     *,
     allow_origins: Iterable[str] = (),
-    max_message: int = MAX_WS_MESSAGE,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
@@ -79,16 +79,15 @@ async def serve(
     if www is not None:
         allowed |= {f"http://{name}:{actual}" for name in LOOPBACK_HOSTS}
     task_status.started(actual)
-    guard = Guard(frozenset(allowed), max_message)
+    guard = Guard(frozenset(allowed))
     await trio.serve_listeners(partial(_connection, ws_handler, www, guard), listeners)
 
 
 @dataclass(frozen=True)
 class Guard:
-    """What the port accepts: the browser origins allowed on the API, the largest message."""
+    """What the port accepts: the browser origins allowed on the API."""
 
     origins: frozenset[str]
-    max_message: int = MAX_WS_MESSAGE
 
     def refusal(self, headers: dict[str, str], websocket: bool) -> str:
         """Why this request is refused, or "" when it may go on."""
@@ -130,9 +129,7 @@ async def _connection(
             return
         if websocket:
             async with trio.open_nursery() as nursery:
-                request = await wrap_server_stream(
-                    nursery, _Replay(stream, head), max_message_size=guard.max_message
-                )
+                request = await wsmessages.wrap_server_stream(nursery, _Replay(stream, head))
                 await ws_handler(request)
             return
         await _static(stream, request_line, www)

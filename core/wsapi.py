@@ -16,6 +16,8 @@ import base64
 import binascii
 import json
 import logging
+import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from . import __version__, identity, webserver
+from . import __version__, identity, webserver, wsmessages
 from .direct import DeliveryFailed, QueueFull
 from .events import Event, GotFile, PeerChange, PeerData, PeerFailed, PeerFiles, TopicData
 from .framing import loads
@@ -38,6 +40,11 @@ OUTBOX_BYTES = 64 * 1024 * 1024
 a reason (close code 1008) — its peer goes, nobody else is touched. One message is always
 accepted into an empty outbox, so a single big answer (a ``gotFile`` of a large file) passes."""
 TOO_SLOW = 1008
+MAX_OTHER_MESSAGE = 16 * 1024 * 1024
+"""Messages other than ``storefile`` are parsed whole: room for the largest direct message."""
+MESSAGE_TIMEOUT = 60.0
+"""An unfinished WebSocket message (the client sent part of it and stopped) closes the
+connection after this: its parts would otherwise wait in a spool file without end."""
 
 
 class ApiError(Exception):
@@ -142,11 +149,11 @@ class Session:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
+                nursery.start_soon(self._watch_unfinished)
                 await self._reader()
                 nursery.cancel_scope.cancel()
-            if self._close_reason:
-                with trio.move_on_after(2):
-                    await self.conn.aclose(TOO_SLOW, self._close_reason)
+            if self._close_reason and isinstance(self.conn, wsmessages.SpoolingConnection):
+                await self.conn.close_for(TOO_SLOW, self._close_reason)
         finally:
             if self.peer is not None:
                 self.peer.remove_sink(self._on_event)
@@ -157,23 +164,62 @@ class Session:
         assert self._nursery is not None
         while True:
             try:
-                text = await self.conn.get_message()
+                message = await self.conn.get_message()
             except ConnectionClosed:
                 return
+            if isinstance(message, wsmessages.Oversized):
+                self._respond(
+                    message.request_id(),
+                    error=_bad(
+                        f"message of {message.size} bytes exceeds the "
+                        f"{wsmessages.MAX_MESSAGE}-byte limit"
+                    ),
+                )
+                continue
             try:
-                msg = loads(text)
-                if not isinstance(msg, dict):
-                    raise ValueError("a request is a JSON object")
-            except (ValueError, UnicodeDecodeError) as exc:
-                self._respond(-1, error=_bad(f"malformed JSON: {exc}"))
-                continue
-            request_id = msg.get("requestid")
-            if not isinstance(request_id, int) or isinstance(request_id, bool):
-                self._respond(-1, error=_bad("requestid must be an integer"))
-                continue
-            if msg.get("isresponse"):
-                continue  # clients may answer our pushes; nothing waits for that
-            await self._dispatch(request_id, msg.get("method"), msg.get("params"))
+                await self._handle_message(message)
+            finally:
+                if isinstance(message, wsmessages.Spooled):
+                    message.close()
+
+    async def _handle_message(self, message: str | bytes | wsmessages.Spooled) -> None:
+        try:
+            if isinstance(message, wsmessages.Spooled):
+                msg = await trio.to_thread.run_sync(wsmessages.parse_spooled, message)
+            else:
+                msg = loads(message)
+            if not isinstance(msg, dict):
+                raise ValueError("a request is a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._respond(-1, error=_bad(f"malformed JSON: {exc}"))
+            return
+        request_id = msg.get("requestid")
+        if not isinstance(request_id, int) or isinstance(request_id, bool):
+            self._respond(-1, error=_bad("requestid must be an integer"))
+            return
+        if msg.get("isresponse"):
+            return  # clients may answer our pushes; nothing waits for that
+        method, params = msg.get("method"), msg.get("params")
+        if method != "storefile" and _has_big_string(params):
+            assert isinstance(message, wsmessages.Spooled)
+            if message.size > MAX_OTHER_MESSAGE:
+                self._respond(
+                    request_id,
+                    error=_bad(f"a {method} message is limited to {MAX_OTHER_MESSAGE} bytes"),
+                )
+                return
+            params = (await trio.to_thread.run_sync(_load_whole, message)).get("params")
+        await self._dispatch(request_id, method, params)
+
+    async def _watch_unfinished(self) -> None:
+        """A message must be finished within MESSAGE_TIMEOUT of its first part."""
+        conn = self.conn
+        while True:
+            await trio.sleep(1)
+            started = getattr(conn, "message_started", None)
+            if started is not None and time.monotonic() - started > MESSAGE_TIMEOUT:
+                self._too_slow(f"message not finished within {MESSAGE_TIMEOUT:g} s")
+                return
 
     async def _dispatch(self, request_id: int, method: Any, params: Any) -> None:
         handler = self._methods.get(method) if isinstance(method, str) else None
@@ -418,6 +464,8 @@ class Session:
             raise _bad("invalid params: directory must be a boolean")
         if directory:
             file_cid, root_cid = await files.mkdir(path)
+        elif isinstance(params.get("content"), wsmessages.BigString):
+            file_cid, root_cid = await self._store_big(files, path, params["content"])
         else:
             content = params.get("content")
             if content is None:
@@ -430,6 +478,18 @@ class Session:
                 raise _bad("invalid base64 content") from exc
             file_cid, root_cid = await files.store_file(path, data, total=len(data))
         return {"fileCid": file_cid, "rootCid": root_cid}
+
+    @staticmethod
+    async def _store_big(files: Any, path: str, content: wsmessages.BigString) -> tuple[str, str]:
+        """Decode the spooled base64 to a temporary file and import from there: the file is
+        never whole in memory."""
+        with tempfile.TemporaryFile() as raw:
+            try:
+                size = await trio.to_thread.run_sync(content.decode_base64_to, raw)
+            except ValueError as exc:
+                raise _bad(str(exc)) from exc
+            raw.seek(0)
+            return await files.store_file(path, raw, total=size)
 
     async def _removefile(self, _rid: int, params: dict[str, Any]) -> Any:
         await self._require_peer().require_files().remove(_str(params, "path"))
@@ -463,6 +523,21 @@ class Session:
 
     async def _info(self, _rid: int, params: dict[str, Any]) -> Any:
         return self._require_peer().info()
+
+
+def _load_whole(message: wsmessages.Spooled) -> dict[str, Any]:
+    message.file.seek(0)
+    return loads(message.file.read())
+
+
+def _has_big_string(value: Any) -> bool:
+    if isinstance(value, wsmessages.BigString):
+        return True
+    if isinstance(value, dict):
+        return any(_has_big_string(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_big_string(v) for v in value)
+    return False
 
 
 _DEFERRED = object()

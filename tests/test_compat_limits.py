@@ -38,3 +38,19 @@ def test_bound_is_installed_on_import_and_applies_to_new_buffers() -> None:
     assert len(buffers[1]) == 1000
     del buffers[1][:10]  # the library's reads consume in place
     assert len(buffers[1]) == 990 and isinstance(buffers[1], bytearray)
+
+
+def test_trio_websocket_still_assembles_messages_where_we_spool_them() -> None:
+    """core/wsmessages.py replaces WebSocketConnection._handle_message_event and builds the
+    connection as trio_websocket.wrap_server_stream does."""
+    import trio_websocket
+    from trio_websocket._impl import WebSocketConnection
+
+    src = inspect.getsource(WebSocketConnection._handle_message_event)
+    assert "self._message_parts.append(event.data)" in src
+    assert "await self._send_channel.send(msg)" in src
+    wrap = inspect.getsource(trio_websocket.wrap_server_stream)
+    assert "nursery.start_soon(connection._reader_task)" in wrap
+    assert "await connection._get_request()" in wrap
+    init = inspect.getsource(WebSocketConnection.__init__)
+    assert "self._message_size = 0" in init and "self._recv_channel" in init

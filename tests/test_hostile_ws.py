@@ -88,14 +88,25 @@ async def test_direct_messages_to_an_unreachable_peer_are_bounded_with_error_ans
     """200 sends of 1 MiB to a peer nobody can reach: past DirectConfig.max_pending_bytes
     (64 MiB) each is refused at once with an error answer. RSS bound: 128 MiB (the unbounded
     queue held all of them, ~270 MiB of frames)."""
+    import multiaddr
+
     from core import identity
 
-    nobody = str(identity.peer_id(identity.generate()))
-    async with served(tmp_path) as (port, manager, _):
+    nobody_id = identity.peer_id(identity.generate())
+    nobody = str(nobody_id)
+    async with served(tmp_path) as (port, manager, _), trio.open_nursery() as holes:
+        # The peer's known address accepts TCP and never answers: it is down, not unknown
+        # (an unknown id would be looked up in the DHT, which is not what this test is about).
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        hole = listeners[0].socket.getsockname()[1]
+        holes.start_soon(trio.serve_listeners, _black_hole, listeners)
         url = f"ws://127.0.0.1:{port}/ws"
         async with client(url) as victim, client(url) as sender:
             await victim_with_file(victim, "keep.txt", SECRET)
-            assert "result" in await sender.call("peer", {})
+            me = (await sender.call("peer", {}))["result"]["peerid"]
+            manager.peers[me].host.get_peerstore().add_addrs(
+                nobody_id, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{hole}")], 3600
+            )
             before = rss_bytes()
             blob = "x" * MiB
             rids = []
@@ -117,6 +128,13 @@ async def test_direct_messages_to_an_unreachable_peer_are_bounded_with_error_ans
                 assert "result" in await sender.call("info")
             assert len(manager.peers) == 2
             assert growth < 128 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
+        holes.cancel_scope.cancel()
+
+
+async def _black_hole(stream: trio.SocketStream) -> None:
+    with trio.move_on_after(30):
+        while await stream.receive_some(65536):
+            pass
 
 
 async def test_a_flood_of_peer_requests_is_served_concurrently_and_capped(tmp_path: Path) -> None:
@@ -177,3 +195,162 @@ async def test_a_flood_of_peer_requests_is_served_concurrently_and_capped(tmp_pa
 
 def _folders(where: Path) -> set[str]:
     return {p.name for p in where.iterdir()}
+
+
+BIG_CLIENT = """
+import base64, hashlib, json, os, sys, trio
+from trio_websocket import open_websocket_url
+
+async def main(url, size, oversize, key):
+    async with open_websocket_url(url, max_message_size=1 << 20) as ws:
+        async def call(rid, method, params):
+            await ws.send_message(json.dumps(
+                {"requestid": rid, "method": method, "params": params, "isresponse": False}))
+            while True:
+                msg = json.loads(await ws.get_message())
+                if msg.get("isresponse") and msg["requestid"] == rid:
+                    print(json.dumps(msg), flush=True)
+                    return
+        await call(0, "peer", {"peerkey": key})
+        data = os.urandom(size)
+        print(json.dumps({"sha256": hashlib.sha256(data).hexdigest()}), flush=True)
+        content = base64.b64encode(data).decode()
+        del data
+        await call(1, "storefile", {"path": "big/file.bin", "content": content})
+        del content
+        await call(2, "storefile", {"path": "too-big.bin", "content": "A" * oversize})
+        await call(3, "info", {})
+
+trio.run(main, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+"""
+
+
+async def test_a_256_mib_storefile_is_stored_with_bounded_memory_and_larger_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Issue 9: a real WebSocket client (its own process) stores 256 MiB of file in one
+    ``storefile``, then sends a message past wsmessages.MAX_MESSAGE: the first is stored
+    byte-identical, the second gets an error answer, and the client's peer stays. RSS bound
+    (peak, server): 160 MiB — the message is spooled to disk, never whole in memory (before,
+    a 64 MiB message closed the socket and a stored one cost ~4x its size)."""
+    import hashlib
+
+    from core import dagpb, identity, wsmessages
+
+    from .test_hostile_peers import run_attacker
+
+    size = 256 * MiB
+    key = identity.export_key(identity.generate())
+    async with served(tmp_path) as (port, manager, _):
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with client(url) as victim:
+            await victim_with_file(victim, "keep.txt", SECRET)
+            before = rss_bytes()
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, rss_bytes() - before)
+                    await trio.sleep(0.05)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                out = await run_attacker(
+                    BIG_CLIENT, url, str(size), str(wsmessages.MAX_MESSAGE + 1), key, timeout=240
+                )
+                nursery.cancel_scope.cancel()
+            lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            digest = lines[1]["sha256"]
+            replies = {m["requestid"]: m for m in lines if "requestid" in m}
+            assert "result" in replies[1], replies[1]
+            assert replies[2]["error"]["code"] == 400
+            assert "exceeds" in replies[2]["error"]["message"]
+            assert replies[3]["result"]["peerid"] == replies[0]["result"]["peerid"]
+            await honest_check(victim, "keep.txt", SECRET)
+            assert peak < 160 * MiB, f"RSS grew {peak / MiB:.0f} MiB"
+            # The same identity comes back and finds the file, byte-identical.
+            with trio.fail_after(30):
+                while replies[0]["result"]["peerid"] in manager.peers:
+                    await trio.sleep(0.05)
+            async with client(url) as again:
+                assert "result" in await again.call("peer", {"peerkey": key})
+                tree = manager.peers[replies[0]["result"]["peerid"]].files.tree
+                entry = (await tree.listing())["entries"]["big/file.bin"]
+                assert entry["cid"] == replies[1]["result"]["fileCid"]
+
+                def sha256_of(cid: bytes) -> str:
+                    h = hashlib.sha256()
+                    for chunk in tree.read(cid):
+                        h.update(chunk)
+                    return h.hexdigest()
+
+                got = await trio.to_thread.run_sync(sha256_of, dagpb.parse_cid(entry["cid"]))
+                assert got == digest
+
+
+def test_spooled_messages_parse_like_json(tmp_path: Path) -> None:
+    """The skeleton parser gives what json.loads gives, long strings as ranges."""
+    import tempfile
+
+    from core import wsmessages
+
+    value = {
+        "requestid": 4,
+        "params": {"a": 'quote " and \\\\ backslash', "b": ["x" * 70_000, 1.5, None], "c": ""},
+    }
+    text = json.dumps(value).encode()
+    with tempfile.TemporaryFile() as f:
+        f.write(text)
+        parsed = wsmessages.parse_spooled(wsmessages.Spooled(f, len(text)))
+        big = parsed["params"]["b"][0]
+        assert isinstance(big, wsmessages.BigString) and len(big) == 70_000
+        parsed["params"]["b"][0] = "x" * 70_000
+        assert parsed == value
+        payload = os.urandom(3 * wsmessages.READ_SLICE // 4 * 2 + 5)
+        encoded = base64.b64encode(payload)
+        f.seek(0)
+        f.truncate()
+        f.write(b'{"content":"' + encoded + b'"}')
+        content = wsmessages.parse_spooled(wsmessages.Spooled(f, 0))["content"]
+        with tempfile.TemporaryFile() as out:
+            assert content.decode_base64_to(out) == len(payload)
+            out.seek(0)
+            assert out.read() == payload
+
+
+async def test_an_unfinished_message_times_out_and_its_peer_goes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A client sends 8 MiB of a message and stops: after wsapi.MESSAGE_TIMEOUT (2 s here,
+    60 s by default) the connection is closed and its peer removed. RSS bound: 32 MiB (the
+    part is spooled to disk; trio-websocket held unfinished parts in memory without end)."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Message, Request
+
+    monkeypatch.setattr(wsapi, "MESSAGE_TIMEOUT", 2.0)
+    async with served(tmp_path) as (port, manager, _):
+        async with client(f"ws://127.0.0.1:{port}/ws") as victim:
+            await victim_with_file(victim, "keep.txt", SECRET)
+            before = rss_bytes()
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            ws = WSConnection(ConnectionType.CLIENT)
+            await stream.send_all(ws.send(Request(host=f"127.0.0.1:{port}", target="/ws")))
+            with trio.fail_after(5):
+                while True:
+                    ws.receive_data(await stream.receive_some(65536))
+                    if any(isinstance(e, AcceptConnection) for e in ws.events()):
+                        break
+            await stream.send_all(ws.send(Message(data=_request(0, "peer", {}))))
+            with trio.fail_after(10):
+                while len(manager.peers) < 2:
+                    await trio.sleep(0.05)
+            part = '{"requestid":1,"method":"storefile","params":{"content":"' + "A" * (8 * MiB)
+            await stream.send_all(ws.send(Message(data=part, message_finished=False)))
+            with trio.fail_after(15):
+                while len(manager.peers) > 1:
+                    await trio.sleep(0.1)
+            growth = rss_bytes() - before
+            await stream.aclose()
+            await honest_check(victim, "keep.txt", SECRET)
+            assert growth < 32 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
