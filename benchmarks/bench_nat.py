@@ -12,6 +12,9 @@ peers with no NAT in between.
 from __future__ import annotations
 
 import argparse
+import json
+import select
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +24,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import netlab
 
 CHAT = "/bench-nat/1.0.0"
+BARE = Path(__file__).resolve().parent / "nat_bare_peer.py"
+
+
+def _line(proc: subprocess.Popen[str], timeout: float = 60) -> dict:
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not readable:
+        raise TimeoutError("the bare py-libp2p peer said nothing")
+    return json.loads(proc.stdout.readline() or "{}")
+
+
+def _bare_libp2p(lab: netlab.Lab, relay_addr: str) -> tuple[float, float | None]:
+    """Relayed connection and DCUtR time with py-libp2p as it comes (nat_bare_peer.py)."""
+    x_node, y_node = lab.behind_nat("x"), lab.behind_nat("y")
+    x = x_node.spawn(sys.executable, str(BARE), x_node.ip, relay_addr)
+    y = y_node.spawn(sys.executable, str(BARE), y_node.ip, relay_addr)
+    _line(x)
+    y_ready = _line(y)
+    assert x.stdin is not None
+    x.stdin.write(f"{y_ready['circuit']}/p2p/{y_ready['peerid']}\n")
+    x.stdin.flush()
+    relayed = _line(x)["relayed"]
+    direct = _line(x)["direct"]
+    return relayed, (direct - relayed if direct is not None else None)
 
 
 def _has_link(info: dict, peer: str, kinds: set[str]) -> bool:
@@ -78,10 +105,16 @@ def main() -> None:
         still_relayed = not _has_link(a.call("info"), c.peer_id, {"direct", "hole-punched"})
         hole_punched = _rate(a, b, args.messages)
         baseline_again = _rate(pub2, pub, args.messages)
+        bare_relayed, bare_direct = _bare_libp2p(lab, relay_addr)
 
     print(f"reservation after the peer is up     {reserved * 1000:8.0f} ms")
     print(f"relayed connection by circuit addr   {relayed * 1000:8.0f} ms")
     print(f"then direct connection (DCUtR)       {direct * 1000:8.0f} ms")
+    bare = f"{bare_direct * 1000:.0f} ms" if bare_direct is not None else "none in 30 s"
+    print(
+        f"  bare py-libp2p, same lab and relay:  relayed {bare_relayed * 1000:.0f} ms,"
+        f" then direct {bare}"
+    )
     print(
         f"direct messages, public <-> public   {baseline:8.0f} msg/s"
         f"   (baseline, no NAT; again at the end: {baseline_again:.0f})"
