@@ -506,7 +506,11 @@ class Peer:
             trio.lowlevel.spawn_system_task(trio.to_thread.run_sync, mdns.stop)
 
     def _concrete_addrs(self) -> list[str]:
-        return [str(a).split("/p2p/")[0] for a in self.host.get_addrs()]
+        """Our own addresses for mDNS: a circuit address cut at its first ``/p2p/`` would be
+        the relay's address under our peer id, and LAN peers need no relay."""
+        return [
+            str(a).split("/p2p/")[0] for a in self.host.get_addrs() if not compat.is_circuit(a)
+        ]
 
     def _on_mdns_found(self, peer: str, addrs: list[str]) -> None:
         if self._nursery is None or not self.running:

@@ -141,3 +141,14 @@ async def test_autonat_service_never_dials_a_third_party_or_a_private_address() 
         reply.ParseFromString(raw)
         assert reply.dialResponse.status == Message.E_BAD_REQUEST
         assert b.running
+
+
+async def test_mdns_is_never_told_a_relay_address_as_ours() -> None:
+    async with peer_group(1, config=lambda: fast_config(relay_service=True)) as [(relay, _)]:
+        relay_addr = relay.listen_addrs()[0]
+        async with peer_group(1, config=lambda: fast_config(relays=[relay_addr])) as [(b, _)]:
+            with trio.fail_after(10):
+                while not b.relays.circuit_addrs():
+                    await trio.sleep(0.05)
+            ours = b._concrete_addrs()
+            assert ours and relay_addr.split("/p2p/")[0] not in ours
