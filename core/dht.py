@@ -192,9 +192,16 @@ class Dht:
         for ns in rendezvous_namespaces(topic):
             for info in await compat.find_providers_network(self.kad, namespace_cid(ns)):
                 if info.peer_id != me and info.peer_id not in found:
-                    found[info.peer_id] = PeerInfo(info.peer_id, compat.strip_p2p(info.addrs))
+                    found[info.peer_id] = PeerInfo(info.peer_id, _dialable(info.addrs))
         return list(found.values())
 
     async def find_peer(self, peer: ID) -> PeerInfo | None:
         await self.ready.wait()
         return await self.kad.find_peer(peer)
+
+
+def _dialable(addrs: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+    """Provider records carry ``/p2p/<id>``; a circuit address keeps all of it (cut at its
+    first ``/p2p/`` it would be the relay's own address)."""
+    circuits = [a for a in addrs if compat.is_circuit(a)]
+    return compat.strip_p2p([a for a in addrs if not compat.is_circuit(a)]) + circuits

@@ -152,3 +152,18 @@ async def test_mdns_is_never_told_a_relay_address_as_ours() -> None:
                     await trio.sleep(0.05)
             ours = b._concrete_addrs()
             assert ours and relay_addr.split("/p2p/")[0] not in ours
+
+
+def test_rendezvous_addresses_keep_circuits_whole() -> None:
+    from core.dht import _dialable
+
+    relay = "/ip4/198.18.0.1/tcp/4001/p2p/12D3KooWL3BPBarfXFnpCeUHgWF2eEVVGmsWiaPXNmp13bttobrt"
+    target = "12D3KooWPWCpbMZzVaNbsBd2FXZbk5nYtZud877XF6Am6Gnp6hjP"
+    addrs = [
+        multiaddr.Multiaddr(f"/ip4/198.18.0.7/tcp/5/p2p/{target}"),
+        multiaddr.Multiaddr(f"{relay}/p2p-circuit/p2p/{target}"),
+    ]
+    assert [str(a) for a in _dialable(addrs)] == [
+        "/ip4/198.18.0.7/tcp/5",
+        f"{relay}/p2p-circuit/p2p/{target}",
+    ]
