@@ -54,3 +54,28 @@ def test_trio_websocket_still_assembles_messages_where_we_spool_them() -> None:
     assert "await connection._get_request()" in wrap
     init = inspect.getsource(WebSocketConnection.__init__)
     assert "self._message_size = 0" in init and "self._recv_channel" in init
+
+
+def test_library_still_holds_the_inbound_limiter_through_the_handshake() -> None:
+    from libp2p.network.swarm import Swarm
+
+    from core.libp2p_compat import limits
+
+    handle = inspect.getsource(Swarm._handle_inbound_connection)
+    assert "self._inbound_limiter.acquire_nowait()" in handle
+    assert "self._inbound_limiter.release()" in handle
+    do_handle = inspect.getsource(Swarm._do_handle_inbound_connection)
+    assert "await self.upgrade_inbound_raw_conn(raw_conn, maddr)" in do_handle
+    assert "inbound_upgrade_timeout" in inspect.getsource(limits._original_upgrade)
+    assert compat.inbound_handshakes_gated()
+
+
+def test_handshake_gate_counts_per_address_and_in_all() -> None:
+    gate = compat.HandshakeGate(total=3, per_ip=2)
+    assert gate.enter("a") and gate.enter("a") and not gate.enter("a")
+    assert gate.enter("b") and not gate.enter("c")  # 3 in all
+    gate.leave("a")
+    assert gate.enter("c") and not gate.enter("d")
+    for ip in ("a", "b", "c"):
+        gate.leave(ip)
+    assert not gate.pending

@@ -249,3 +249,47 @@ async def test_unfinished_direct_frames_cost_the_peer_budget_not_memory(tmp_path
         assert peak < 48 * MiB, f"RSS grew {peak / MiB:.0f} MiB"
         texts = [e.data for e in vrec.events if type(e).__name__ == "PeerData"]
         assert texts == ["hello, honestly", "now behaving"]
+
+
+async def test_stalled_handshakes_do_not_lock_honest_peers_out(tmp_path: Path) -> None:
+    """500 TCP connections from 127.0.0.2 that never say a word, held open: 8 honest hosts
+    from 127.0.0.1 still connect (before, 7 of 8 failed: the stalled handshakes held every
+    token of the inbound limiter). RSS bound: 64 MiB."""
+    from core.libp2p_compat import limits
+
+    async with peer_group(2, config=stores(tmp_path)) as [(victim, _), (honest, _)]:
+        assert victim.files is not None
+        await victim.files.store_file("keep.txt", b"keep me")
+        digest = hashlib.sha256(b"keep me").hexdigest()
+        port = int(str(victim.listen_addrs()[0]).split("/tcp/")[1].split("/")[0])
+        before = rss_bytes()
+        stalled: list[trio.SocketStream] = []
+        try:
+            for _ in range(500):
+                stalled.append(
+                    await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2")
+                )
+            await trio.sleep(0.5)
+            gate = limits.handshake_gate(victim.host.get_network())
+            assert gate.pending["127.0.0.2"] <= limits.PENDING_PER_IP
+            async with trio.open_nursery() as nursery:
+                connected = []
+
+                async def honest_dial() -> None:
+                    async with hostile_host() as host:  # a bare host, behaving honestly
+                        with trio.fail_after(10):
+                            await dial(host, victim)
+                        connected.append(host.get_id())
+
+                for _ in range(8):
+                    nursery.start_soon(honest_dial)
+            assert len(connected) == 8
+            await honest.connect(victim.listen_addrs()[0])
+            await honest_listing(honest, victim, "keep.txt")
+            grown = rss_bytes() - before
+        finally:
+            for stream in stalled:
+                await stream.aclose()
+        assert victim.running
+        assert grown < 64 * MiB, f"RSS grew {grown / MiB:.0f} MiB"
+        await intact(victim, "keep.txt", digest)

@@ -27,6 +27,7 @@ from .host import (
     quiet_library_logging,
 )
 from .kad import find_providers_network, strip_p2p
+from .limits import HandshakeGate, gate_inbound_handshakes, inbound_handshakes_gated
 from .nat import (
     HOP_PROTOCOL,
     advertise_circuits,
@@ -53,4 +54,6 @@ from .pubsub import (
 )
 from .yamux import WindowExceeded, bound_yamux_buffers, yamux_buffers_bounded
 
-bound_yamux_buffers()  # on for every host of the process: see yamux.py
+# On for every host of the process: see yamux.py and limits.py.
+bound_yamux_buffers()
+gate_inbound_handshakes()
