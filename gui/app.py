@@ -13,14 +13,16 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QSystemTrayIcon
 
-from .bridge import CoreBridge
+from core.settings import Settings
+from core.snapshots import PeerIdentity
+
+from .bridge import CoreBridge, ProfileAccess
 from .links import LinkError, LinkServer, forward, parse_link
 from .logview import LogView, QtLogHandler
 from .mainwindow import MainWindow
@@ -37,6 +39,8 @@ except ImportError:  # from the source tree
 
 
 def default_data_dir() -> Path:
+    """The same folder as ``core.profile.default_data_dir``, without importing the profile
+    (it imports py-libp2p: half a second before the window could show)."""
     import platformdirs
 
     return Path(platformdirs.user_data_dir("Peerdesk", appauthor=False))
@@ -59,11 +63,11 @@ class App:
         self.window = MainWindow(self.bridge, data_dir, LogView(self.handler))
         self.window.setWindowIcon(QIcon(ICON))
         self.window.settings_action.triggered.connect(self.open_settings)
-        self.settings: Any = None
+        self.settings: Settings | None = None
         self.tray = self._tray()
         self.window.notify.connect(self._notify)
-        self.bridge.started.connect(lambda _peer: self.window.set_protocol(self.window.protocol))
-        self.bridge.started.connect(self._announce)
+        self.bridge.online.connect(lambda _me: self.window.set_protocol(self.window.protocol))
+        self.bridge.online.connect(self._announce)
 
     def _tray(self) -> QSystemTrayIcon | None:
         if not QSystemTrayIcon.isSystemTrayAvailable():
@@ -80,6 +84,8 @@ class App:
         return tray
 
     def _apply_window_settings(self) -> None:
+        if self.settings is None:
+            return
         self.window.close_to_tray = bool(self.tray is not None and self.settings.close_to_tray)
         folder = self.settings.download_dir
         self.window.files_pane.downloads = Path(folder).expanduser() if folder else None
@@ -94,38 +100,15 @@ class App:
 
     def start_core(self) -> None:
         """Build the profile's peer (importing py-libp2p now, behind the visible window)."""
-        from core.peer import Peer, PeerConfig
-        from core.profile import Profile
-
-        profile = Profile.open(self.data_dir)
-        self.settings = profile.load_settings()
-        settings = self.settings
+        profile = ProfileAccess(self.data_dir)
+        self.settings = settings = profile.load_settings()
         self._apply_window_settings()
-        listen, notice = profile.listen_addrs_for_start(settings)
-        if notice:
-            self.window.statusBar().showMessage(notice, 20000)
-        bootstrap = [] if self.no_bootstrap else list(settings.bootstrap)
-        self.window.has_bootstrap = bool(bootstrap)
-
-        def make_peer(sink: Any) -> Peer:
-            config = PeerConfig(
-                listen_addrs=listen,
-                bootstrap=bootstrap,
-                mdns=settings.mdns and not self.no_mdns,
-                low_water=settings.conn_low_water,
-                high_water=settings.conn_high_water,
-                file_update_topic=settings.file_update_topic,
-                files_dir=str(profile.root),
-            )
-            return Peer(
-                profile.key_pair(),
-                config,
-                sink,
-                contacts=profile.load_contacts(),
-                save_contacts=profile.save_contacts,
-            )
-
-        self.bridge.start(make_peer)
+        self.window.has_bootstrap = bool(settings.bootstrap) and not self.no_bootstrap
+        launch = self.bridge.start_profile(
+            profile, settings, no_bootstrap=self.no_bootstrap, no_mdns=self.no_mdns
+        )
+        if launch.notice:
+            self.window.statusBar().showMessage(launch.notice, 20000)
 
     def open_link(self, link: str) -> None:
         """Show an ``ipfs://`` link in the Files pane (once the peer is up)."""
@@ -146,12 +129,10 @@ class App:
             )
         self.window.files.open_cid(name)
 
-    def _announce(self, peer: Any) -> None:
+    def _announce(self, me: PeerIdentity) -> None:
         """One line on stdout once online: scripts and the packaging smoke test read it."""
         print(
-            json.dumps(
-                {"event": "online", "peerid": str(peer.peer_id), "addrs": peer.listen_addrs()}
-            ),
+            json.dumps({"event": "online", "peerid": me.peer_id, "addrs": list(me.addrs)}),
             flush=True,
         )
 
@@ -192,6 +173,11 @@ def _info_to_the_log_pane(handler: logging.Handler) -> None:
     root.addHandler(handler)
 
 
+def _close_on_signal(window: MainWindow, closed: asyncio.Event) -> None:
+    window.quit()
+    closed.set()
+
+
 def main(
     data_dir: Path | None = None,
     link: str = "",
@@ -199,7 +185,8 @@ def main(
     no_bootstrap: bool = False,
     no_mdns: bool = False,
 ) -> int:
-    app = QApplication.instance() or QApplication(sys.argv)
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv)
     app.setApplicationName("Peerdesk")
     app.setApplicationDisplayName("Peerdesk")
     app.setDesktopFileName(APP_ID)
@@ -217,7 +204,7 @@ def main(
     closed = asyncio.Event()
     app.lastWindowClosed.connect(closed.set)
     for signum in (signal.SIGINT, signal.SIGTERM):  # logout, kill, Ctrl+C: as closing the window
-        loop.add_signal_handler(signum, lambda: (peerdesk.window.quit(), closed.set()))
+        loop.add_signal_handler(signum, _close_on_signal, peerdesk.window, closed)
     with loop:
         loop.run_until_complete(closed.wait())
     links.server.close()

@@ -7,7 +7,7 @@ in its tooltip and for copying."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QPoint, QSize, Qt
 from PySide6.QtGui import QGuiApplication, QPainter, QPaintEvent
 from PySide6.QtWidgets import QMenu, QSizePolicy, QWidget
 
@@ -60,7 +60,7 @@ class ElidedLabel(QWidget):
         )
         painter.end()
 
-    def _menu(self, pos: object) -> None:
+    def _menu(self, pos: QPoint) -> None:
         menu = QMenu(self)
         menu.addAction("Copy", lambda: QGuiApplication.clipboard().setText(self.toolTip()))
-        menu.exec(self.mapToGlobal(pos))  # type: ignore[arg-type]
+        menu.exec(self.mapToGlobal(pos))

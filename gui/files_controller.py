@@ -1,24 +1,27 @@
-"""Connects the Files pane to the core: listings, drops (folders recursively), folders,
-deletes, saves and opens, each long job with a progress row that can cancel it."""
+"""Connects the Files pane to the peer through its ``PeerClient``: listings, drops (folders
+recursively), folders, deletes, saves and opens, each long job with a progress row that can
+cancel it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import logging
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QUrl
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
 
 from core import events as ev
 
-from .bridge import CoreBridge
 from .chat import is_file_notice
+from .client import PeerClient
 from .files_pane import OWN, FilesPane
 
 log = logging.getLogger(__name__)
@@ -49,20 +52,23 @@ class FilesController(QObject):
     def __init__(
         self,
         pane: FilesPane,
-        bridge: CoreBridge,
-        window: QWidget,
+        client: PeerClient,
+        window: QMainWindow,
         run: Callable[..., None],
         notify: Callable[[str, str], None],
     ) -> None:
         super().__init__(window)
         self.pane = pane
-        self.bridge = bridge
+        self.client = client
         self.window = window
         self.run = run
         self.notify = notify
         self.own_id = ""
         self.last_got: ev.GotFile | None = None
         self.dialog: QWidget | None = None
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="files-plan")
+        self._cancelled: set[str] = set()
+        """Imports the user cancelled (their failure is then no error)."""
         self._open_dir = Path(tempfile.mkdtemp(prefix="peerdesk-open-"))
         pane.sourceChanged.connect(lambda _peer: self.refresh())
         pane.refreshRequested.connect(self.refresh)
@@ -73,34 +79,21 @@ class FilesController(QObject):
         pane.openRequested.connect(self.open)
         pane.getByCid.connect(self.get_by_cid)
 
-    @property
-    def files(self) -> Any:
-        return self.bridge.peer.files
-
-    def _call(self, method: str, *args: Any) -> Any:
-        return self.bridge.call(getattr(self.files, method), *args)
-
     # -- listings -----------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        if self.bridge.peer is None or self.bridge.peer.files is None:
+        if not self.client.has_files:
             return
         source = self.pane.current_source
         if source == OWN:
             self.run(self._show_own(), what="list your files")
         else:
-            self.bridge.call_soon(self.files.list_files, source)
+            self.run(self.client.list_peer_files(source), what="list that peer's files")
 
     async def _show_own(self) -> None:
-        files = self.files
-
-        async def listing() -> tuple[str, dict[str, dict[str, Any]]]:
-            entries = await files.tree.entries()
-            return files.tree.root, {p: {**e.wire(), "size": e.size} for p, e in entries.items()}
-
-        root, entries = await self.bridge.call(listing)
+        listing = await self.client.list_own_files()
         if self.pane.current_source == OWN:
-            self.pane.show_listing(root, entries, read_only=False)
+            self.pane.show_listing(listing.root, listing.wire(), read_only=False)
 
     def on_event(self, event: Any) -> None:
         if isinstance(event, ev.FilesChanged) and self.pane.current_source == OWN:
@@ -128,52 +121,41 @@ class FilesController(QObject):
     def store_paths(self, folder: str, paths: list[Path]) -> None:
         """Store dropped files; folders go in recursively, keeping their structure."""
 
-        async def plan() -> tuple[list[str], list[tuple[str, Path]]]:
-            import trio  # runs in the core: walking a big folder is disk work, not GUI work
-
-            return await trio.to_thread.run_sync(plan_drop, folder, paths)
-
         async def go() -> None:
-            dirs, jobs = await self.bridge.call(plan)
+            # Walking a big folder is disk work, not GUI work: a worker thread does it.
+            dirs, jobs = await asyncio.wrap_future(self._disk.submit(plan_drop, folder, paths))
             await self._store_all(dirs, jobs)
             await self._show_own()
 
         self.run(go(), what="store the dropped files")
 
     async def _store_all(self, dirs: list[str], jobs: list[tuple[str, Path]]) -> None:
-        from core.filetree import Cancel
-
         for path in dirs:
-            await self._call("mkdir", path)
+            await self.client.mkdir(path)
         for tree_path, local in jobs:
             op = f"gui-store:{next(_ops)}"
-            cancel = Cancel()
             row = self.pane.progress_row(op, f"Adding {tree_path}")
-            row.cancelled.connect(lambda c=cancel: self.bridge.call_soon(c.cancel))
+            row.cancelled.connect(lambda op=op: self._cancel_store(op))
             try:
-                await self.bridge.call(self._store_one(tree_path, local, cancel, op))
+                await self.client.store_file(tree_path, local, op)
             except Exception:
-                if cancel():  # the user's own cancel: say so, and stop the rest of the drop
+                if op in self._cancelled:  # the user's own cancel: say so, stop the rest
                     self.window.statusBar().showMessage(f"Cancelled: adding {tree_path}", 8000)
                     return
                 raise
             finally:
+                self._cancelled.discard(op)
                 self.pane.finish_progress(op)
 
-    def _store_one(self, tree_path: str, local: Path, cancel: Any, op: str) -> Any:
-        files = self.files
-        size = local.stat().st_size
-
-        async def store() -> tuple[str, str]:
-            return await files.store_file(tree_path, local, total=size, cancel=cancel, op=op)
-
-        return store
+    def _cancel_store(self, op: str) -> None:
+        self._cancelled.add(op)
+        self.client.cancel_store(op)
 
     def mkdir(self, path: str) -> None:
         """An empty folder changes no file, so nothing else would show it: list again now."""
 
         async def go() -> None:
-            await self._call("mkdir", path)
+            await self.client.mkdir(path)
             await self._show_own()
 
         self.run(go(), what=f"create folder {path}")
@@ -181,7 +163,7 @@ class FilesController(QObject):
     def delete(self, paths: list[str]) -> None:
         async def go() -> None:
             for path in paths:
-                await self._call("remove", path)
+                await self.client.remove(path)
 
         self.run(go(), what="delete")
 
@@ -195,7 +177,7 @@ class FilesController(QObject):
         the trio task); nothing is left under the destination name."""
         op = f"gui-save:{next(_ops)}"
         row = self.pane.progress_row(op, f"Saving {dest.name}")
-        future = self._call("save", cid, dest, peer, op)
+        future = asyncio.ensure_future(self.client.save(cid, dest, peer, op))
         row.cancelled.connect(future.cancel)
         try:
             await future
@@ -219,8 +201,8 @@ class FilesController(QObject):
         if dock is not None:
             dock.show()
             dock.raise_()
-        if self.bridge.peer is None:
-            self.bridge.started.connect(
+        if not self.client.running:
+            self.client.online.connect(
                 lambda _p: self.get_by_cid(cid, ""), Qt.ConnectionType.SingleShotConnection
             )
         else:
@@ -228,11 +210,11 @@ class FilesController(QObject):
 
     def get_by_cid(self, cid: str, fallback: str) -> None:
         """A progress row with Cancel while the core looks for the CID."""
-        if self.bridge.peer is None:
+        if not self.client.running:
             return
         op = f"gui-get:{next(_ops)}"
         row = self.pane.progress_row(op, f"Fetching {cid}")
-        future = self.bridge.get_file(cid, fallback)
+        future = asyncio.ensure_future(self.client.get_file(cid, fallback))
         row.cancelled.connect(future.cancel)
 
         async def go() -> None:

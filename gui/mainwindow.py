@@ -1,5 +1,6 @@
-"""The main window: dockable panes around the conversation area, wired to the core through
-the bridge. Slots run on the GUI thread; anything slow is awaited as a core call.
+"""The main window: dockable panes around the conversation area, wired to the peer through
+a ``PeerClient`` (the bridge; a fake in tests). Slots run on the GUI thread; anything slow is
+awaited as a client call.
 
 It fits the screen it is on (from 1024x768 up: no label may widen it, see ``elide.py``), and
 keeps what a restart would lose in the profile: conversations in ``history.sqlite`` (with the
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ from PySide6.QtWidgets import (
 
 from core import events as ev
 from core.history import History
+from core.snapshots import NetworkState, PeerIdentity
 
 from . import geometry
-from .bridge import CoreBridge, mesh_peers
 from .chat import ChatMessage, ConversationView, is_file_notice, render
+from .client import NotDelivered, PeerClient
 from .elide import ElidedLabel
 from .files_controller import FilesController
 from .files_pane import FilesPane
@@ -57,13 +59,13 @@ class MainWindow(QMainWindow):
     stateChanged = Signal(str)
     """The connection state as the status bar shows it (for the tray's tooltip)."""
 
-    def __init__(self, bridge: CoreBridge, data_dir: Path, log_view: LogView) -> None:
+    def __init__(self, client: PeerClient, data_dir: Path, log_view: LogView) -> None:
         super().__init__()
-        self.bridge = bridge
+        self.client = client
         self.data_dir = data_dir
         self.protocol = DEFAULT_PROTOCOL
         self.peer_id = ""
-        self.info: dict[str, Any] = {}
+        self.state: NetworkState | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._topic_ops: dict[str, asyncio.Future[Any]] = {}
         self.has_bootstrap = True
@@ -128,14 +130,14 @@ class MainWindow(QMainWindow):
 
         self.files = FilesController(
             self.files_pane,
-            bridge,
+            client,
             self,
             self._run,
             lambda title, text: self.notify.emit(title, text),
         )
-        bridge.started.connect(self._on_started)
-        bridge.failed.connect(self._on_failed)
-        bridge.event.connect(self._on_event)
+        client.online.connect(self._on_started)
+        client.failed.connect(self._on_failed)
+        client.event_received.connect(self._on_event)
         self.info_timer = QTimer(self)
         self.info_timer.setInterval(INFO_INTERVAL_MS)
         self.info_timer.timeout.connect(self.refresh)
@@ -279,16 +281,16 @@ class MainWindow(QMainWindow):
 
     # -- core state ---------------------------------------------------------------------------
 
-    def _on_started(self, peer: Any) -> None:
-        self.peer_id = str(peer.peer_id)
+    def _on_started(self, me: PeerIdentity) -> None:
+        self.peer_id = me.peer_id
         self.statusBar().showMessage(f"Peer {short_id(self.peer_id)} started", 5000)
         self.files.own_id = self.peer_id
         # A new peer (first start, or a restart after new settings) rejoins what the user had.
         self._topic_ops.clear()  # a new peer: nothing of the old one's to wait for
         for topic in self.topics.topic_names():
-            self._topic_op(topic, peer.subscribe, f"join {topic}")
+            self._topic_op(topic, self.client.subscribe, f"join {topic}")
         for topic in self.monitor.topics:
-            self.bridge.call_soon(peer.monitor, topic)
+            self._run(self.client.monitor(topic), what=f"monitor {topic}")
         self.info_timer.start()
         self.refresh()
         self.files.refresh()
@@ -298,29 +300,18 @@ class MainWindow(QMainWindow):
         QMessageBox.critical(self, "Peerdesk", message)
 
     def refresh(self) -> None:
-        if self.bridge.peer is not None and self.bridge.runtime is not None:
+        if self.client.running:
             self._run(self._refresh())
 
     async def _refresh(self) -> None:
-        async def snapshot() -> dict[str, Any]:
-            peer = self.bridge.peer
-            info = peer.info()
-            info["topic_members"] = {t: peer.list_peers(t) for t in peer.topics.subscribed}
-            info["monitor_members"] = {
-                t: dict(stats.members)
-                for t in peer.topics.monitored
-                if (stats := peer.topics.stats(t)) is not None
-            }
-            info["monitor_mesh"] = {t: mesh_peers(peer, t) for t in peer.topics.monitored}
-            return info
-
-        info = await self.bridge.call(snapshot)
-        self.info = info
-        self.peers.set_identity(info["peerid"], info["addrs"])
+        snapshot = await self.client.state()
+        self.state = snapshot
+        info = snapshot.info
+        self.peers.set_identity(info.peer_id, list(info.addrs))
         self.peers_model.update_from_info(info)
         aliases = {r.peer: r.alias for r in self.peers_model.rows}
-        for topic, members in info["topic_members"].items():
-            self.topics.set_members(topic, members, aliases)
+        for joined in snapshot.joined:
+            self.topics.set_members(joined.topic, list(joined.peers), aliases)
         self.monitor.alias = aliases
         self.files_pane.set_peers(
             [
@@ -329,19 +320,20 @@ class MainWindow(QMainWindow):
                 if r.connected
             ]
         )
-        for topic, mesh in info["monitor_mesh"].items():
-            self.monitor.set_mesh(topic, mesh)
-        for topic, members in info["monitor_members"].items():
-            self.monitor.set_members(topic, members)
-        online = len(info["connections"])
+        for stats in snapshot.monitored:
+            self.monitor.set_mesh(stats.topic, list(stats.mesh))
+        for stats in snapshot.monitored:
+            if stats.members is not None:
+                self.monitor.set_members(stats.topic, {m.peer: m.since for m in stats.members})
+        online = len(info.connections)
         dht = (
             "DHT ready"
-            if info["dht_ready"]
+            if info.dht_ready
             else "DHT bootstrapping"
             if self.has_bootstrap
             else "DHT: no bootstrap peers"
         )
-        lan = "LAN discovery on" if info["mdns"] else "LAN discovery off"
+        lan = "LAN discovery on" if info.mdns else "LAN discovery off"
         state = f"Online — {online} peer{'s' if online != 1 else ''} · {dht} · {lan}"
         if state != self.state_label.text():
             self.state_label.setText(state)
@@ -469,7 +461,7 @@ class MainWindow(QMainWindow):
         else:
             self.history.set_status(msg.stored, msg.status)
         kind, _, name = view.key.partition(":")
-        if self.bridge.peer is None:
+        if not self.client.running:
             self._set_status(view, row, "failed" if view.direct else "unheard")
             self.statusBar().showMessage("Not sent: the peer is not running yet", 5000)
         elif kind == "topic":
@@ -478,17 +470,15 @@ class MainWindow(QMainWindow):
             self._run(self._send_direct(view, name, value, row))
 
     async def _publish(self, view: ConversationView, topic: str, value: Any, row: int) -> None:
-        sent_to = await self.bridge.call(self.bridge.peer.publish, topic, value)
+        sent_to = await self.client.publish(topic, value)
         if sent_to == 0:  # nobody in the topic, or no one reachable: say so, as a DM would
             self._set_status(view, row, "unheard")
 
     async def _send_direct(self, view: ConversationView, peer: str, value: Any, row: int) -> None:
-        from core.direct import DeliveryFailed
-
         try:
-            msg_id = await self.bridge.call(self.bridge.peer.send, peer, self.protocol, value)
+            msg_id = await self.client.send(peer, self.protocol, value)
             self._set_status(view, row, "delivered", msg_id)
-        except (DeliveryFailed, ValueError, RuntimeError, ConnectionError) as exc:
+        except (NotDelivered, ValueError, RuntimeError, ConnectionError) as exc:
             self._set_status(view, row, "failed")
             self.statusBar().showMessage(
                 f"Not delivered to {short_id(peer)}: {_reason(exc)}", 10000
@@ -500,8 +490,8 @@ class MainWindow(QMainWindow):
         self.topics.add_topic(topic)
         self.open_topic(topic)
         self._save_session()
-        if self.bridge.peer is not None:  # otherwise joined when the peer starts
-            self._topic_op(topic, self.bridge.peer.subscribe, f"join {topic}")
+        if self.client.running:  # otherwise joined when the peer starts
+            self._topic_op(topic, self.client.subscribe, f"join {topic}")
 
     def leave_topic(self, topic: str) -> None:
         self.topics.remove_topic(topic)
@@ -509,10 +499,10 @@ class MainWindow(QMainWindow):
         if view is not None:
             self._close_tab(self.conversations.indexOf(view))
         self._save_session()
-        if self.bridge.peer is not None:
-            self._topic_op(topic, self.bridge.peer.unsubscribe, f"leave {topic}")
+        if self.client.running:
+            self._topic_op(topic, self.client.unsubscribe, f"leave {topic}")
 
-    def _topic_op(self, topic: str, fn: Any, what: str) -> None:
+    def _topic_op(self, topic: str, fn: Callable[[str], Awaitable[None]], what: str) -> None:
         """Join and leave of one topic run in the order clicked: as two core tasks, a Leave
         still sending its unsubscription could finish after the Join that followed it and
         leave the topic unjoined."""
@@ -522,7 +512,7 @@ class MainWindow(QMainWindow):
             if previous is not None and not previous.done():
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.shield(previous)
-            await self.bridge.call(fn, topic)
+            await fn(topic)
 
         task = asyncio.ensure_future(go())
         self._topic_ops[topic] = task
@@ -530,30 +520,24 @@ class MainWindow(QMainWindow):
 
     def _monitor(self, topic: str) -> None:
         self._save_session()
-        if self.bridge.peer is not None:
-            self.bridge.call_soon(self.bridge.peer.monitor, topic)
+        if self.client.running:
+            self._run(self.client.monitor(topic), what=f"monitor {topic}")
 
     def _unmonitor(self, topic: str) -> None:
         self._save_session()
-        if self.bridge.peer is not None:
-            self.bridge.call_soon(self.bridge.peer.stop_monitor, topic)
+        if self.client.running:
+            self._run(self.client.stop_monitor(topic), what=f"stop monitoring {topic}")
 
     def connect_to(self, text: str) -> None:
-        from core.identity import parse_peer_id
-
-        if not text.startswith("/"):
-            try:
-                parse_peer_id(text)
-            except ValueError:
-                self.statusBar().showMessage(
-                    f"{_tab_text(text)} is neither a multiaddr (/ip4/…/p2p/…) nor a peer id", 8000
-                )
-                return
+        if not text.startswith("/") and not self.client.valid_peer_id(text):
+            self.statusBar().showMessage(
+                f"{_tab_text(text)} is neither a multiaddr (/ip4/…/p2p/…) nor a peer id", 8000
+            )
+            return
 
         async def go() -> None:
-            peer = self.bridge.peer
             if text.startswith("/"):
-                peer_id = await self.bridge.call(peer.connect, text)
+                peer_id = await self.client.dial(text)
                 self.statusBar().showMessage(f"Connected to {short_id(peer_id)}", 5000)
             else:
                 await self._contacts([text], add=True)
@@ -565,12 +549,8 @@ class MainWindow(QMainWindow):
         self._run(go(), what=f"connect to {short_id(text)}")
 
     async def _contacts(self, entries: list[str], *, add: bool) -> None:
-        peer = self.bridge.peer
-
-        async def change() -> dict[str, str]:
-            return peer.add_peers(entries) if add else peer.remove_peers(entries)
-
-        errors = await self.bridge.call(change)
+        change = self.client.add_contacts if add else self.client.remove_contacts
+        errors = await change(entries)
         if errors:
             QMessageBox.warning(self, "Contacts", "\n".join(f"{k}: {v}" for k, v in errors.items()))
         self.refresh()
@@ -583,8 +563,8 @@ class MainWindow(QMainWindow):
     def set_protocol(self, protocol: str) -> None:
         """Receive on the new protocol too; messages go out on it from now on."""
         self.protocol = protocol
-        if self.bridge.peer is not None:
-            self.bridge.call_soon(self.bridge.peer.start_protocol, protocol)
+        if self.client.running:
+            self._run(self.client.start_protocol(protocol), what=f"receive on {protocol}")
 
     def _set_nickname(self, peer: str, name: str) -> None:
         self.peers_model.set_nickname(peer, name)

@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.snapshots import PeerInfo
+
 from .elide import ElidedLabel
 from .listmodel import Index, RowsModel
 from .names import display_name
@@ -100,32 +102,39 @@ class PeersModel(RowsModel):
             return row.peer
         return None
 
-    def update_from_info(self, info: dict[str, Any]) -> None:
-        """Replace the rows with the core's ``info()``: connections plus offline contacts."""
+    def update_from_info(self, info: PeerInfo) -> None:
+        """Replace the rows with the peer's state: connections plus offline contacts."""
         unread = {r.peer: r.unread for r in self.rows}
         rows = []
-        for conn in info["connections"]:
+        for conn in info.connections:
             rows.append(
                 PeerRow(
-                    conn["peer"],
-                    self.alias(conn["peer"]),
-                    conn["addrs"],
-                    conn["latency_ms"],
-                    conn["protocols"],
-                    conn["direction"],
-                    conn["contact"],
+                    conn.peer,
+                    self.alias(conn.peer),
+                    list(conn.addrs),
+                    conn.latency_ms,
+                    list(conn.protocols),
+                    conn.direction,
+                    conn.contact,
                     True,
-                    unread.get(conn["peer"], 0),
+                    unread.get(conn.peer, 0),
                 )
             )
         connected = {r.peer for r in rows}
-        for peer, addrs in info["contacts"].items():
-            if peer not in connected:
+        contacts = {c.peer for c in info.contacts}
+        for contact in info.contacts:
+            if contact.peer not in connected:
                 rows.append(
-                    PeerRow(peer, self.alias(peer), addrs, contact=True, unread=unread.get(peer, 0))
+                    PeerRow(
+                        contact.peer,
+                        self.alias(contact.peer),
+                        list(contact.addrs),
+                        contact=True,
+                        unread=unread.get(contact.peer, 0),
+                    )
                 )
         for peer, count in unread.items():
-            if count and peer not in connected and peer not in info["contacts"]:
+            if count and peer not in connected and peer not in contacts:
                 rows.append(PeerRow(peer, self.alias(peer), unread=count))
         rows.sort(key=lambda r: (not r.connected, not r.contact, r.alias))
         self.beginResetModel()

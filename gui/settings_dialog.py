@@ -22,18 +22,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import identity
-from core.profile import Profile
 from core.settings import Settings
+
+from .client import ProfileClient
 
 RESTART_FIELDS = ("listen_port", "bootstrap", "mdns", "file_update_topic")
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, data_dir: Path, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, parent: QWidget | None = None, profile: ProfileClient | None = None
+    ) -> None:
+        """``profile`` defaults to the profile folder ``data_dir`` itself (tests pass a fake)."""
         super().__init__(parent)
         self.setWindowTitle("Peerdesk settings")
-        self.profile = Profile.open(data_dir)
+        if profile is None:
+            from .bridge import ProfileAccess
+
+            profile = ProfileAccess(data_dir)
+        self.profile = profile
         self.original = self.profile.load_settings()
         self.needs_restart = False
 
@@ -54,7 +61,7 @@ class SettingsDialog(QDialog):
         self.close_to_tray.setChecked(self.original.close_to_tray)
         self.download_dir = QLineEdit(self.original.download_dir)
         self.download_dir.setPlaceholderText("~/Downloads")
-        folder = QLabel(str(self.profile.root))
+        folder = QLabel(str(self.profile.folder))
         folder.setWordWrap(True)
 
         key_row = QHBoxLayout()
@@ -65,7 +72,7 @@ class SettingsDialog(QDialog):
         key_row.addWidget(export)
         key_row.addWidget(import_)
         key_row.addStretch(1)
-        self.peer_label = QLabel(str(identity.peer_id(self.profile.key_pair())))
+        self.peer_label = QLabel(self.profile.peer_id())
         self.peer_label.setWordWrap(True)
 
         form = QFormLayout()
@@ -123,7 +130,7 @@ class SettingsDialog(QDialog):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
         )
         if answer == QMessageBox.StandardButton.Yes:
-            QGuiApplication.clipboard().setText(identity.export_key(self.profile.key_pair()))
+            QGuiApplication.clipboard().setText(self.profile.export_identity())
 
     def _import(self) -> None:
         text, ok = QInputDialog.getMultiLineText(
@@ -135,10 +142,9 @@ class SettingsDialog(QDialog):
         if not ok or not text.strip():
             return
         try:
-            key_pair = identity.import_key(text)
-        except identity.IdentityError as exc:
+            peer_id = self.profile.import_identity(text)
+        except ValueError as exc:
             QMessageBox.critical(self, "Import identity", f"That key cannot be used: {exc}")
             return
-        self.profile.replace_identity(key_pair)
-        self.peer_label.setText(str(identity.peer_id(key_pair)))
+        self.peer_label.setText(peer_id)
         self.needs_restart = True
