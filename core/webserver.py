@@ -166,7 +166,11 @@ async def _static(stream: trio.SocketStream, request_line: list[str], www: Path 
     if www is None or method not in ("GET", "HEAD") or len(request_line) < 2:
         await _reply(stream, 404, "text/plain", b"the WebSocket API is at /ws\n")
         return
-    path = _resolve(www, unquote(urlsplit(request_line[1]).path))
+    url_path = unquote(urlsplit(request_line[1]).path)
+    if "\x00" in url_path:
+        await _reply(stream, 400, "text/plain", b"bad path\n")
+        return
+    path = _resolve(www, url_path)
     if path is None:
         await _reply(stream, 404, "text/plain", b"not found\n")
         return
@@ -179,8 +183,8 @@ def _resolve(www: Path, url_path: str) -> Path | None:
     """A file inside ``www`` — never outside it — or the app's index.html for unknown paths."""
     root = www.resolve()
     candidate = (root / url_path.lstrip("/")).resolve()
-    if candidate.is_dir():
-        candidate = candidate / "index.html"
+    if candidate.is_dir():  # resolved again: the folder's index.html may be a symlink out
+        candidate = (candidate / "index.html").resolve()
     if root not in candidate.parents and candidate != root:
         return None
     if candidate.is_file():

@@ -64,6 +64,10 @@ def _str(params: dict[str, Any], name: str, *, optional: bool = False) -> str:
         return ""
     if not isinstance(value, str) or (not value and not optional):
         raise _bad(f"invalid params: {name} must be a non-empty string")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") is valid JSON, not UTF-8
+        raise _bad(f"invalid params: {name} is not valid Unicode") from exc
     return value
 
 

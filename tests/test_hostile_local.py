@@ -151,3 +151,43 @@ async def test_without_www_no_browser_origin_is_allowed(tmp_path: Path) -> None:
         async with client(url) as programmatic:  # no Origin: a program, not a web page
             assert "result" in await programmatic.call("peer", {})
         assert not manager.peers or len(manager.peers) <= 1
+
+
+async def test_small_ones_surrogates_symlinks_and_nul(tmp_path: Path) -> None:
+    """Issue 10 item 8: a lone surrogate in a protocol name or topic is a 400 (it once killed
+    the client's peer at its first identify); a sub-folder's index.html symlinked outside the
+    app is not served; a %00 path gets an answer. RSS bound: 32 MiB."""
+    app = tmp_path / "app"
+    (app / "sub").mkdir(parents=True)
+    (app / "index.html").write_text("<html>app</html>")
+    (tmp_path / "secret.html").write_text("not for the browser")
+    (app / "sub" / "index.html").symlink_to(tmp_path / "secret.html")
+    async with served(tmp_path / "data", app) as (port, manager, _):
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with client(url) as victim, client(url) as other:
+            await victim_with_file(victim, "keep.txt", b"kept")
+            before = rss_bytes()
+            for method, params in (
+                ("start", '{"protocol":"\\ud800"}'),
+                ("subscribe", '{"topic":"a\\udfffb"}'),
+                ("send", '{"peer":"x","protocol":"\\ud800","data":1}'),
+            ):
+                text = f'{{"requestid":77,"method":"{method}","params":{params}}}'
+                victim.responses.pop(77, None)
+                reply = await victim.raw(text, 77)
+                assert reply["error"]["code"] == 400, reply
+            assert "result" in await other.call("peer", {})  # identify runs between them
+            peerid = (await victim.call("info"))["result"]["peerid"]
+            with trio.fail_after(10):
+                while not manager.peers[peerid].host.get_network().get_connections():
+                    await trio.sleep(0.05)
+            for path in ("/sub/", "/sub"):
+                page = await raw_request(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert b"not for the browser" not in page
+            page = await raw_request(port, "GET /%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert page.startswith(b"HTTP/1.1 400")
+            page = await raw_request(port, "GET /a%00b/c HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert page.startswith(b"HTTP/1.1 400")
+            assert manager.peers[peerid].running
+            await honest_check(victim, "keep.txt", b"kept")
+            assert rss_bytes() - before < 32 * 1024 * 1024
