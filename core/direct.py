@@ -10,7 +10,9 @@ reported either way. Messages are pipelined (a window of unacknowledged frames) 
 not one round trip per message; after a broken stream the unacknowledged ones are re-sent in
 order, and the receiver's memory of recent ids turns a re-send after a lost ack into a bare ack.
 A channel whose peer failed to answer becomes *unreachable*: later messages wait (bounded by
-``patience``) while the peer is probed, and go out as soon as it is back.
+``patience``) while the peer is probed, and go out as soon as it is back. Order is kept: when a
+message fails, those already queued behind it fail with it (never a later one delivered without
+an earlier one).
 """
 
 from __future__ import annotations
@@ -344,6 +346,7 @@ class DirectMessaging:
             for msg in failed:
                 ch.pending.remove(msg)
                 self._resolve(msg, False, f"not delivered after {msg.attempts} attempts: {reason}")
+            self._fail_followers(ch, reason)
             ch.unreachable = True
             return
         tries = max(m.attempts for m in charged)
@@ -359,12 +362,19 @@ class DirectMessaging:
         with trio.move_on_after(delay):
             await ch.wait_change()  # a reconnect (peer_seen) cuts the backoff short
 
+    def _fail_followers(self, ch: _Channel, reason: str) -> None:
+        """An earlier message failed: the ones queued behind it fail with it, in order, so the
+        peer never gets a later message without an earlier one (issue 13). Messages queued
+        after this point wait for the peer as usual."""
+        while ch.pending:
+            msg = ch.pending.popleft()
+            self._resolve(msg, False, f"not delivered: an earlier message failed ({reason})")
+
     async def _wait_reachable(self, ch: _Channel) -> None:
         """Hold messages for an unreachable peer, probing it, until it is back or they expire."""
         now = time.monotonic()
-        for msg in [m for m in ch.pending if now - m.queued_at >= self.config.patience]:
-            ch.pending.remove(msg)
-            self._resolve(msg, False, "peer unreachable")
+        if ch.pending and now - ch.pending[0].queued_at >= self.config.patience:
+            self._fail_followers(ch, "peer unreachable")
         if not ch.pending:
             return
         if self.host.get_network().get_connections(ch.peer):

@@ -155,3 +155,38 @@ async def _read(stream, n: int) -> bytes:
     while len(buf) < n:
         buf += await stream.read(n - len(buf))
     return buf
+
+
+async def test_messages_behind_a_failed_one_fail_with_it_in_order() -> None:
+    """Issue 13: while b is down, 1 fails after its attempts; 2 and 3, queued behind it, fail
+    with it instead of being delivered later without 1. A message sent afterwards waits for b
+    and is delivered once b is back."""
+    async with trio.open_nursery() as nursery, peer_group(1) as [(a, _)]:
+        b = new_peer(fast_config(), Recorder())
+        key = b.key_pair
+        await nursery.start(b.run)
+        b.start_protocol(CHAT)
+        addr = b.listen_addrs()[0]
+        port = addr.split("/tcp/")[1].split("/")[0]
+        await a.connect(addr)
+        await a.send(str(b.peer_id), CHAT, "before")
+        b.stop()
+        await b.stopped.wait()
+
+        batch = [a.enqueue(str(b.peer_id), CHAT, f"down-{i}") for i in (1, 2, 3)]
+        with trio.fail_after(15):
+            for msg in batch:
+                await msg.done.wait()
+        assert [m.delivered for m in batch] == [False, False, False]
+        assert "earlier message failed" in batch[1].error
+
+        later = a.enqueue(str(b.peer_id), CHAT, "after")
+        rb2 = Recorder()
+        b2 = new_peer(fast_config(listen_addrs=[f"/ip4/127.0.0.1/tcp/{port}"]), rb2, key_pair=key)
+        await nursery.start(b2.run)
+        b2.start_protocol(CHAT)
+        with trio.fail_after(15):
+            await later.wait()
+        await trio.sleep(0.3)
+        assert [e.data for e in rb2.of(PeerData)] == ["after"]
+        b2.stop()
