@@ -52,7 +52,8 @@ class Trimmer:
         if len(peers) <= self.high_water:
             return []
         now = time.monotonic()
-        tags = network.tag_store
+        # Swarm has a tag store; the INetworkService interface does not declare it.
+        tags = network.tag_store  # type: ignore[attr-defined]
         trimmable = [
             p
             for p in peers

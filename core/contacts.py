@@ -50,7 +50,7 @@ def parse_contact(entry: str) -> ParsedContact:
             peer = parse_peer_id(addr.get_peer_id() or "")
         except Exception as exc:
             raise ValueError(f"{entry!r} is not a multiaddr with a /p2p/ peer id") from exc
-        transport = entry.split("/p2p/")[0]
+        transport = entry.rsplit("/p2p/", 1)[0]  # a circuit address keeps its relay part
         return ParsedContact(peer, [multiaddr.Multiaddr(transport)] if transport else [])
     return ParsedContact(parse_peer_id(entry), [])
 
@@ -93,7 +93,8 @@ class Contacts:
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    def list(self) -> dict[str, list[str]]:
+    def snapshot(self) -> dict[str, list[str]]:
+        """peer id → known addresses, as plain strings."""
         return {str(p): [str(a) for a in addrs] for p, addrs in self._contacts.items()}
 
     def is_contact(self, peer: ID) -> bool:
@@ -142,7 +143,7 @@ class Contacts:
 
     def _persist(self) -> None:
         try:
-            self.save(self.list())
+            self.save(self.snapshot())
         except OSError as exc:
             log.error("could not save contacts: %s", exc)
 

@@ -233,14 +233,14 @@ class _BalancedBuilder:
         return _Child(cid, tsize, unixfs.filesize or 0)
 
 
-def _pieces(source: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
+def _pieces(source: BinaryIO | Iterable[bytes]) -> Iterator[bytes | bytearray | memoryview]:
     """The source as a stream of byte strings; file objects are read 256 KiB at a time."""
     if isinstance(source, bytes | bytearray | memoryview):
         yield source  # a bare bytes object is one piece, not an iterable of ints
         return
     read = getattr(source, "read", None)
     if read is None:
-        yield from source  # type: ignore[misc]
+        yield from source
         return
     while True:
         piece = read(CHUNK_SIZE)

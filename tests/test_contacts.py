@@ -46,7 +46,7 @@ async def test_contact_is_protected_tagged_and_redialled_after_disconnect() -> N
             assert not net.is_protected(b.peer_id, TAG)
             assert net.tag_store.get_tag(b.peer_id, TAG) == 0
             assert b.peer_id in a.host.get_connected_peers()  # removing never disconnects
-            assert str(b.peer_id) not in saved and a.contacts.list() == {}
+            assert str(b.peer_id) not in saved and a.contacts.snapshot() == {}
             a.stop()
 
 
