@@ -131,6 +131,7 @@ class Peer:
             wanted=lambda: self.reachability != "public",
         )
         compat.advertise_circuits(self.host, self.relays.circuit_addrs)
+        compat.forget_dead_connections(self.host, self._on_disconnected)
         self.holepunch = HolePunching(self.host)
         self.router = make_router()
         self.pubsub = make_pubsub(self.host, self.router)
@@ -395,7 +396,7 @@ class Peer:
             "dht_ready": self.dht.ready.is_set(),
             "routing_table": self.dht.routing_table_size(),
             "mdns": self._mdns is not None,
-            "contacts": self.contacts.list(),
+            "contacts": self.contacts.snapshot(),
         }
 
     def _link(self, peer: ID, conn: INetConn) -> dict[str, Any]:

@@ -167,3 +167,16 @@ def test_rendezvous_addresses_keep_circuits_whole() -> None:
         "/ip4/198.18.0.7/tcp/5",
         f"{relay}/p2p-circuit/p2p/{target}",
     ]
+
+
+def test_a_contact_added_by_circuit_address_keeps_the_relay_part() -> None:
+    from core.contacts import parse_contact
+
+    relay = "/ip4/198.18.0.1/tcp/4001/p2p/12D3KooWL3BPBarfXFnpCeUHgWF2eEVVGmsWiaPXNmp13bttobrt"
+    target = "12D3KooWPWCpbMZzVaNbsBd2FXZbk5nYtZud877XF6Am6Gnp6hjP"
+    parsed = parse_contact(f"{relay}/p2p-circuit/p2p/{target}")
+    assert str(parsed.peer) == target
+    assert [str(a) for a in parsed.addrs] == [f"{relay}/p2p-circuit"]
+    assert [str(a) for a in parse_contact(f"/ip4/1.2.3.4/tcp/5/p2p/{target}").addrs] == [
+        "/ip4/1.2.3.4/tcp/5"
+    ]

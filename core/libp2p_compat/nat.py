@@ -18,7 +18,7 @@
   the connection's close hangs half-way: it is marked closed but stays in the swarm's table,
   and ``new_stream`` then fails ("No valid connections") instead of dialling again, so
   nothing reaches that peer any more. ``forget_dead_connections`` takes such connections
-  out of the table (telling the notifees) before a new stream is opened.
+  out of the table before a new stream is opened.
 - A reservation is made with the relay transport's own request/response code; its result
   (the expiry) is read back from the transport's table.
 """
@@ -50,6 +50,7 @@ RELAY_DIAL_DELAY = 0.5
 RELAY_DIAL_TIMEOUT = 10.0
 ADDR_TTL = 600
 LOOKUP_TIMEOUT = 15.0
+DEAD_GRACE = 0.3
 
 __all__ = [
     "HOP_PROTOCOL",
@@ -150,20 +151,24 @@ def observed_ips(host: IHost) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def forget_dead_connections(host: IHost) -> None:
-    """See the module doc: a closed connection left in the table blocks every new stream."""
+def forget_dead_connections(host: IHost, on_forgotten: Callable[[INetConn], None]) -> None:
+    """See the module doc: a closed connection left in the table blocks every new stream. A
+    normal close takes it out within milliseconds, so one still there ``DEAD_GRACE`` later is
+    stuck: we take it out and tell only ``on_forgotten`` (our own bookkeeping). Taking it out
+    at once raced the library's cleanup of a normal close and cost the peer's next
+    connection."""
     swarm: Any = host.get_network()
     original = swarm.new_stream
 
     async def new_stream(peer_id: ID) -> Any:
-        for conn in list(swarm.connections.get(peer_id) or []):
-            if conn.is_closed:
-                log.debug("forgetting a dead connection to %s", peer_id)
-                swarm.remove_conn(conn)
-                try:
-                    await swarm.notify_disconnected(conn)
-                except Exception:
-                    log.debug("disconnect notice failed", exc_info=True)
+        dead = [c for c in swarm.connections.get(peer_id) or [] if c.is_closed]
+        if dead:
+            await trio.sleep(DEAD_GRACE)
+            for conn in dead:
+                if conn in (swarm.connections.get(peer_id) or []):
+                    log.debug("forgetting a dead connection to %s", peer_id)
+                    swarm.remove_conn(conn)
+                    on_forgotten(conn)
         return await original(peer_id)
 
     swarm.new_stream = new_stream

@@ -84,7 +84,6 @@ class Relays:
         """The DHT's peer lookup, for dials to peers known only by id (set by the owner, whose
         DHT is made after us)."""
         compat.dial_circuits(host, self.transport, self._lookup)
-        compat.forget_dead_connections(host)
         self.reservations: dict[ID, Reservation] = {}
         self._refused: dict[ID, float] = {}
         self._next_dial: dict[ID, float] = {}
