@@ -37,6 +37,7 @@ from .events import (
     EventSink,
     PeerConnected,
     PeerDisconnected,
+    PeerFailed,
     ReachabilityChanged,
 )
 from .exchange import Files
@@ -73,6 +74,10 @@ class PeerConfig:
     """Static relays (``/…/p2p/<id>`` multiaddrs) to reserve on while not publicly reachable."""
     relay_service: bool = False
     """Serve as a circuit relay v2 for others (with go-libp2p's default limits)."""
+
+
+class ServiceStopped(RuntimeError):
+    """One of py-libp2p's services ended while the peer was running."""
 
 
 class _ConnectionEvents(INotifee):
@@ -169,6 +174,7 @@ class Peer:
         self._stop = trio.Event()
         self.stopped = trio.Event()
         self.running = False
+        self._started = False
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._mdns: Any = None
@@ -216,11 +222,12 @@ class Peer:
                     self.autonat_service.start()
                     await nursery.start(self.autonat.run)
                     nursery.start_soon(self._ping_loop)
+                    nursery.start_soon(self._watch_services)
                     if self.files is not None:
                         await nursery.start(self.files.run)
                     if self.config.mdns:
                         self._start_mdns()
-                    self.running = True
+                    self.running = self._started = True
                     task_status.started(self)
                     await self._stop.wait()
                     self.running = False
@@ -229,6 +236,12 @@ class Peer:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_BOUND):
                     await self._close_connections()
                     await self.host.close()
+        except Exception as exc:
+            if not self._started:
+                raise
+            # Never a zombie: the owner hears that this peer is gone and why.
+            log.exception("peer %s failed", self.peer_id)
+            self._emit(PeerFailed(f"the peer stopped after an internal error: {exc!r}"))
         finally:
             self.running = False
             if self.files is not None:
@@ -237,6 +250,22 @@ class Peer:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _watch_services(self) -> None:
+        """py-libp2p's services can end on an error without it reaching us (the peer would go
+        on answering as a zombie with no network or no pubsub): a service that stops while we
+        run fails the whole peer, visibly."""
+        services = {
+            "network": self.host.get_network(),
+            "pubsub": self.pubsub,
+            "gossipsub": self.router,
+            "dht": self.dht.kad,
+        }
+        while True:
+            await trio.sleep(0.5)
+            for name, service in services.items():
+                if not service.manager.is_running:  # type: ignore[attr-defined]
+                    raise ServiceStopped(f"the {name} service stopped")
 
     async def _close_connections(self) -> None:
         """Closing connections one by one costs ~200 ms each inside host.close(): do them all
