@@ -323,8 +323,9 @@ async def test_an_unfinished_message_times_out_and_its_peer_goes(
     tmp_path: Path, monkeypatch
 ) -> None:
     """A client sends 8 MiB of a message and stops: after wsapi.MESSAGE_TIMEOUT (2 s here,
-    60 s by default) the connection is closed and its peer removed. RSS bound: 32 MiB (the
-    part is spooled to disk; trio-websocket held unfinished parts in memory without end)."""
+    60 s by default) the connection is closed and its peer removed. RSS bound: 64 MiB, for the
+    client's own copies of the part too (it runs in this process); the server spools the part
+    to disk, where trio-websocket held unfinished parts in memory without end."""
     from wsproto import ConnectionType, WSConnection
     from wsproto.events import AcceptConnection, Message, Request
 
@@ -353,4 +354,4 @@ async def test_an_unfinished_message_times_out_and_its_peer_goes(
             growth = rss_bytes() - before
             await stream.aclose()
             await honest_check(victim, "keep.txt", SECRET)
-            assert growth < 32 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
+            assert growth < 64 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
