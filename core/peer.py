@@ -538,9 +538,7 @@ class Peer:
     def _concrete_addrs(self) -> list[str]:
         """Our own addresses for mDNS: a circuit address cut at its first ``/p2p/`` would be
         the relay's address under our peer id, and LAN peers need no relay."""
-        return [
-            str(a).split("/p2p/")[0] for a in self.host.get_addrs() if not compat.is_circuit(a)
-        ]
+        return [str(a).split("/p2p/")[0] for a in self.host.get_addrs() if not compat.is_circuit(a)]
 
     def _on_mdns_found(self, peer: str, addrs: list[str]) -> None:
         if self._nursery is None or not self.running:
