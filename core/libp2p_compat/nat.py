@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,13 @@ RELAY_DIAL_DELAY = 0.5
 RELAY_DIAL_TIMEOUT = 10.0
 ADDR_TTL = 600
 LOOKUP_TIMEOUT = 15.0
+
+_looking_up: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "peerdesk_dht_lookup", default=False
+)
+"""Set while a dial's DHT lookup runs: the lookup's own dials (to DHT peers whose addresses
+the peerstore has forgotten) must not start lookups of their own, which recursed without end
+(RecursionError, then TrioInternalError ending the whole trio run)."""
 DEAD_GRACE = 0.3
 
 __all__ = [
@@ -208,11 +216,15 @@ def dial_circuits(
         if swarm.get_connections(peer_id):
             return await original(peer_id)
         addrs = known(peer_id)
-        if not addrs and lookup is not None:
-            with trio.move_on_after(LOOKUP_TIMEOUT):
-                found = await lookup(peer_id)
-                if found:
-                    host.get_peerstore().add_addrs(peer_id, found, ADDR_TTL)
+        if not addrs and lookup is not None and not _looking_up.get():
+            token = _looking_up.set(True)
+            try:
+                with trio.move_on_after(LOOKUP_TIMEOUT):
+                    found = await lookup(peer_id)
+                    if found:
+                        host.get_peerstore().add_addrs(peer_id, found, ADDR_TTL)
+            finally:
+                _looking_up.reset(token)
             addrs = known(peer_id)
         circuits = [circuit_target(a, peer_id) for a in addrs if is_circuit(a)]
         if not circuits:
