@@ -78,6 +78,18 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="a web page origin (http://host:port) allowed to use the API (repeatable)",
     )
+    serve.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="a circuit relay v2 to reserve on while not public (repeatable; replaces the setting)",
+    )
+    serve.add_argument(
+        "--relay-service",
+        action="store_true",
+        help="relay for other peers (circuit relay v2, with go-libp2p's limits)",
+    )
     return serve
 
 
@@ -120,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 no_mdns=args.no_mdns,
                 www=args.www,
                 allow_origin=args.allow_origin,
+                relay=args.relay,
+                relay_service=args.relay_service,
             )
         )
     from gui.app import main as gui_main
