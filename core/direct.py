@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -204,13 +205,13 @@ class DirectMessaging:
         if protocol in self.started:
             return False
         self.started.add(protocol)
-        self.host.set_stream_handler(protocol, self._on_inbound_stream)
+        self.host.set_stream_handler(TProtocol(protocol), self._on_inbound_stream)
         return True
 
     def stop_protocol(self, protocol: str) -> None:
         if protocol in self.started:
             self.started.discard(protocol)
-            self.host.remove_stream_handler(protocol)
+            self.host.remove_stream_handler(TProtocol(protocol))
 
     def peer_seen(self, peer: ID) -> None:
         """A connection to ``peer`` exists again: wake its channels waiting out backoff or
@@ -311,7 +312,7 @@ class DirectMessaging:
         if not self.host.get_network().get_connections(ch.peer):
             compat.forget_dial_failure(self.host, ch.peer)
         with trio.fail_after(self.config.open_timeout):
-            raw = await self.host.new_stream(ch.peer, [ch.protocol])
+            raw = await self.host.new_stream(ch.peer, [TProtocol(ch.protocol)])
         stream = _Stream(raw)
         self._adopt(ch, stream)
         return stream
@@ -326,7 +327,7 @@ class DirectMessaging:
     async def _after_failure(self, ch: _Channel, reason: str) -> None:
         """Give up the stream this attempt used — not a newer one the peer opened meanwhile —
         and charge the attempt to the messages it carried."""
-        for failed_stream in {m.sent_on for m in ch.inflight.values()} - {None}:
+        for failed_stream in {m.sent_on for m in ch.inflight.values() if m.sent_on is not None}:
             if ch.stream is failed_stream:
                 ch.stream = None
             await failed_stream.reset()

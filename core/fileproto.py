@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from .framing import (
@@ -36,7 +37,7 @@ from .framing import (
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "/p2p-webapp/1.0.0"
+PROTOCOL = TProtocol("/p2p-webapp/1.0.0")
 
 GET_FILE_LIST, FILE_LIST, GET_FILE, FILE_CONTENT = 0, 1, 2, 3
 

@@ -116,7 +116,7 @@ class PeerManager:
         files = str(Path(base.files_dir) / "peers" / peer_id) if base.files_dir else ""
         return PeerConfig(**{**base.__dict__, "listen_addrs": listen, "files_dir": files})
 
-    async def _run_peer(self, peer: Peer, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _run_peer(self, peer: Peer, *, task_status: trio.TaskStatus[Peer]) -> None:
         try:
             await peer.run(task_status=task_status)
         except Exception:

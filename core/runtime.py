@@ -24,7 +24,7 @@ T = TypeVar("T")
 STOP_BOUND = 8.0
 
 
-class CoreCall(concurrent.futures.Future):  # type: ignore[type-arg]
+class CoreCall(concurrent.futures.Future[Any]):
     """A future whose ``cancel()`` also cancels the trio task doing the work."""
 
     def __init__(self, runtime: CoreRuntime) -> None:

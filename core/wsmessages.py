@@ -130,7 +130,8 @@ class SpoolingConnection(WebSocketConnection):
             self._message_parts = []
             self._spool.write(part)
         else:
-            self._message_parts.append(event.data)
+            data = event.data
+            self._message_parts.append(bytes(data) if isinstance(data, bytearray) else data)
         if not event.message_finished:
             return
         message: Any

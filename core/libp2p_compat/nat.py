@@ -96,7 +96,7 @@ def connection_kind(conn: INetConn) -> str:
     if any(is_circuit(a) for a in addrs):
         return "relayed"
     try:
-        if conn.muxed_conn.get_connection_type().name == "RELAYED":  # type: ignore[attr-defined]
+        if conn.muxed_conn.get_connection_type().name == "RELAYED":
             return "relayed"
     except Exception:
         pass

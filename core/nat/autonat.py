@@ -23,6 +23,7 @@ from collections.abc import Callable
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
@@ -32,7 +33,7 @@ from .addrs import is_private_or_loopback
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "/libp2p/autonat/1.0.0"
+PROTOCOL = TProtocol("/libp2p/autonat/1.0.0")
 MAX_MESSAGE = 4096
 DIALBACK_TIMEOUT = 5.0
 ASK_TIMEOUT = DIALBACK_TIMEOUT * 3 + 5
@@ -87,7 +88,8 @@ class AutoNatService:
                 status, text, addr = await self._answer(stream, raw)
                 reply = Message(
                     type=Message.DIAL_RESPONSE,
-                    dialResponse=Message.DialResponse(status=status, statusText=text),
+                    # protobuf enum fields take the plain int at run time; the stubs want ValueType
+                    dialResponse=Message.DialResponse(status=status, statusText=text),  # type: ignore[arg-type]
                 )
                 if addr is not None:
                     reply.dialResponse.addr = addr.to_bytes()
@@ -151,7 +153,7 @@ class AutoNatService:
         """A new connection to exactly that address, closed again right away."""
         try:
             with trio.fail_after(DIALBACK_TIMEOUT):
-                conn = await self.host.get_network().dial_addr(addr, peer)  # type: ignore[attr-defined]
+                conn = await self.host.get_network().dial_addr(addr, peer)
         except Exception as exc:
             log.debug("AutoNAT dial back to %s failed: %s", addr, exc)
             return False
