@@ -154,6 +154,7 @@ class CoreBridge(ClientSignals):
                 high_water=settings.conn_high_water,
                 file_update_topic=settings.file_update_topic,
                 files_dir=str(store.root),
+                relays=list(settings.relays),
             )
             return Peer(
                 store.key_pair(),

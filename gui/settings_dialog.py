@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtGui import QGuiApplication
@@ -100,14 +101,14 @@ class SettingsDialog(QDialog):
         bootstrap = [
             line.strip() for line in self.bootstrap.toPlainText().splitlines() if line.strip()
         ]
-        return Settings(
+        # Fields the dialog does not show (listen addresses, relays, connection limits) keep
+        # their saved values.
+        return dataclasses.replace(
+            self.original,
             listen_port=self.port.value(),
-            listen_addrs=list(self.original.listen_addrs),
             bootstrap=bootstrap,
             mdns=self.mdns.isChecked(),
             file_update_topic=self.notify_topic.text().strip(),
-            conn_low_water=self.original.conn_low_water,
-            conn_high_water=self.original.conn_high_water,
             notifications=self.notifications.isChecked(),
             close_to_tray=self.close_to_tray.isChecked(),
             download_dir=self.download_dir.text().strip(),

@@ -416,3 +416,21 @@ def test_settings_dialog_imports_an_identity_through_the_profile(
     dialog.port.setValue(4712)
     dialog.accept()
     assert profile.settings.listen_port == 4712
+
+
+def test_settings_dialog_keeps_what_it_does_not_show(qtbot: Any, tmp_path: Path) -> None:
+    from core.settings import Settings
+    from gui.settings_dialog import SettingsDialog
+
+    profile = FakeProfile(tmp_path)
+    relay = f"/ip4/198.18.0.1/tcp/4001/p2p/{ALICE}"
+    profile.settings = Settings(
+        relays=[relay], conn_low_water=7, listen_addrs=["/ip4/0.0.0.0/tcp/0"]
+    )
+    dialog = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(dialog)
+    dialog.mdns.setChecked(not profile.settings.mdns)
+    dialog.accept()
+    saved = profile.settings
+    assert saved.relays == [relay] and saved.conn_low_water == 7
+    assert saved.listen_addrs == ["/ip4/0.0.0.0/tcp/0"] and dialog.needs_restart
