@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import identity
 from core import libp2p_compat as compat
 from core.libp2p_compat import quiet_library_logging
-from core.topics import HEARTBEAT, MESHSUB_PROTOCOLS
+from core.topics import make_pubsub, make_router
 
 TOPIC = "bench"
 
@@ -41,16 +41,8 @@ async def node(
     router_cls: type[GossipSub], pubsub_cls: type[Pubsub]
 ) -> AsyncIterator[tuple[IHost, Pubsub, GossipSub]]:
     host = compat.build_host(identity.generate())
-    router = router_cls(
-        protocols=MESHSUB_PROTOCOLS,
-        degree=6,
-        degree_low=5,
-        degree_high=12,
-        heartbeat_interval=HEARTBEAT,  # type: ignore[arg-type]
-        heartbeat_initial_delay=0.05,
-        spam_protection_enabled=False,
-    )
-    pubsub = pubsub_cls(host, router, strict_signing=True)
+    router = make_router(router_cls)
+    pubsub = make_pubsub(host, router, pubsub_cls)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]))
         await stack.enter_async_context(background_trio_service(pubsub))

@@ -24,9 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import multiaddr
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork
 from libp2p.peer.id import ID
 
 from . import bitswap_wire as wire
@@ -40,6 +39,7 @@ from .libp2p_compat import (
     WANT_BLOCK,
     WANT_HAVE,
     BitswapMessage,
+    ConnectionNotifee,
 )
 
 log = logging.getLogger(__name__)
@@ -95,31 +95,6 @@ class _PeerState:
     fetches leave it out until then."""
 
 
-class _Notifee(INotifee):
-    def __init__(self, engine: Bitswap) -> None:
-        self.engine = engine
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        pass
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        peer = conn.muxed_conn.peer_id
-        if not network.get_connections(peer):
-            self.engine._peer_gone(peer)
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
-
-
 class Bitswap:
     def __init__(self, host: IHost, get_block: Callable[[bytes], bytes | None]) -> None:
         self.host = host
@@ -136,7 +111,9 @@ class Bitswap:
             self._nursery = nursery
             for protocol in BITSWAP_PROTOCOLS:
                 self.host.set_stream_handler(protocol, self._handle_stream)
-            self.host.get_network().register_notifee(_Notifee(self))
+            self.host.get_network().register_notifee(
+                ConnectionNotifee(disconnected=self._on_disconnected)
+            )
             task_status.started()
             await trio.sleep_forever()
 
@@ -153,6 +130,11 @@ class Bitswap:
         if state is None:
             state = self._peers[peer] = _PeerState(peer)
         return state
+
+    def _on_disconnected(self, network: INetwork, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        if not network.get_connections(peer):
+            self._peer_gone(peer)
 
     def _peer_gone(self, peer: ID) -> None:
         state = self._peers.pop(peer, None)

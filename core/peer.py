@@ -17,7 +17,7 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import INetConn
 from libp2p.crypto.keys import KeyPair
 from libp2p.host.ping import PingService
 from libp2p.peer.id import ID
@@ -78,29 +78,6 @@ class PeerConfig:
 
 class ServiceStopped(RuntimeError):
     """One of py-libp2p's services ended while the peer was running."""
-
-
-class _ConnectionEvents(INotifee):
-    def __init__(self, peer: Peer) -> None:
-        self.peer = peer
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self.peer._on_connected(conn)
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self.peer._on_disconnected(conn)
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
 
 
 class Peer:
@@ -202,7 +179,12 @@ class Peer:
         """Run until ``stop()``; then close every connection and the host within a bound."""
         listen = [multiaddr.Multiaddr(a) for a in self.config.listen_addrs]
         self._token = trio.lowlevel.current_trio_token()
-        self.host.get_network().register_notifee(_ConnectionEvents(self))
+        self.host.get_network().register_notifee(
+            compat.ConnectionNotifee(
+                lambda _net, conn: self._on_connected(conn),
+                lambda _net, conn: self._on_disconnected(conn),
+            )
+        )
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(self.host.run(listen))

@@ -32,9 +32,10 @@ HEARTBEAT = 0.5
 MAX_MESSAGE = 1024 * 1024
 
 
-def make_router() -> GossipSub:
-    """go-like GossipSub (flood publish, gossip during backoff): see libp2p_compat.pubsub."""
-    return compat.GoLikeGossipSub(
+def make_router(router_cls: type[GossipSub] = compat.GoLikeGossipSub) -> GossipSub:
+    """go-like GossipSub (flood publish, gossip during backoff): see libp2p_compat.pubsub.
+    Benchmarks and compat tests pass the library's own class to compare."""
+    return router_cls(
         protocols=MESHSUB_PROTOCOLS,
         degree=6,
         degree_low=5,
@@ -47,8 +48,10 @@ def make_router() -> GossipSub:
     )
 
 
-def make_pubsub(host: IHost, router: GossipSub) -> Pubsub:
-    return compat.GuardedPubsub(
+def make_pubsub(
+    host: IHost, router: GossipSub, pubsub_cls: type[Pubsub] = compat.GuardedPubsub
+) -> Pubsub:
+    return pubsub_cls(
         host, router, strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE + 64 * 1024
     )
 

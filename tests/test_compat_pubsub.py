@@ -29,7 +29,7 @@ from core import identity
 from core import libp2p_compat as compat
 from core.events import TopicData
 from core.peer import Peer
-from core.topics import MESHSUB_PROTOCOLS
+from core.topics import MESHSUB_PROTOCOLS, make_pubsub, make_router
 
 from .conftest import connect, peer_group
 
@@ -99,16 +99,8 @@ async def bare_pubsub(
 ) -> AsyncIterator[tuple[IHost, Pubsub, GossipSub]]:
     """A host running the given router and pubsub classes with Peerdesk's settings."""
     host = compat.build_host(identity.generate())
-    router = router_cls(
-        protocols=MESHSUB_PROTOCOLS,
-        degree=6,
-        degree_low=5,
-        degree_high=12,
-        heartbeat_interval=0.5,  # type: ignore[arg-type]
-        heartbeat_initial_delay=0.05,
-        spam_protection_enabled=False,
-    )
-    pubsub = pubsub_cls(host, router, strict_signing=True)
+    router = make_router(router_cls)
+    pubsub = make_pubsub(host, router, pubsub_cls)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]))
         await stack.enter_async_context(background_trio_service(pubsub))

@@ -21,6 +21,7 @@ from .bitswap import (
 from .host import (
     LIBP2P_VERSION,
     QUIET_LOGGERS,
+    ConnectionNotifee,
     build_host,
     forget_dial_failure,
     known_addrs,

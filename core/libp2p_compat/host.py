@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import multiaddr
 from libp2p import new_host
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -111,3 +111,36 @@ def known_addrs(host: IHost, peer: ID) -> list[multiaddr.Multiaddr]:
         return list(host.get_peerstore().addrs(peer))
     except Exception:
         return []
+
+
+class ConnectionNotifee(INotifee):
+    """The swarm's notifee interface wants six hooks; we only ever want the two about
+    connections. Callbacks get the network and the connection."""
+
+    def __init__(
+        self,
+        connected: Callable[[INetwork, INetConn], None] | None = None,
+        disconnected: Callable[[INetwork, INetConn], None] | None = None,
+    ) -> None:
+        self._connected = connected
+        self._disconnected = disconnected
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        if self._connected is not None:
+            self._connected(network, conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        if self._disconnected is not None:
+            self._disconnected(network, conn)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
