@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from core.libp2p_compat import quiet_library_logging  # noqa: E402
 from core.peer import Peer, PeerConfig, new_peer  # noqa: E402
-from tests.test_interop_js import HERE, NODE, JsPeer, stop_js  # noqa: E402
+from tests.test_interop_helia import helia_node as helia  # noqa: E402
+from tests.test_interop_js import HERE, NODE  # noqa: E402
 
 BARE_PROTOCOL = "/peerdesk/bench-bare/1.0.0"
 WRITE = 256 * 1024
@@ -47,27 +48,6 @@ def make_file(path: Path, size: int) -> None:
             fh.write(hashlib.sha256(b"%d" % counter).digest() * 2048)  # 64 KiB
             counter += 1
         fh.truncate(size)
-
-
-@asynccontextmanager
-async def helia() -> AsyncIterator[JsPeer]:
-    assert NODE is not None
-    async with trio.open_nursery() as nursery:
-        proc = await trio.lowlevel.open_process(
-            [NODE, str(HERE / "heliapeer.mjs")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=HERE,
-        )
-        js = JsPeer(proc)
-        nursery.start_soon(js.pump)
-        try:
-            await js.wait(lambda: js.ready, timeout=60)
-            yield js
-        finally:
-            with trio.CancelScope(shield=True):
-                await stop_js(js)
-            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
