@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import multiaddr
@@ -24,31 +22,14 @@ from libp2p.abc import IHost
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.tools.anyio_service import background_trio_service
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import identity
 from core import libp2p_compat as compat
 from core.libp2p_compat import quiet_library_logging
-from core.topics import make_pubsub, make_router
+from tests.test_compat_pubsub import bare_pubsub as node
 
 TOPIC = "bench"
-
-
-@asynccontextmanager
-async def node(
-    router_cls: type[GossipSub], pubsub_cls: type[Pubsub]
-) -> AsyncIterator[tuple[IHost, Pubsub, GossipSub]]:
-    host = compat.build_host(identity.generate())
-    router = make_router(router_cls)
-    pubsub = make_pubsub(host, router, pubsub_cls)
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]))
-        await stack.enter_async_context(background_trio_service(pubsub))
-        await stack.enter_async_context(background_trio_service(router))
-        await pubsub.wait_until_ready()
-        yield host, pubsub, router
 
 
 async def dial(a: IHost, b: IHost) -> None:
