@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.libp2p_compat import quiet_library_logging  # noqa: E402
 from core.peer import Peer, PeerConfig, new_peer  # noqa: E402
-from tests.test_interop_helia import helia_node as helia  # noqa: E402
+from tests.core.ipfs.test_interop_helia import helia_node as helia  # noqa: E402
 from tests.test_interop_js import HERE, NODE  # noqa: E402
 
 BARE_PROTOCOL = "/peerdesk/bench-bare/1.0.0"

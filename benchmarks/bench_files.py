@@ -47,8 +47,8 @@ IMPORT_CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from core.blockstore import BlockStore
-from core import unixfs
+from core.files.blockstore import BlockStore
+from core.ipfs import unixfs
 store = BlockStore(Path({db!r}))
 start = time.perf_counter()
 with store.session() as s, s.batch() as batch, open({src!r}, "rb") as fh:
@@ -103,7 +103,7 @@ def transfer_rate(size: int, workdir: Path) -> float:
 
 
 def hamt_figures() -> dict[str, float]:
-    from core.hamt import HamtDirectory
+    from core.ipfs.hamt import HamtDirectory
 
     blocks: dict[bytes, bytes] = {}
 

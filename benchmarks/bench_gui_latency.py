@@ -79,8 +79,8 @@ class Lateness:
 
 
 async def run(size_mib: int) -> None:
-    from core.profile import Profile
-    from core.settings import Settings
+    from core.profile.folder import Profile
+    from core.profile.settings import Settings
     from gui.app import App
 
     tmp = Path(tempfile.mkdtemp(prefix="peerdesk-bench-"))

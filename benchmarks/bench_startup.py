@@ -45,8 +45,8 @@ app.shutdown()
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from core.profile import Profile
-    from core.settings import Settings
+    from core.profile.folder import Profile
+    from core.profile.settings import Settings
 
     shown, online = [], []
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import libp2p_compat as compat
 from core.libp2p_compat import quiet_library_logging
-from tests.test_compat_pubsub import bare_pubsub as node
+from tests.core.libp2p_compat.test_compat_pubsub import bare_pubsub as node
 
 TOPIC = "bench"
 

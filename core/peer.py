@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
@@ -24,14 +24,8 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
-from . import identity
-from . import libp2p_compat as compat
-from .blockstore import BlockStore
-from .connmgr import Trimmer
-from .contacts import Contacts
-from .dht import Dht
-from .direct import DirectConfig, DirectMessaging, Outgoing
-from .events import (
+from core import libp2p_compat as compat
+from core.events import (
     CoreError,
     Event,
     EventSink,
@@ -40,12 +34,22 @@ from .events import (
     PeerFailed,
     ReachabilityChanged,
 )
-from .exchange import Files
-from .nat.addrs import AddressPolicy
-from .nat.autonat import AutoNatClient, AutoNatService
-from .nat.holepunch import HolePunching
-from .nat.relay import Relays
-from .topics import Topics, make_pubsub, make_router
+from core.files.blockstore import BlockStore
+from core.files.fileproto import PROTOCOL as FILE_PROTOCOL
+from core.files.sharing import Files
+from core.network.contacts import Contacts
+from core.network.dht import Dht
+from core.network.direct import DirectConfig, DirectMessaging, Outgoing
+from core.network.nat.addrs import AddressPolicy
+from core.network.nat.autonat import AutoNatClient, AutoNatService
+from core.network.nat.holepunch import HolePunching
+from core.network.nat.relay import Relays
+from core.network.topics import Topics, make_pubsub, make_router
+from core.network.trimmer import Trimmer
+from core.profile import identity
+
+if TYPE_CHECKING:
+    from core.profile.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,32 @@ class PeerConfig:
     """Static relays (``/…/p2p/<id>`` multiaddrs) to reserve on while not publicly reachable."""
     relay_service: bool = False
     """Serve as a circuit relay v2 for others (with go-libp2p's default limits)."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        files_dir: Path,
+        *,
+        listen_addrs: list[str],
+        bootstrap: list[str] | None = None,
+        mdns: bool = True,
+        relays: list[str] | None = None,
+        relay_service: bool = False,
+    ) -> PeerConfig:
+        """The peer a profile's settings describe, for the desktop and ``serve`` alike; an
+        argument that is given (from the command line) overrides its setting."""
+        return cls(
+            listen_addrs=list(listen_addrs),
+            bootstrap=list(settings.bootstrap if bootstrap is None else bootstrap),
+            mdns=settings.mdns and mdns,
+            low_water=settings.conn_low_water,
+            high_water=settings.conn_high_water,
+            file_update_topic=settings.file_update_topic,
+            files_dir=str(files_dir),
+            relays=list(settings.relays if relays is None else relays),
+            relay_service=relay_service,
+        )
 
 
 class ServiceStopped(RuntimeError):
@@ -268,14 +298,14 @@ class Peer:
     # -- connections --------------------------------------------------------------------------
 
     async def dial(self, info: PeerInfo) -> bool:
+        """Dial a peer whose addresses we know (contacts, the DHT, the manager's own peers);
+        False when it cannot be reached, which these callers treat as "try later"."""
         if info.peer_id == self.peer_id:
             return False
-        compat.forget_dial_failure(self.host, info.peer_id)
         try:
-            with trio.fail_after(DIAL_TIMEOUT):
-                await self.host.connect(info)
+            await self._dial(info)
             return True
-        except Exception as exc:
+        except ConnectionError as exc:
             log.debug("dial %s failed: %s", info.peer_id, exc)
             return False
 
@@ -288,13 +318,22 @@ class Peer:
             raise ValueError(f"{addr!r} is not a multiaddr ending in /p2p/<peer id>") from exc
         if info.peer_id == self.peer_id:
             raise ValueError("that is this peer's own address")
+        try:
+            await self._dial(info)
+        except ConnectionError as exc:
+            raise ConnectionError(f"could not connect to {addr}: {exc}") from exc
+        return str(info.peer_id)
+
+    async def _dial(self, info: PeerInfo) -> None:
+        """Every dial of the peer goes here: an earlier failure is forgotten first (the
+        library's backoff would refuse the retry a user or a redial asks for), and the dial is
+        bounded. Any failure is a ConnectionError."""
         compat.forget_dial_failure(self.host, info.peer_id)
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await self.host.connect(info)
         except Exception as exc:
-            raise ConnectionError(f"could not connect to {addr}: {exc}") from exc
-        return str(info.peer_id)
+            raise ConnectionError(str(exc) or type(exc).__name__) from exc
 
     def _on_connected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
@@ -493,7 +532,7 @@ class Peer:
 
     def _start_mdns(self) -> None:
         try:
-            from .mdns import Mdns
+            from core.network.mdns import Mdns
         except ImportError as exc:
             self._emit(CoreError(f"LAN discovery unavailable: {exc}"))
             return
@@ -545,8 +584,8 @@ def _check_protocol(protocol: str) -> None:
         or any(c in protocol for c in "\r\n\0")
     ):
         raise ValueError("a protocol id is a non-empty string such as /chat/1.0.0")
-    if protocol == "/p2p-webapp/1.0.0":
-        raise ValueError("/p2p-webapp/1.0.0 is reserved for file exchange")
+    if protocol == FILE_PROTOCOL:
+        raise ValueError(f"{FILE_PROTOCOL} is reserved for file exchange")
 
 
 def _direction(conn: INetConn) -> str:

@@ -19,13 +19,13 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QSystemTrayIcon
 
-from core.settings import Settings
+from core.profile.location import default_data_dir
+from core.profile.settings import Settings
 from core.snapshots import PeerIdentity
-
-from .bridge import CoreBridge, ProfileAccess
-from .links import LinkError, LinkServer, forward, parse_link
-from .logview import LogView, QtLogHandler
-from .mainwindow import MainWindow
+from gui.bridge import CoreBridge, ProfileAccess
+from gui.links import LinkError, LinkServer, forward, parse_link
+from gui.mainwindow import MainWindow
+from gui.panes.log import LogView, QtLogHandler
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ try:  # packaging/build.sh compiles resources/peerdesk.qrc into this module for 
     ICON = ":/io.github.peerdesk.Peerdesk/peerdesk.svg"
 except ImportError:  # from the source tree
     ICON = str(Path(__file__).resolve().parent.parent / "resources" / "peerdesk.svg")
-
-
-def default_data_dir() -> Path:
-    """The same folder as ``core.profile.default_data_dir``, without importing the profile
-    (it imports py-libp2p: half a second before the window could show)."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("Peerdesk", appauthor=False))
 
 
 class App:
@@ -142,7 +134,7 @@ class App:
         self.start_core()
 
     def open_settings(self) -> None:
-        from .settings_dialog import SettingsDialog
+        from gui.dialogs.settings import SettingsDialog
 
         dialog = SettingsDialog(self.data_dir, self.window)
         if not dialog.exec():

@@ -30,14 +30,13 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from core import snapshots
-from core.settings import Settings
-
-from .client import ClientSignals, NotDelivered
+from core.profile.settings import Settings
+from gui.client import ClientSignals, NotDelivered
 
 if TYPE_CHECKING:
-    from core.filetree import Cancel
+    from core.files.filetree import Cancel
     from core.peer import Peer
-    from core.profile import Profile
+    from core.profile.folder import Profile
     from core.runtime import CoreRuntime
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class ProfileAccess:
     """The profile folder: settings, identity, and what a start of the peer needs."""
 
     def __init__(self, data_dir: Path) -> None:
-        from core.profile import Profile
+        from core.profile.folder import Profile
 
         self.profile: Profile = Profile.open(data_dir)
 
@@ -68,17 +67,17 @@ class ProfileAccess:
         self.profile.save_settings(settings)
 
     def peer_id(self) -> str:
-        from core import identity
+        from core.profile import identity
 
         return str(identity.peer_id(self.profile.key_pair()))
 
     def export_identity(self) -> str:
-        from core import identity
+        from core.profile import identity
 
         return identity.export_key(self.profile.key_pair())
 
     def import_identity(self, text: str) -> str:
-        from core import identity
+        from core.profile import identity
 
         key_pair = identity.import_key(text)  # IdentityError is a ValueError
         self.profile.replace_identity(key_pair)
@@ -143,19 +142,15 @@ class CoreBridge(ClientSignals):
 
         store = profile.profile
         listen, notice = store.listen_addrs_for_start(settings)
-        bootstrap = [] if no_bootstrap else list(settings.bootstrap)
+        config = PeerConfig.from_settings(
+            settings,
+            store.root,
+            listen_addrs=listen,
+            bootstrap=[] if no_bootstrap else None,
+            mdns=not no_mdns,
+        )
 
         def make_peer(sink: Callable[[Any], None]) -> Peer:
-            config = PeerConfig(
-                listen_addrs=listen,
-                bootstrap=bootstrap,
-                mdns=settings.mdns and not no_mdns,
-                low_water=settings.conn_low_water,
-                high_water=settings.conn_high_water,
-                file_update_topic=settings.file_update_topic,
-                files_dir=str(store.root),
-                relays=list(settings.relays),
-            )
             return Peer(
                 store.key_pair(),
                 config,
@@ -165,7 +160,7 @@ class CoreBridge(ClientSignals):
             )
 
         self.start(make_peer)
-        return Launch(notice, bool(bootstrap))
+        return Launch(notice, bool(config.bootstrap))
 
     def start(self, make_peer: Callable[[Callable[[Any], None]], Peer]) -> None:
         """Start the core thread. ``make_peer(sink)`` builds the peer on the caller's thread."""
@@ -243,7 +238,7 @@ class CoreBridge(ClientSignals):
         return self.running and self._peer().files is not None
 
     def valid_peer_id(self, text: str) -> bool:
-        from core.identity import parse_peer_id
+        from core.profile.identity import parse_peer_id
 
         try:
             parse_peer_id(text)
@@ -289,7 +284,7 @@ class CoreBridge(ClientSignals):
         await self._sync(self._peer().start_protocol, protocol)
 
     async def send(self, peer: str, protocol: str, value: Any) -> str:
-        from core.direct import DeliveryFailed
+        from core.network.direct import DeliveryFailed
 
         try:
             result: str = await self.call(self._peer().send, peer, protocol, value)
@@ -327,7 +322,7 @@ class CoreBridge(ClientSignals):
         await self._sync(self._peer().require_files().list_files, peer)
 
     async def store_file(self, tree_path: str, local: Path, op: str) -> None:
-        from core.filetree import Cancel
+        from core.files.filetree import Cancel
 
         files = self._peer().require_files()
         cancel = Cancel()
@@ -360,6 +355,5 @@ class CoreBridge(ClientSignals):
         return result
 
     async def get_file(self, cid: str, fallback: str) -> None:
-        # Files.get_file() would start the fetch in the core's own nursery, where cancelling
-        # this call could not reach it; the coroutine behind it runs under this call instead.
-        await self.call(self._peer().require_files()._get_file, cid, fallback)
+        # Under this call, so that cancelling it (Stop) cancels the fetch.
+        await self.call(self._peer().require_files().answer_get, cid, fallback)

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose)
     if args.command == "serve":
-        from core.serve import ServeOptions, run
+        from core.server.serve import ServeOptions, run
 
         return run(
             ServeOptions(

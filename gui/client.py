@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal, SignalInstance
 
-from core.settings import Settings
+from core.profile.settings import Settings
 from core.snapshots import FileListing, NetworkState
 
 

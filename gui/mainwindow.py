@@ -30,19 +30,18 @@ from PySide6.QtWidgets import (
 )
 
 from core import events as ev
-from core.history import History
+from core.profile.history import History
 from core.snapshots import NetworkState, PeerIdentity
-
-from . import geometry
-from .chat import ChatMessage, ConversationView, is_file_notice, render
-from .client import NotDelivered, PeerClient
-from .elide import ElidedLabel
-from .files_controller import FilesController
-from .files_pane import FilesPane
-from .logview import LogView
-from .monitor_pane import MonitorPane
-from .peers_pane import PeersModel, PeersPane, short_id
-from .topics_pane import TopicsPane
+from gui import geometry
+from gui.client import NotDelivered, PeerClient
+from gui.panes.chat import ChatMessage, ConversationView, is_file_notice, render
+from gui.panes.files import FilesPane
+from gui.panes.files_controller import FilesController
+from gui.panes.log import LogView
+from gui.panes.monitor import MonitorPane
+from gui.panes.peers import PeersModel, PeersPane, short_id
+from gui.panes.topics import TopicsPane
+from gui.widgets.elide import ElidedLabel
 
 log = logging.getLogger(__name__)
 
@@ -612,7 +611,7 @@ class MainWindow(QMainWindow):
             self._restoring = False
 
     def _find(self) -> None:
-        from .search_dialog import SearchDialog
+        from gui.dialogs.search import SearchDialog
 
         dialog = SearchDialog(self.history, self.peers_model.alias, self)
         dialog.openConversation.connect(self._open_key)

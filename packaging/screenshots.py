@@ -36,9 +36,9 @@ async def settle(seconds: float) -> None:
 
 async def scene(out: Path, size: str, panes: bool) -> None:
     from core.peer import PeerConfig, new_peer
-    from core.profile import Profile
+    from core.profile.folder import Profile
+    from core.profile.settings import Settings
     from core.runtime import CoreRuntime
-    from core.settings import Settings
     from gui.app import App
 
     tmp = Path(tempfile.mkdtemp(prefix="peerdesk-shots-"))

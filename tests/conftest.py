@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import trio
 
-from core.direct import DirectConfig
 from core.events import Event
 from core.libp2p_compat import quiet_library_logging
+from core.network.direct import DirectConfig
 from core.peer import Peer, PeerConfig, new_peer
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

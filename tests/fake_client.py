@@ -9,14 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core.settings import Settings
-from core.snapshots import (
-    FileEntry,
-    FileListing,
-    NetworkState,
-    PeerIdentity,
-    PeerInfo,
-)
+from core.profile.settings import Settings
+from core.snapshots import FileEntry, FileListing, NetworkState, PeerIdentity, PeerInfo
 from gui.client import ClientSignals
 
 ME = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"

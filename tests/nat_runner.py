@@ -17,8 +17,8 @@ from typing import Any
 
 import trio
 
-from core.direct import DirectConfig
 from core.libp2p_compat import quiet_library_logging
+from core.network.direct import DirectConfig
 from core.peer import Peer, PeerConfig, new_peer
 
 

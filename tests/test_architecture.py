@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 GUI_MAY_IMPORT = {
     "core.events": "the closed union of events the client delivers",
     "core.snapshots": "the frozen answers of the client",
-    "core.settings": "the settings dataclass the Settings dialog edits (TOML, no network)",
-    "core.history": "the desktop's own conversation store (SQLite, no network)",
+    "core.profile.settings": "the settings dataclass the Settings dialog edits (TOML, no network)",
+    "core.profile.history": "the desktop's own conversation store (SQLite, no network)",
+    "core.profile.location": "where the profile folder is (platformdirs, no network)",
 }
 CROSSING = "gui/bridge.py"
 """The one module that implements the client over the real peer."""
-ENTRY_POINT = {"gui/cli.py": {"core.__version__", "core.serve", "core.libp2p_compat"}}
+ENTRY_POINT = {"gui/cli.py": {"core.__version__", "core.server.serve", "core.libp2p_compat"}}
 """The command line picks the desktop or the headless server; the server is not the desktop,
 so the command line may start it (and read the version)."""
 FORBIDDEN_ROOTS = ("trio", "libp2p", "multiaddr", "trio_websocket", "qasync_trio")

@@ -20,9 +20,8 @@ import trio
 from libp2p.abc import IHost, INetStream
 
 from core.events import PeerData, TopicData
-
-from .test_hostile_local import HONEST_REPLY, rss_bytes
-from .test_hostile_peers import dial, honest_listing, hostile_host, intact, stores
+from tests.core.server.test_hostile_local import HONEST_REPLY, rss_bytes
+from tests.test_hostile_peers import dial, honest_listing, hostile_host, intact, stores
 
 MiB = 1024 * 1024
 SEED = 20261202
@@ -224,6 +223,6 @@ async def test_fuzz_every_protocol_the_peer_speaks(tmp_path: Path) -> None:
 
 
 def _group(tmp_path: Path):
-    from .conftest import peer_group
+    from tests.conftest import peer_group
 
     return peer_group(2, config=stores(tmp_path))

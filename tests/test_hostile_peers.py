@@ -17,12 +17,12 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.peerinfo import PeerInfo
 
-from core import fileproto, identity
 from core import libp2p_compat as compat
+from core.files import fileproto
 from core.peer import Peer
-
-from .conftest import fast_config, peer_group
-from .test_hostile_local import HONEST_REPLY, rss_bytes
+from core.profile import identity
+from tests.conftest import fast_config, peer_group
+from tests.core.server.test_hostile_local import HONEST_REPLY, rss_bytes
 
 MiB = 1024 * 1024
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -56,7 +56,7 @@ async def honest_listing(honest: Peer, victim: Peer, expect: str) -> None:
 async def intact(victim: Peer, name: str, digest: str) -> None:
     assert victim.files is not None
     cid = (await victim.files.tree.listing())["entries"][name]["cid"]
-    from core import dagpb
+    from core.ipfs import dagpb
 
     data = b"".join(victim.files.tree.read(dagpb.parse_cid(cid)))
     assert hashlib.sha256(data).hexdigest() == digest
@@ -155,7 +155,7 @@ PARTIAL_FRAMES = """
 import struct, sys, trio, multiaddr
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.id import ID
-from core import identity
+from core.profile import identity
 from core import libp2p_compat as compat
 
 async def main(addr, peer, streams):
@@ -209,7 +209,7 @@ async def test_unfinished_direct_frames_cost_the_peer_budget_not_memory(tmp_path
     (DirectConfig.peer_frame_budget, 16 MiB) is charged, the streams past it are cut at once,
     and a frame left unfinished loses its stream after frame_body_timeout. RSS bound: 48 MiB
     (the reader without budget or deadline held all 256 MiB)."""
-    from core.direct import DirectConfig
+    from core.network.direct import DirectConfig
 
     def config():
         cfg = stores(tmp_path)()

@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 import trio
 
-from core.dht import namespace_cid
 from core.events import PeerData, TopicData
 from core.libp2p_compat import find_providers_network
-
-from .conftest import peer_group
+from core.network.dht import namespace_cid
+from tests.conftest import peer_group
 
 HERE = Path(__file__).parent / "interop"
 NODE = shutil.which("node")

@@ -158,8 +158,8 @@ def run_binary(tmp_path: Path) -> Iterator[Any]:
 
 def quiet_profile(path: Path) -> Path:
     """A profile that dials nobody: loopback only, no bootstrap peers, no mDNS."""
-    from core.profile import Profile
-    from core.settings import Settings
+    from core.profile.folder import Profile
+    from core.profile.settings import Settings
 
     Profile.open(path).save_settings(
         Settings(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], mdns=False)

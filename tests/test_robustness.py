@@ -10,15 +10,14 @@ from pathlib import Path
 
 import trio
 
-from core import identity
-from core.direct import DeliveryFailed
 from core.events import Delivery, GotFile, PeerData, PeerFiles, TopicData
-from core.framing import dumps
-from core.manager import PeerManager
-from core.wsapi import WsApi
-
-from .conftest import connect, fast_config, peer_group
-from .test_wsapi import client
+from core.network.direct import DeliveryFailed
+from core.network.framing import dumps
+from core.profile import identity
+from core.server.manager import PeerManager
+from core.server.wsapi import WsApi
+from tests.conftest import connect, fast_config, peer_group
+from tests.core.server.test_wsapi import client
 
 CHAT = "/chat/1.0.0"
 NESTED = b"[" * 200_000
@@ -155,8 +154,7 @@ async def test_stopping_a_peer_fails_its_queued_messages() -> None:
     unreachable = str(identity.peer_id(identity.generate()))
     async with trio.open_nursery() as nursery:
         from core.peer import new_peer
-
-        from .conftest import Recorder
+        from tests.conftest import Recorder
 
         rec = Recorder()
         a = await nursery.start(new_peer(fast_config(), rec).run)

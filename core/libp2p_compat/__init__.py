@@ -1,12 +1,12 @@
 """Every place we lean on py-libp2p 0.8.1 internals or work round its traps, in one package.
 
 One module per part of the library (host, pubsub, kad, ...); each function names the trap it
-works round (docs/spec/py-libp2p-notes.md). ``tests/test_libp2p_compat.py`` (and the
-``tests/test_compat_*.py`` files) fail if the library changes under these assumptions, so an
+works round (docs/spec/py-libp2p-notes.md). The tests in ``tests/core/libp2p_compat/`` fail if
+the library changes under these assumptions, so an
 upgrade is a deliberate act. Callers import this package, never the submodules.
 """
 
-from .bitswap import (
+from core.libp2p_compat.bitswap import (
     BITSWAP_100,
     BITSWAP_110,
     BITSWAP_120,
@@ -18,7 +18,7 @@ from .bitswap import (
     WANT_HAVE,
     BitswapMessage,
 )
-from .host import (
+from core.libp2p_compat.host import (
     LIBP2P_VERSION,
     QUIET_LOGGERS,
     ConnectionNotifee,
@@ -27,9 +27,13 @@ from .host import (
     known_addrs,
     quiet_library_logging,
 )
-from .kad import find_providers_network, strip_p2p
-from .limits import HandshakeGate, gate_inbound_handshakes, inbound_handshakes_gated
-from .nat import (
+from core.libp2p_compat.kad import find_providers_network, strip_p2p
+from core.libp2p_compat.limits import (
+    HandshakeGate,
+    gate_inbound_handshakes,
+    inbound_handshakes_gated,
+)
+from core.libp2p_compat.nat import (
     HOP_PROTOCOL,
     advertise_circuits,
     connection_kind,
@@ -41,7 +45,7 @@ from .nat import (
     observed_ips,
     reserve,
 )
-from .pubsub import (
+from core.libp2p_compat.pubsub import (
     GoLikeGossipSub,
     GuardedPubsub,
     add_direct_peer,
@@ -53,7 +57,7 @@ from .pubsub import (
     resync_subscriptions,
     topic_peers,
 )
-from .yamux import WindowExceeded, bound_yamux_buffers, yamux_buffers_bounded
+from core.libp2p_compat.yamux import WindowExceeded, bound_yamux_buffers, yamux_buffers_bounded
 
 # On for every host of the process: see yamux.py and limits.py.
 bound_yamux_buffers()

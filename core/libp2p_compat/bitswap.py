@@ -4,11 +4,12 @@ py-libp2p's own ``BitswapClient`` cannot talk to Helia or boxo (issue 9): it wri
 the requester's stream, which go and js peers have already closed for reading (they expect a
 new stream from the responder); it sends an empty CID prefix for CIDv0 blocks, which Helia
 rejects; its session sleeps a fixed second after a HAVE. Working round all of that inside its
-internals would be most of a rewrite, so ``core/bitswap.py`` is our own engine over plain
+internals would be most of a rewrite, so ``core/ipfs/bitswap.py`` is our own engine over plain
 py-libp2p streams. What it still borrows is the generated protobuf class of the bitswap
 message (``libp2p/bitswap/pb/bitswap_pb2.py``, the 1.2.0 schema: wantlist 1, blocks 2,
 payload 3, blockPresences 4, pendingBytes 5) — one schema, not a second copy of it.
-``tests/test_compat_bitswap.py`` fails if its field numbers or enum values change.
+``tests/core/libp2p_compat/test_compat_bitswap.py`` fails if its field numbers or enum values
+change.
 """
 
 from __future__ import annotations

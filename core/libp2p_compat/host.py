@@ -18,7 +18,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from .nat import keep_one_per_kind
+from core.libp2p_compat.nat import keep_one_per_kind
 
 LIBP2P_VERSION = "0.8.1"
 
@@ -61,7 +61,7 @@ def build_host(
     - Without ``max_connections_per_peer=1`` every dial waits 250 ms of "happy eyeballs".
       That limit would also trim the direct connection hole punching makes beside a relayed
       one: ``nat.keep_one_per_kind`` lets one of each kind live.
-    - ``addrs_factory`` decides what we advertise (``core/nat/addrs.py``: never 0.0.0.0).
+    - ``addrs_factory`` decides what we advertise (``core/network/nat/addrs.py``: never 0.0.0.0).
     - The auto-connector dials peerstore entries until the connection count reaches the middle
       of the watermarks (200 peers by default). go-libp2p's connection manager never dials; a
       desktop peer should not spray dials at every address it has ever heard of: it is switched

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// A js-libp2p circuit relay v2 server for the NAT lab (tests/test_nat_lab.py): py peers behind
+// A js-libp2p circuit relay v2 server for the NAT lab (tests/core/network/test_nat_lab.py): py peers behind
 // NAT routers reserve on it and reach each other through it.
 //
 //   node nat_relay.mjs <ip> <port> [<data limit in bytes per relayed connection>]

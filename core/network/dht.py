@@ -1,0 +1,204 @@
+"""Kademlia DHT: bootstrap with a readiness signal, a queue of operations asked for before it
+is ready, and topic rendezvous (advertise / discover peers of a topic), as p2p-webapp does.
+
+A peer with no network must still start at once: bootstrap runs in the background, and
+operations wait for it in the queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import multiaddr
+import trio
+from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+
+from core import libp2p_compat as compat
+from core.events import DhtReady, EventSink
+from core.ipfs import dagpb
+
+log = logging.getLogger(__name__)
+
+PROVIDER_TTL = 3 * 3600.0
+READY_WAIT = 30.0
+BOOTSTRAP_SUCCESSES = 3
+
+Operation = Callable[[], Awaitable[None]]
+
+
+def namespace_cid(namespace: str) -> str:
+    """CIDv1(raw, sha2-256(namespace)): go-libp2p's routing discovery key for a namespace."""
+    return dagpb.cid_str(dagpb.cid_v1_raw(namespace.encode()))
+
+
+def rendezvous_namespaces(topic: str) -> list[str]:
+    """p2p-webapp advertises the raw topic name; GossipSub's own discovery uses
+    ``floodsub:<topic>``. We advertise and look up both, to be found by either kind of peer."""
+    return [topic, f"floodsub:{topic}"]
+
+
+class Dht:
+    def __init__(
+        self,
+        host: IHost,
+        emit: EventSink,
+        dial: Callable[[PeerInfo], Awaitable[bool]],
+        bootstrap_addrs: list[str],
+        *,
+        ready_wait: float = READY_WAIT,
+        reprovide_interval: float = PROVIDER_TTL / 2,
+    ) -> None:
+        self.host = host
+        self.emit = emit
+        self.dial = dial
+        self.bootstrap_addrs = bootstrap_addrs
+        self.ready_wait = ready_wait
+        self.reprovide_interval = reprovide_interval
+        self.kad = KadDHT(host, DHTMode.SERVER)
+        self.ready = trio.Event()
+        self._queue: list[Operation] = []
+        self._advertising: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._bootstrap)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def routing_table_size(self) -> int:
+        return self.kad.get_routing_table_size()
+
+    def set_server_mode(self, server: bool) -> None:
+        """go's auto mode: answer DHT queries only while publicly reachable (a NATed server
+        would be put in routing tables where nobody can reach it)."""
+        mode = DHTMode.SERVER if server else DHTMode.CLIENT
+        if self.kad.mode == mode or self._nursery is None:
+            return
+
+        async def switch() -> None:
+            try:
+                await self.kad.switch_mode(mode)
+                log.info("DHT now in %s mode", mode.name.lower())
+            except Exception as exc:
+                log.warning("DHT mode switch failed: %s", exc)
+
+        self._nursery.start_soon(switch)
+
+    async def add_peer(self, peer: ID) -> None:
+        """Connecting does not put a peer into py-libp2p's routing table: do it ourselves."""
+        try:
+            await self.kad.add_peer(peer, skip_server_mode_check=True)
+        except Exception as exc:
+            log.debug("routing table refused %s: %s", peer, exc)
+
+    async def _bootstrap(self) -> None:
+        successes = 0
+        for text in self.bootstrap_addrs:
+            if successes >= BOOTSTRAP_SUCCESSES:
+                break
+            try:
+                info = info_from_p2p_addr(multiaddr.Multiaddr(text))
+            except Exception as exc:
+                log.warning("bootstrap address %s is invalid: %s", text, exc)
+                continue
+            if info.peer_id == self.host.get_id():
+                continue
+            if await self.dial(info):
+                await self.add_peer(info.peer_id)
+                successes += 1
+        for peer in self.host.get_connected_peers():
+            await self.add_peer(peer)
+        if successes:
+            try:
+                with trio.move_on_after(self.ready_wait):
+                    await self.kad.refresh_routing_table()
+            except Exception as exc:
+                log.info("DHT refresh failed: %s", exc)
+        with trio.move_on_after(self.ready_wait):
+            while self.routing_table_size() == 0:
+                await trio.sleep(0.5)
+                for peer in self.host.get_connected_peers():
+                    await self.add_peer(peer)
+        size = self.routing_table_size()
+        log.info("DHT ready with %d peer(s) in the routing table", size)
+        self.ready.set()
+        self.emit(DhtReady(size))
+        queued, self._queue = self._queue, []
+        for op in queued:
+            self._spawn(op)
+
+    def enqueue(self, op: Operation) -> None:
+        """Run now if the DHT is ready, otherwise when it becomes ready."""
+        if self.ready.is_set():
+            self._spawn(op)
+        else:
+            self._queue.append(op)
+
+    def _spawn(self, op: Operation) -> None:
+        assert self._nursery is not None
+
+        async def guarded() -> None:
+            try:
+                await op()
+            except Exception as exc:
+                log.warning("DHT operation failed: %s", exc)
+
+        self._nursery.start_soon(guarded)
+
+    # -- topic rendezvous ---------------------------------------------------------------------
+
+    def advertise_topic(self, topic: str) -> None:
+        if topic in self._advertising:
+            return
+        scope = trio.CancelScope()
+        self._advertising[topic] = scope
+
+        async def advertise() -> None:
+            with scope:
+                while True:
+                    for ns in rendezvous_namespaces(topic):
+                        ok = await self.kad.provide(namespace_cid(ns))
+                        log.debug("advertised %s: %s", ns, ok)
+                    await trio.sleep(self.reprovide_interval)
+
+        self.enqueue(advertise)
+
+    def stop_advertising(self, topic: str) -> None:
+        scope = self._advertising.pop(topic, None)
+        if scope is not None:
+            scope.cancel()
+
+    def discover_topic_peers(self, topic: str) -> None:
+        async def discover() -> None:
+            found = await self.find_topic_peers(topic)
+            async with trio.open_nursery() as nursery:
+                for info in found:
+                    nursery.start_soon(self.dial, info)
+
+        self.enqueue(discover)
+
+    async def find_topic_peers(self, topic: str) -> list[PeerInfo]:
+        me = self.host.get_id()
+        found: dict[ID, PeerInfo] = {}
+        for ns in rendezvous_namespaces(topic):
+            for info in await compat.find_providers_network(self.kad, namespace_cid(ns)):
+                if info.peer_id != me and info.peer_id not in found:
+                    found[info.peer_id] = PeerInfo(info.peer_id, _dialable(info.addrs))
+        return list(found.values())
+
+    async def find_peer(self, peer: ID) -> PeerInfo | None:
+        await self.ready.wait()
+        return await self.kad.find_peer(peer)
+
+
+def _dialable(addrs: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+    """Provider records carry ``/p2p/<id>``; a circuit address keeps all of it (cut at its
+    first ``/p2p/`` it would be the relay's own address)."""
+    circuits = [a for a in addrs if compat.is_circuit(a)]
+    return compat.strip_p2p([a for a in addrs if not compat.is_circuit(a)]) + circuits

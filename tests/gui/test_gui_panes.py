@@ -1,0 +1,435 @@
+"""The window and its panes against the in-memory client (tests/fake_client.py): what each
+pane shows for a given peer state and which client calls each user action makes, without a
+network (the end-to-end tests with real peers are in test_gui.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+import qasync
+from PySide6.QtWidgets import QMessageBox
+
+from core import events as ev
+from core.snapshots import (
+    Connection,
+    Contact,
+    FileEntry,
+    FileListing,
+    NetworkState,
+    TopicMember,
+    TopicMembers,
+    TopicStats,
+    peer_info,
+)
+from gui.client import NotDelivered, PeerClient, ProfileClient
+from tests.fake_client import ME, FakeClient, FakeProfile
+
+WAIT_MS = 10_000
+ALICE = "12D3KooWAbcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTU"
+BOB = "12D3KooWBbcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTU"
+
+
+@pytest.fixture(scope="session")
+def qloop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
+    """The qasync loop another GUI test file already set, or a new one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_event_loop()
+        except RuntimeError:
+            current = None
+    if isinstance(current, qasync.QEventLoop):
+        yield current
+        return
+    loop = qasync.QEventLoop(qapp, already_running=True)
+    asyncio.set_event_loop(loop)
+    yield loop
+
+
+@pytest.fixture
+def client(qloop: Any) -> FakeClient:
+    return FakeClient()
+
+
+@pytest.fixture
+def window(qtbot: Any, client: FakeClient, tmp_path: Path) -> Iterator[Any]:
+    from gui.mainwindow import MainWindow
+    from gui.panes.log import LogView, QtLogHandler
+
+    win = MainWindow(client, tmp_path, LogView(QtLogHandler()))
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.info_timer.stop()
+    win.close()
+
+
+def connection(peer: str, *, contact: bool = False, latency: float | None = 12.5) -> Connection:
+    return Connection(
+        peer=peer,
+        addrs=(f"/ip4/127.0.0.1/tcp/5000/p2p/{peer}",),
+        direction="outbound",
+        kind="direct",
+        links=(),
+        latency_ms=latency,
+        protocols=("/chat/1.0.0",),
+        contact=contact,
+        since=1.0,
+    )
+
+
+def online(client: FakeClient, qtbot: Any, window: Any) -> None:
+    client.go_online()
+    qtbot.waitUntil(lambda: window.state is not None, timeout=WAIT_MS)
+
+
+# -- the interface ----------------------------------------------------------------------------
+
+
+def _members(protocol: type) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in vars(protocol).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    }
+
+
+@pytest.mark.parametrize("protocol", [PeerClient, ProfileClient])
+def test_fake_and_bridge_implement_the_interface(protocol: type) -> None:
+    """Same names, parameters and sync/async as the protocol: the fake cannot drift away from
+    what the bridge does, nor the bridge from what the window calls."""
+    from gui.bridge import CoreBridge, ProfileAccess
+
+    impls = (FakeClient, CoreBridge) if protocol is PeerClient else (FakeProfile, ProfileAccess)
+    members = _members(protocol)
+    assert members  # the protocol's own members were found
+    for impl in impls:
+        for name, member in members.items():
+            assert hasattr(impl, name), f"{impl.__name__} has no {name}"
+            if isinstance(member, property):
+                continue
+            mine = inspect.getattr_static(impl, name)
+            assert inspect.iscoroutinefunction(mine) == inspect.iscoroutinefunction(member), name
+            want = list(inspect.signature(member).parameters)
+            assert list(inspect.signature(mine).parameters) == want, f"{impl.__name__}.{name}"
+
+
+def test_peer_info_is_converted_once_into_frozen_snapshots() -> None:
+    raw = {
+        "peerid": ME,
+        "alias": "",
+        "addrs": ["/ip4/127.0.0.1/tcp/1"],
+        "reachability": "private",
+        "relay_addrs": [],
+        "relay_service": False,
+        "protocols": ["/chat/1.0.0"],
+        "connections": [
+            {
+                "peer": ALICE,
+                "addrs": ["/ip4/127.0.0.1/tcp/2"],
+                "direction": "inbound",
+                "kind": "relayed",
+                "links": [
+                    {"addrs": ["/ip4/127.0.0.1/tcp/2"], "direction": "inbound", "kind": "relayed"}
+                ],
+                "latency_ms": 3,
+                "protocols": ["/ipfs/id/1.0.0"],
+                "contact": True,
+                "since": None,
+            }
+        ],
+        "topics": ["lobby"],
+        "monitored": [],
+        "dht_ready": True,
+        "routing_table": 4,
+        "mdns": False,
+        "contacts": {BOB: ["/ip4/10.0.0.2/tcp/4001"]},
+    }
+    info = peer_info(raw)
+    assert info.connections[0].latency_ms == 3.0 and info.connections[0].links[0].kind == "relayed"
+    assert info.contact(BOB) == Contact(BOB, ("/ip4/10.0.0.2/tcp/4001",))
+    assert info.topics == ("lobby",) and info.dht_ready and info.routing_table == 4
+    raw["connections"][0]["peer"] = BOB  # the core's dict changing later changes nothing here
+    assert info.connections[0].peer == ALICE
+    with pytest.raises(AttributeError):
+        info.peer_id = "other"  # type: ignore[misc]
+
+
+# -- the window -------------------------------------------------------------------------------
+
+
+def test_online_rejoins_remembered_topics_and_monitors(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    window.join_topic("lobby")
+    window.monitor.add_topic("watched")
+    assert "subscribe" not in client.names()  # no peer yet: joined when it starts
+    online(client, qtbot, window)
+    qtbot.waitUntil(lambda: ("monitor", "watched") in client.calls, timeout=WAIT_MS)
+    assert ("subscribe", "lobby") in client.calls
+    assert window.peer_id == ME and window.files.own_id == ME
+
+
+def test_refresh_fills_the_panes_from_one_snapshot(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    info = replace(
+        client.network.info,
+        connections=(connection(ALICE, contact=True),),
+        contacts=(Contact(ALICE, ()), Contact(BOB, ("/ip4/10.0.0.2/tcp/4001",))),
+        dht_ready=True,
+        mdns=True,
+    )
+    client.network = NetworkState(
+        info,
+        (TopicMembers("lobby", (ALICE,)),),
+        (TopicStats("watched", (TopicMember(ALICE, 5.0),), (ALICE,)),),
+    )
+    window.topics.add_topic("lobby")
+    window.monitor.add_topic("watched")
+    online(client, qtbot, window)
+    assert window.state_label.text() == "Online — 1 peer · DHT ready · LAN discovery on"
+    rows = {r.peer: r for r in window.peers_model.rows}
+    assert rows[ALICE].connected and rows[ALICE].latency_ms == 12.5 and rows[ALICE].contact
+    assert not rows[BOB].connected and rows[BOB].addrs == ["/ip4/10.0.0.2/tcp/4001"]
+    assert window.peers.own_id == ME
+    assert window.topics.members["lobby"] == [ALICE]
+    assert window.monitor.members["watched"] == {ALICE: 5.0}
+    assert window.monitor.mesh["watched"] == {ALICE}
+    assert window.files_pane.source.findData(ALICE) >= 0  # a connected peer's files offered
+    assert window.files_pane.source.findData(BOB) < 0
+
+
+def test_monitor_members_unknown_yet_are_not_cleared(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    window.monitor.add_topic("watched")
+    window.monitor.set_members("watched", {ALICE: 1.0})
+    client.network = replace(client.network, monitored=(TopicStats("watched", None, ()),))
+    online(client, qtbot, window)
+    assert window.monitor.members["watched"] == {ALICE: 1.0}
+
+
+def test_publish_that_reached_nobody_is_marked_unheard(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    online(client, qtbot, window)
+    client.publish_reach = 0
+    view = window.open_topic("empty")
+    view.send_value({"text": "anyone?"})
+    qtbot.waitUntil(lambda: view.model.messages[0].status == "unheard", timeout=WAIT_MS)
+    assert ("publish", "empty", {"text": "anyone?"}) in client.calls
+
+
+def test_direct_message_delivered_or_failed_with_the_reason(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    online(client, qtbot, window)
+    view = window.open_direct(ALICE)
+    view.send_value("hi")
+    qtbot.waitUntil(lambda: view.model.messages[0].status == "delivered", timeout=WAIT_MS)
+    assert view.model.messages[0].msg_id == "msg-1"
+    client.send_error = NotDelivered("no acknowledgement")
+    view.send_value("again")
+    qtbot.waitUntil(lambda: view.model.messages[1].status == "failed", timeout=WAIT_MS)
+    assert "no acknowledgement" in window.statusBar().currentMessage()
+
+
+def test_messages_before_the_peer_runs_are_not_sent(window: Any, client: FakeClient) -> None:
+    view = window.open_direct(ALICE)
+    view.send_value("too early")
+    assert view.model.messages[0].status == "failed" and "send" not in client.names()
+
+
+def test_incoming_events_open_conversations_and_count_unread(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    online(client, qtbot, window)
+    window.topics.add_topic("lobby")
+    client.event_received.emit(ev.TopicData("lobby", ALICE, {"text": "hello"}))
+    qtbot.waitUntil(lambda: window._conversation("topic:lobby") is not None, timeout=WAIT_MS)
+    view = window._conversation("topic:lobby")
+    assert [m.value for m in view.model.messages] == [{"text": "hello"}]
+    client.event_received.emit(ev.PeerData(BOB, "/chat/1.0.0", "psst"))
+    qtbot.waitUntil(lambda: window._conversation(f"peer:{BOB}") is not None, timeout=WAIT_MS)
+
+
+def test_connect_checks_the_text_then_dials_or_keeps_a_contact(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    online(client, qtbot, window)
+    window.connect_to("not a peer")
+    assert "neither a multiaddr" in window.statusBar().currentMessage()
+    assert "dial" not in client.names() and "add_contacts" not in client.names()
+    window.connect_to(f"/ip4/127.0.0.1/tcp/5000/p2p/{ALICE}")
+    qtbot.waitUntil(lambda: "Connected to" in window.statusBar().currentMessage(), timeout=WAIT_MS)
+    window.connect_to(BOB)
+    qtbot.waitUntil(lambda: ("add_contacts", [BOB]) in client.calls, timeout=WAIT_MS)
+
+
+def test_contact_errors_are_shown(
+    window: Any, client: FakeClient, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _w, _t, text: shown.append(text))
+    online(client, qtbot, window)
+    client.contact_errors = {"nonsense": "not a peer id"}
+    window.peers.addContacts.emit(["nonsense"])
+    qtbot.waitUntil(lambda: shown == ["nonsense: not a peer id"], timeout=WAIT_MS)
+
+
+def test_join_and_leave_reach_the_peer_in_the_order_clicked(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    online(client, qtbot, window)
+    window.join_topic("room")
+    window.leave_topic("room")
+    window.join_topic("room")
+    topic_calls = lambda: [c for c in client.calls if c[0] in ("subscribe", "unsubscribe")]  # noqa: E731
+    qtbot.waitUntil(lambda: len(topic_calls()) == 3, timeout=WAIT_MS)
+    assert topic_calls() == [("subscribe", "room"), ("unsubscribe", "room"), ("subscribe", "room")]
+
+
+# -- the files pane ---------------------------------------------------------------------------
+
+
+def test_own_listing_shown_and_remote_listing_read_only(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    client.files = FileListing(
+        "bafyroot",
+        (
+            FileEntry("docs", "directory", "bafydir"),
+            FileEntry("docs/a.txt", "file", "bafya", "text/plain", 3),
+        ),
+    )
+    online(client, qtbot, window)
+    model = window.files_pane.model
+    qtbot.waitUntil(lambda: model.index_of("docs/a.txt").isValid(), timeout=WAIT_MS)
+    assert not model.read_only
+    window.files_pane.set_peers([(ALICE, "alice")])
+    window.files_pane.source.setCurrentIndex(window.files_pane.source.findData(ALICE))
+    qtbot.waitUntil(lambda: ("list_peer_files", ALICE) in client.calls, timeout=WAIT_MS)
+    client.event_received.emit(
+        ev.PeerFiles(ALICE, "bafytheirs", {"theirs.txt": {"type": "file", "cid": "bafyt"}})
+    )
+    qtbot.waitUntil(lambda: model.index_of("theirs.txt").isValid(), timeout=WAIT_MS)
+    assert model.read_only and not window.files_pane.delete.isEnabled()
+
+
+def test_drop_of_a_folder_makes_its_folders_then_stores_its_files(
+    window: Any, client: FakeClient, qtbot: Any, tmp_path: Path
+) -> None:
+    online(client, qtbot, window)
+    folder = tmp_path / "album"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "a.txt").write_bytes(b"A")
+    (folder / "inner" / "b.txt").write_bytes(b"B")
+    window.files.store_paths("", [folder])
+    qtbot.waitUntil(
+        lambda: window.files_pane.model.index_of("album/inner/b.txt").isValid(), timeout=WAIT_MS
+    )
+    changes = [c[:3] for c in client.calls if c[0] in ("mkdir", "store_file")]
+    assert changes == [
+        ("mkdir", "album"),
+        ("mkdir", "album/inner"),
+        ("store_file", "album/a.txt", folder / "a.txt"),
+        ("store_file", "album/inner/b.txt", folder / "inner" / "b.txt"),
+    ]
+    assert window.files_pane.progress == {}
+
+
+def test_cancelled_import_says_so_and_stops_the_drop(
+    window: Any, client: FakeClient, qtbot: Any, tmp_path: Path
+) -> None:
+    online(client, qtbot, window)
+    client.store_gate = asyncio.Event()
+    first, second = tmp_path / "one.bin", tmp_path / "two.bin"
+    first.write_bytes(b"1")
+    second.write_bytes(b"2")
+    window.files.store_paths("", [first, second])
+    qtbot.waitUntil(lambda: len(window.files_pane.progress) == 1, timeout=WAIT_MS)
+    (row,) = window.files_pane.progress.values()
+    row.cancelled.emit()
+    qtbot.waitUntil(
+        lambda: window.statusBar().currentMessage() == "Cancelled: adding one.bin", timeout=WAIT_MS
+    )
+    assert [c[1] for c in client.calls if c[0] == "store_file"] == ["one.bin"]
+    assert window.files_pane.progress == {}
+
+
+def test_get_by_cid_has_a_cancel_that_stops_the_fetch(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    online(client, qtbot, window)
+    window.files.get_by_cid("bafymissing", "")
+    qtbot.waitUntil(lambda: ("get_file", "bafymissing", "") in client.calls, timeout=WAIT_MS)
+    (row,) = window.files_pane.progress.values()
+    row.cancelled.emit()
+    qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
+    assert window.statusBar().currentMessage() == "Cancelled: get bafymissing"
+
+
+def test_a_link_before_the_peer_runs_is_fetched_once_it_does(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    window.files.open_cid("bafylink")
+    assert "get_file" not in client.names()
+    online(client, qtbot, window)
+    qtbot.waitUntil(lambda: ("get_file", "bafylink", "") in client.calls, timeout=WAIT_MS)
+
+
+# -- the settings dialog ----------------------------------------------------------------------
+
+
+def test_settings_dialog_imports_an_identity_through_the_profile(
+    qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QInputDialog
+
+    from gui.dialogs.settings import SettingsDialog
+
+    profile = FakeProfile(tmp_path)
+    dialog = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(dialog)
+    assert dialog.peer_label.text() == "peer-of-CAESQkey-one"
+    errors: list[str] = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda _w, _t, text: errors.append(text))
+    answers = iter([("bad", True), ("CAESQkey-two", True)])
+    monkeypatch.setattr(QInputDialog, "getMultiLineText", lambda *_a: next(answers))
+    dialog._import()
+    assert errors == ["That key cannot be used: the key is not base64"]
+    assert not dialog.needs_restart and profile.key == "CAESQkey-one"
+    dialog._import()
+    assert dialog.peer_label.text() == "peer-of-CAESQkey-two" and dialog.needs_restart
+    dialog.port.setValue(4712)
+    dialog.accept()
+    assert profile.settings.listen_port == 4712
+
+
+def test_settings_dialog_keeps_what_it_does_not_show(qtbot: Any, tmp_path: Path) -> None:
+    from core.profile.settings import Settings
+    from gui.dialogs.settings import SettingsDialog
+
+    profile = FakeProfile(tmp_path)
+    relay = f"/ip4/198.18.0.1/tcp/4001/p2p/{ALICE}"
+    profile.settings = Settings(
+        relays=[relay], conn_low_water=7, listen_addrs=["/ip4/0.0.0.0/tcp/0"]
+    )
+    dialog = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(dialog)
+    dialog.mdns.setChecked(not profile.settings.mdns)
+    dialog.accept()
+    saved = profile.settings
+    assert saved.relays == [relay] and saved.conn_low_water == 7
+    assert saved.listen_addrs == ["/ip4/0.0.0.0/tcp/0"] and dialog.needs_restart
