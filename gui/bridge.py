@@ -148,6 +148,7 @@ class CoreBridge(ClientSignals):
             listen_addrs=listen,
             bootstrap=[] if no_bootstrap else None,
             mdns=not no_mdns,
+            relay_service=settings.relay_service,
         )
 
         def make_peer(sink: Callable[[Any], None]) -> Peer:

@@ -34,6 +34,7 @@ from core.profile.history import History
 from core.snapshots import NetworkState, PeerIdentity
 from gui import geometry
 from gui.client import NotDelivered, PeerClient
+from gui.models.reachability import reachability_text, reachability_tooltip
 from gui.panes.chat import ChatMessage, ConversationView, is_file_notice, render
 from gui.panes.files import FilesPane
 from gui.panes.files_controller import FilesController
@@ -110,6 +111,9 @@ class MainWindow(QMainWindow):
         # Its own width (at most ElidedLabel's cap), shrinking before the window would grow;
         # the rest of the bar is for temporary messages.
         self.state_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.reach_label = ElidedLabel("", mode=Qt.TextElideMode.ElideRight)
+        self.reach_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.statusBar().addPermanentWidget(self.reach_label)
         self.statusBar().addPermanentWidget(self.state_label)
         self._menus()
 
@@ -334,9 +338,12 @@ class MainWindow(QMainWindow):
         )
         lan = "LAN discovery on" if info.mdns else "LAN discovery off"
         state = f"Online — {online} peer{'s' if online != 1 else ''} · {dht} · {lan}"
-        if state != self.state_label.text():
+        reach = reachability_text(info, self.peers_model.alias)
+        if state != self.state_label.text() or reach != self.reach_label.text():
             self.state_label.setText(state)
-            self.stateChanged.emit(state)
+            self.reach_label.setText(reach)
+            self.stateChanged.emit(f"{state}\n{reach}")
+        self.reach_label.setToolTip(reachability_tooltip(info))
 
     def _on_event(self, event: Any) -> None:
         self.files.on_event(event)
@@ -346,7 +353,7 @@ class MainWindow(QMainWindow):
             self._direct_message(event)
         elif isinstance(event, ev.PeerChange):
             self.monitor.on_change(event.topic, event.peer, event.joined)
-        elif isinstance(event, ev.PeerConnected | ev.PeerDisconnected):
+        elif isinstance(event, ev.PeerConnected | ev.PeerDisconnected | ev.ReachabilityChanged):
             self.refresh()
         elif isinstance(event, ev.CoreError):
             self.statusBar().showMessage(event.message, 10000)

@@ -42,9 +42,13 @@ class Settings:
     conn_high_water: int = 400
     notifications: bool = True
     close_to_tray: bool = False
+    """Closing the desktop window hides it in the tray (File → Quit ends the app)."""
     download_dir: str = ""
     """Where the desktop's save dialogs start; "" is ~/Downloads (or the home folder)."""
-    """Closing the desktop window hides it in the tray (File → Quit ends the app)."""
+    relay_service: bool = False
+    """The desktop peer serves as a circuit relay v2 for others (``serve --relay-service``)."""
+    display_name: str = ""
+    """The name other Peerdesk users see for this peer (core/network/profile_name.py)."""
 
     def effective_listen_addrs(self) -> list[str]:
         if self.listen_addrs:

@@ -26,7 +26,17 @@ from PySide6.QtWidgets import (
 from core.profile.settings import Settings
 from gui.client import ProfileClient
 
-RESTART_FIELDS = ("listen_port", "bootstrap", "mdns", "file_update_topic")
+MAX_NAME = 64
+"""Characters of your display name (the profile protocol cuts longer names others send)."""
+RESTART_FIELDS = (
+    "listen_port",
+    "bootstrap",
+    "mdns",
+    "file_update_topic",
+    "relays",
+    "relay_service",
+    "display_name",
+)
 
 
 class SettingsDialog(QDialog):
@@ -51,6 +61,17 @@ class SettingsDialog(QDialog):
         self.bootstrap = QPlainTextEdit("\n".join(self.original.bootstrap))
         self.bootstrap.setPlaceholderText("One multiaddr per line; empty = no internet DHT")
         self.bootstrap.setMinimumHeight(110)
+        self.relays = QPlainTextEdit("\n".join(self.original.relays))
+        self.relays.setPlaceholderText(
+            "Relays to use behind a NAT, one /…/p2p/<id> multiaddr per line "
+            "(connected peers that offer relaying are used too)"
+        )
+        self.relays.setMinimumHeight(60)
+        self.relay_service = QCheckBox("Relay for peers behind a NAT while this peer is public")
+        self.relay_service.setChecked(self.original.relay_service)
+        self.display_name = QLineEdit(self.original.display_name)
+        self.display_name.setMaxLength(MAX_NAME)
+        self.display_name.setPlaceholderText("none: others see a name derived from your id")
         self.mdns = QCheckBox("Find peers on the local network (mDNS)")
         self.mdns.setChecked(self.original.mdns)
         self.notify_topic = QLineEdit(self.original.file_update_topic)
@@ -76,8 +97,11 @@ class SettingsDialog(QDialog):
         self.peer_label.setWordWrap(True)
 
         form = QFormLayout()
+        form.addRow("Your name:", self.display_name)
         form.addRow("Listen port (TCP):", self.port)
         form.addRow("Bootstrap peers:", self.bootstrap)
+        form.addRow("Relays:", self.relays)
+        form.addRow("", self.relay_service)
         form.addRow("", self.mdns)
         form.addRow("File-update topic:", self.notify_topic)
         form.addRow("", self.notifications)
@@ -94,18 +118,22 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(buttons)
-        self.resize(560, 460)
+        self.resize(560, 560)
 
     def value(self) -> Settings:
         bootstrap = [
             line.strip() for line in self.bootstrap.toPlainText().splitlines() if line.strip()
         ]
-        # Fields the dialog does not show (listen addresses, relays, connection limits) keep
-        # their saved values.
+        relays = [line.strip() for line in self.relays.toPlainText().splitlines() if line.strip()]
+        # Fields the dialog does not show (listen addresses, connection limits) keep their
+        # saved values.
         return dataclasses.replace(
             self.original,
+            display_name=self.display_name.text().strip()[:MAX_NAME],
             listen_port=self.port.value(),
             bootstrap=bootstrap,
+            relays=relays,
+            relay_service=self.relay_service.isChecked(),
             mdns=self.mdns.isChecked(),
             file_update_topic=self.notify_topic.text().strip(),
             notifications=self.notifications.isChecked(),

@@ -26,6 +26,12 @@ from gui.widgets.elide import ElidedLabel
 from gui.widgets.qr import QrDialog
 
 COPIED_MS = 1500
+KIND_HELP = {
+    "direct": "direct: a connection of its own to the peer",
+    "relayed": "relayed: through a circuit relay (limited in time and data; hole punching "
+    "may make it direct)",
+    "hole-punched": "hole-punched: direct, made through both NATs by DCUtR",
+}
 
 
 def short_id(peer: str) -> str:
@@ -40,13 +46,18 @@ class PeerRow:
     latency_ms: float | None = None
     protocols: list[str] = field(default_factory=list)
     direction: str = ""
+    kind: str = ""
+    """How new streams reach the peer: 'direct', 'relayed' or 'hole-punched'."""
+    links: list[str] = field(default_factory=list)
+    """Every connection to the peer, as "kind direction address" (a relayed one can stay
+    beside the direct one hole punching made)."""
     contact: bool = False
     connected: bool = False
     unread: int = 0
 
 
 class PeersModel(RowsModel):
-    COLUMNS = ["Peer", "Latency", "Direction", "Address", "Protocols"]
+    COLUMNS = ["Peer", "Latency", "Link", "Direction", "Address", "Protocols"]
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,12 +95,16 @@ class PeersModel(RowsModel):
             if col == 1:
                 return "" if row.latency_ms is None else f"{row.latency_ms:.1f} ms"
             if col == 2:
-                return row.direction if row.connected else "offline"
+                return row.kind if row.connected else ""
             if col == 3:
-                return row.addrs[0] if row.addrs else ""
+                return row.direction if row.connected else "offline"
             if col == 4:
+                return row.addrs[0] if row.addrs else ""
+            if col == 5:
                 return ", ".join(p for p in row.protocols if not p.startswith("/ipfs/id"))
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == 2 and row.connected:
+                return "\n".join([KIND_HELP.get(row.kind, row.kind), *row.links])
             return "\n".join([row.peer, *row.addrs])
         if role == Qt.ItemDataRole.FontRole and col == 0 and row.unread:
             font = QFont()
@@ -114,6 +129,8 @@ class PeersModel(RowsModel):
                     conn.latency_ms,
                     list(conn.protocols),
                     conn.direction,
+                    conn.kind,
+                    [" ".join((link.kind, link.direction, *link.addrs[:1])) for link in conn.links],
                     conn.contact,
                     True,
                     unread.get(conn.peer, 0),

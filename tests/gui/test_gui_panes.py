@@ -433,3 +433,98 @@ def test_settings_dialog_keeps_what_it_does_not_show(qtbot: Any, tmp_path: Path)
     saved = profile.settings
     assert saved.relays == [relay] and saved.conn_low_water == 7
     assert saved.listen_addrs == ["/ip4/0.0.0.0/tcp/0"] and dialog.needs_restart
+
+
+# -- reachability (issue 12) ------------------------------------------------------------------
+
+RELAY = "12D3KooWRelayhijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTU"
+
+
+def test_status_bar_says_how_others_reach_us(window: Any, client: FakeClient, qtbot: Any) -> None:
+    from gui.models.names import derived_name
+
+    online(client, qtbot, window)
+    qtbot.waitUntil(lambda: window.reach_label.text() == "Checking reachability…", timeout=WAIT_MS)
+    circuit = f"/ip4/198.18.0.1/tcp/4001/p2p/{RELAY}/p2p-circuit/p2p/{ME}"
+    info = replace(client.network.info, reachability="private", relay_addrs=(circuit,))
+    client.network = replace(client.network, info=info)
+    client.event_received.emit(ev.ReachabilityChanged("private"))
+    via = f"Behind NAT — reachable via relay {derived_name(RELAY)}"
+    qtbot.waitUntil(lambda: window.reach_label.text() == via, timeout=WAIT_MS)
+    assert circuit in window.reach_label.toolTip()
+    window._set_nickname(RELAY, "home relay")
+    qtbot.waitUntil(
+        lambda: window.reach_label.text() == "Behind NAT — reachable via relay home relay",
+        timeout=WAIT_MS,
+    )
+    client.network = replace(client.network, info=replace(info, relay_addrs=()))
+    client.event_received.emit(ev.ReachabilityChanged("private"))
+    qtbot.waitUntil(
+        lambda: window.reach_label.text() == "Behind NAT — no relay yet", timeout=WAIT_MS
+    )
+    client.network = replace(client.network, info=replace(info, reachability="public"))
+    client.event_received.emit(ev.ReachabilityChanged("public"))
+    qtbot.waitUntil(lambda: window.reach_label.text() == "Public", timeout=WAIT_MS)
+
+
+def test_relay_of_reads_the_relay_from_a_circuit_address() -> None:
+    from gui.models.reachability import relay_of
+
+    assert relay_of(f"/ip4/1.2.3.4/tcp/1/p2p/{RELAY}/p2p-circuit/p2p/{ME}") == RELAY
+    assert relay_of(f"/ip4/1.2.3.4/tcp/1/p2p/{RELAY}/p2p-circuit") == RELAY
+    assert relay_of(f"/ip4/1.2.3.4/tcp/1/p2p/{RELAY}") == ""
+    assert relay_of("/p2p-circuit") == "" and relay_of("") == ""
+
+
+def test_peers_pane_shows_each_peers_connection_kind(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    from core.snapshots import Link
+
+    relayed = f"/ip4/198.18.0.1/tcp/4001/p2p/{RELAY}/p2p-circuit"
+    punched = replace(
+        connection(ALICE),
+        kind="hole-punched",
+        links=(
+            Link(("/ip4/198.18.0.9/tcp/5000",), "outbound", "hole-punched"),
+            Link((relayed,), "inbound", "relayed"),
+        ),
+    )
+    only_relayed = replace(
+        connection(BOB), kind="relayed", links=(Link((relayed,), "inbound", "relayed"),)
+    )
+    client.network = replace(
+        client.network,
+        info=replace(client.network.info, connections=(punched, only_relayed)),
+    )
+    online(client, qtbot, window)
+    model = window.peers_model
+    link = model.COLUMNS.index("Link")
+    shown = {
+        model.data(model.index(i, 0), 256): model.data(model.index(i, link))
+        for i in range(model.rowCount())
+    }
+    assert shown == {ALICE: "hole-punched", BOB: "relayed"}
+    row = next(i for i in range(model.rowCount()) if model.rows[i].peer == ALICE)
+    tip = model.data(model.index(row, link), 3)
+    assert "DCUtR" in tip and "relayed inbound " + relayed in tip
+
+
+def test_settings_dialog_edits_relays_relay_service_and_name(qtbot: Any, tmp_path: Path) -> None:
+    from gui.dialogs.settings import SettingsDialog
+
+    profile = FakeProfile(tmp_path)
+    dialog = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(dialog)
+    relay = f"/ip4/198.18.0.1/tcp/4001/p2p/{RELAY}"
+    dialog.relays.setPlainText(f"  {relay}\n\n")
+    dialog.relay_service.setChecked(True)
+    dialog.display_name.setText("  Ada  ")
+    dialog.accept()
+    saved = profile.settings
+    assert saved.relays == [relay] and saved.relay_service and saved.display_name == "Ada"
+    assert dialog.needs_restart
+    again = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(again)
+    assert again.relays.toPlainText() == relay and again.relay_service.isChecked()
+    assert again.display_name.text() == "Ada"

@@ -1,0 +1,47 @@
+"""How the window words the peer's reachability (AutoNAT's verdict and our relays).
+
+A user behind a home router needs to know one thing: can others reach me, and how. So the
+verdict is said in those terms, with the relay that carries us when we are private."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.snapshots import PeerInfo
+
+
+def relay_of(circuit_addr: str) -> str:
+    """The relay's peer id in ``/…/p2p/<relay>/p2p-circuit/…`` ("" if there is none)."""
+    parts = circuit_addr.split("/")
+    if "p2p-circuit" not in parts:
+        return ""
+    before = parts[: parts.index("p2p-circuit")]
+    for i in range(len(before) - 2, -1, -1):
+        if before[i] in ("p2p", "ipfs"):
+            return before[i + 1]
+    return ""
+
+
+def reachability_text(info: PeerInfo, name: Callable[[str], str]) -> str:
+    """ "Public", "Behind NAT — reachable via relay <name>" or "Checking reachability…"
+    (``name`` turns a relay's peer id into what the user calls it)."""
+    if info.reachability == "public":
+        return "Public" + (" · relay service on" if info.relay_service else "")
+    if info.reachability == "private":
+        relays = list(dict.fromkeys(r for r in map(relay_of, info.relay_addrs) if r))
+        if not relays:
+            return "Behind NAT — no relay yet"
+        more = f" (+{len(relays) - 1})" if len(relays) > 1 else ""
+        return f"Behind NAT — reachable via relay {name(relays[0])}{more}"
+    return "Checking reachability…"
+
+
+def reachability_tooltip(info: PeerInfo) -> str:
+    """The detail behind the status: every address others can dial us on."""
+    lines = {
+        "public": "Other peers can dial this peer directly.",
+        "private": "Other peers reach this peer through a relay, then try a direct "
+        "connection (hole punching).",
+    }.get(info.reachability, "AutoNAT is asking other peers to dial back; no verdict yet.")
+    addrs = [*info.relay_addrs] if info.reachability == "private" else [*info.addrs]
+    return "\n".join([lines, *addrs])
