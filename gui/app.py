@@ -12,12 +12,13 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox, QSystemTrayIcon
 
 from core.profile.location import default_data_dir
 from core.profile.settings import Settings
@@ -55,6 +56,7 @@ class App:
         self.window = MainWindow(self.bridge, data_dir, LogView(self.handler))
         self.window.setWindowIcon(QIcon(ICON))
         self.window.settings_action.triggered.connect(self.open_settings)
+        self.window.transfers.changeDownloadFolder.connect(self._pick_download_folder)
         self.settings: Settings | None = None
         self.tray = self._tray()
         self.window.notify.connect(self._notify)
@@ -81,6 +83,21 @@ class App:
         self.window.close_to_tray = bool(self.tray is not None and self.settings.close_to_tray)
         folder = self.settings.download_dir
         self.window.files_pane.downloads = Path(folder).expanduser() if folder else None
+        self.window.transfers.set_download_folder(str(self.window.files_pane.download_dir()))
+
+    def _pick_download_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self.window, "Download folder", str(self.window.files_pane.download_dir())
+        )
+        if folder:
+            self.set_download_folder(Path(folder))
+
+    def set_download_folder(self, folder: Path) -> None:
+        """The Transfers pane's Download folder…: saved in the settings, used at once."""
+        profile = ProfileAccess(self.data_dir)
+        self.settings = replace(profile.load_settings(), download_dir=str(folder))
+        profile.save_settings(self.settings)
+        self._apply_window_settings()
 
     def _tray_clicked(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a left click

@@ -35,6 +35,7 @@ from core.snapshots import NetworkState, PeerIdentity
 from gui import geometry
 from gui.client import NotDelivered, PeerClient
 from gui.models.reachability import reachability_text, reachability_tooltip
+from gui.models.transfers import TransfersModel
 from gui.panes.chat import ChatMessage, ConversationView, is_file_notice, render
 from gui.panes.files import FilesPane
 from gui.panes.files_controller import FilesController
@@ -42,6 +43,7 @@ from gui.panes.log import LogView
 from gui.panes.monitor import MonitorPane
 from gui.panes.peers import PeersModel, PeersPane, short_id
 from gui.panes.topics import TopicsPane
+from gui.panes.transfers import TransfersPane
 from gui.widgets.elide import ElidedLabel
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,8 @@ class MainWindow(QMainWindow):
         self.topics = TopicsPane()
         self.monitor = MonitorPane()
         self.files_pane = FilesPane()
+        self.transfers_model = TransfersModel()
+        self.transfers = TransfersPane(self.transfers_model)
         self.log_view = log_view
         self.conversations = QTabWidget()
         self.conversations.setTabsClosable(True)
@@ -105,6 +109,7 @@ class MainWindow(QMainWindow):
         self._dock("Topics", self.topics, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Files", self.files_pane, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Topic monitor", self.monitor, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self._dock("Transfers", self.transfers, Qt.DockWidgetArea.BottomDockWidgetArea)
         self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
 
         self.state_label = ElidedLabel("Starting…", mode=Qt.TextElideMode.ElideRight)
@@ -137,7 +142,14 @@ class MainWindow(QMainWindow):
             self,
             self._run,
             lambda title, text: self.notify.emit(title, text),
+            self.transfers_model,
         )
+        for change in (
+            self.transfers_model.rowsInserted,
+            self.transfers_model.dataChanged,
+            self.transfers_model.modelReset,
+        ):
+            change.connect(self._transfers_title)
         client.online.connect(self._on_started)
         client.failed.connect(self._on_failed)
         client.event_received.connect(self._on_event)
@@ -147,6 +159,7 @@ class MainWindow(QMainWindow):
         self.tick_timer = QTimer(self)
         self.tick_timer.setInterval(1000)
         self.tick_timer.timeout.connect(self.monitor.tick)
+        self.tick_timer.timeout.connect(self.transfers_model.tick)
         self.tick_timer.start()
         self._restore_layout()
         self._restore_session()
@@ -185,6 +198,14 @@ class MainWindow(QMainWindow):
         find.triggered.connect(self._find)
         view.addAction(find)
 
+    def _transfers_title(self, *_args: Any) -> None:
+        """The dock's tab says how many transfers run, so they are seen behind other tabs."""
+        active = self.transfers_model.active_count
+        title = f"Transfers ({active})" if active else "Transfers"
+        dock = self.docks["Transfers"]
+        if dock.windowTitle() != title:
+            dock.setWindowTitle(title)
+
     def _settings(self) -> QSettings:
         return QSettings(str(self.data_dir / "window.ini"), QSettings.Format.IniFormat)
 
@@ -207,6 +228,7 @@ class MainWindow(QMainWindow):
             ("Topics", left),
             ("Files", bottom if compact else right),
             ("Topic monitor", bottom),
+            ("Transfers", bottom),
             ("Log", bottom),
         ):
             dock = self.docks[title]
@@ -215,7 +237,8 @@ class MainWindow(QMainWindow):
             dock.show()
         if compact:
             self.tabifyDockWidget(self.docks["Files"], self.docks["Topic monitor"])
-        self.tabifyDockWidget(self.docks["Topic monitor"], self.docks["Log"])
+        self.tabifyDockWidget(self.docks["Topic monitor"], self.docks["Transfers"])
+        self.tabifyDockWidget(self.docks["Transfers"], self.docks["Log"])
         self.docks["Files" if compact else "Topic monitor"].raise_()
         width = available.width()
         self.resizeDocks(

@@ -1,6 +1,6 @@
 """Connects the Files pane to the peer through its ``PeerClient``: listings, drops (folders
 recursively), folders, deletes, saves and opens, each long job with a progress row that can
-cancel it."""
+cancel it and a row in the Transfers pane (``models/transfers.py``) that stays when it ends."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
 
 from core import events as ev
 from gui.client import PeerClient
+from gui.models.transfers import TransfersModel
 from gui.panes.chat import is_file_notice
 from gui.panes.files import OWN, FilesPane
 
@@ -55,9 +56,11 @@ class FilesController(QObject):
         window: QMainWindow,
         run: Callable[..., None],
         notify: Callable[[str, str], None],
+        transfers: TransfersModel,
     ) -> None:
         super().__init__(window)
         self.pane = pane
+        self.transfers = transfers
         self.client = client
         self.window = window
         self.run = run
@@ -106,6 +109,7 @@ class FilesController(QObject):
             row = self.pane.progress.get(event.op)
             if row is not None:
                 row.set_progress(event.done, event.total)
+            self.transfers.progress(event.op, event.done, event.total)
         elif isinstance(event, ev.GotFile):
             self._got_file(event)
         elif isinstance(event, ev.TopicData) and is_file_notice(event.data):
@@ -129,18 +133,39 @@ class FilesController(QObject):
         self.run(go(), what="store the dropped files")
 
     async def _store_all(self, dirs: list[str], jobs: list[tuple[str, Path]]) -> None:
+        """Every file is listed as queued at once; they go in one after another. Cancelling
+        the running one stops the rest of the drop, cancelling a queued one skips it."""
         for path in dirs:
             await self.client.mkdir(path)
+        queued = []
         for tree_path, local in jobs:
             op = f"gui-store:{next(_ops)}"
+            self.transfers.add(
+                op, "Import", tree_path, lambda op=op: self._cancel_store(op), total=_size_of(local)
+            )
+            queued.append((op, tree_path, local))
+        for i, (op, tree_path, local) in enumerate(queued):
+            if op in self._cancelled:
+                self._cancelled.discard(op)
+                self.transfers.finish(op, "cancelled")
+                continue
             row = self.pane.progress_row(op, f"Adding {tree_path}")
             row.cancelled.connect(lambda op=op: self._cancel_store(op))
+            self.transfers.start(op)
             try:
                 await self.client.store_file(tree_path, local, op)
-            except Exception:
+                self.transfers.finish(op, "done")
+            except Exception as exc:
                 if op in self._cancelled:  # the user's own cancel: say so, stop the rest
+                    self.transfers.finish(op, "cancelled")
+                    for rest, _path, _local in queued[i + 1 :]:
+                        self._cancelled.discard(rest)
+                        self.transfers.finish(rest, "cancelled")
                     self.window.statusBar().showMessage(f"Cancelled: adding {tree_path}", 8000)
                     return
+                self.transfers.finish(op, "failed", str(exc))
+                for rest, _path, _local in queued[i + 1 :]:
+                    self.transfers.finish(rest, "failed", "an earlier file of the drop failed")
                 raise
             finally:
                 self._cancelled.discard(op)
@@ -148,7 +173,9 @@ class FilesController(QObject):
 
     def _cancel_store(self, op: str) -> None:
         self._cancelled.add(op)
-        self.client.cancel_store(op)
+        job = self.transfers.find(op)
+        if job is not None and job.state == "running":
+            self.client.cancel_store(op)
 
     def mkdir(self, path: str) -> None:
         """An empty folder changes no file, so nothing else would show it: list again now."""
@@ -178,11 +205,30 @@ class FilesController(QObject):
         row = self.pane.progress_row(op, f"Saving {dest.name}")
         future = asyncio.ensure_future(self.client.save(cid, dest, peer, op))
         row.cancelled.connect(future.cancel)
+        self.transfers.add(op, "Download", str(dest), future.cancel, total=self._known_size(cid))
+        self.transfers.start(op)
         try:
             await future
+            self.transfers.finish(op, "done")
+        except asyncio.CancelledError:
+            self.transfers.finish(op, "cancelled")
+            raise
+        except Exception as exc:
+            self.transfers.finish(op, "failed", str(exc))
+            raise
         finally:
             self.pane.finish_progress(op)
         return dest
+
+    def _known_size(self, cid: str) -> int:
+        """The size the listing gave for ``cid`` (a fetch learns it only as blocks come)."""
+        stack = [self.pane.model.root]
+        while stack:
+            node = stack.pop()
+            if node.cid == cid and node.size:
+                return node.size
+            stack += node.children
+        return 0
 
     def open(self, cid: str, name: str, peer: str) -> None:
         async def go() -> None:
@@ -215,10 +261,19 @@ class FilesController(QObject):
         row = self.pane.progress_row(op, f"Fetching {cid}")
         future = asyncio.ensure_future(self.client.get_file(cid, fallback))
         row.cancelled.connect(future.cancel)
+        self.transfers.add(op, "Get", cid, future.cancel)
+        self.transfers.start(op)
 
         async def go() -> None:
             try:
                 await future
+                self.transfers.finish(op, "done")
+            except asyncio.CancelledError:
+                self.transfers.finish(op, "cancelled")
+                raise
+            except Exception as exc:
+                self.transfers.finish(op, "failed", str(exc))
+                raise
             finally:
                 self.pane.finish_progress(op)
 
@@ -228,7 +283,10 @@ class FilesController(QObject):
         """Non-modal: the window keeps working while the user decides."""
         self.last_got = event
         self.refresh()  # puts the listing's line back in place of "Fetching …"
+        job = self.transfers.newest("Get", event.cid)
         if not event.success:
+            if job is not None:
+                self.transfers.finish(job.op, "failed", str(event.content.get("error") or ""))
             self._message(
                 QMessageBox.Icon.Warning,
                 "Get by CID",
@@ -281,6 +339,13 @@ def _safe_name(name: str) -> str:
     """A name from another peer, usable as a file name here (no folders, no dot-names)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return "" if base in ("", ".", "..") else base
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _size(n: int) -> str:

@@ -103,7 +103,7 @@ def test_window_shows_state_and_identity(app: Any, qtbot: Any) -> None:
     qtbot.waitUntil(lambda: window.state_label.text().startswith("Online"), timeout=WAIT_MS)
     assert "LAN discovery off" in window.state_label.text()
     assert window.peers.own_id == str(app.bridge.peer.peer_id)
-    assert set(window.docks) == {"Peers", "Topics", "Files", "Topic monitor", "Log"}
+    assert set(window.docks) == {"Peers", "Topics", "Files", "Topic monitor", "Transfers", "Log"}
 
 
 def test_join_topic_and_see_the_other_peers_message(app: Any, other: OtherPeer, qtbot: Any) -> None:
@@ -513,3 +513,41 @@ def test_download_folder_setting_is_where_save_dialogs_start(
     app.settings = dialog.value()
     app._apply_window_settings()
     assert app.window.files_pane.download_dir() == folder
+
+
+def test_transfers_list_real_imports_and_downloads_and_the_download_folder(
+    app: Any, other: OtherPeer, qtbot: Any, tmp_path: Path
+) -> None:
+    window = app.window
+    local = tmp_path / "payload.bin"
+    local.write_bytes(bytes(range(256)) * 4096)  # 1 MiB: several chunks, several reports
+    window.files.store_paths("", [local])
+    model = window.transfers_model
+    qtbot.waitUntil(
+        lambda: (
+            model.newest("Import", "payload.bin") is not None
+            and model.newest("Import", "payload.bin").state == "done"
+        ),
+        timeout=WAIT_MS,
+    )
+    job = model.newest("Import", "payload.bin")
+    assert job.done == job.total == 1048576
+
+    # A download from the other peer, into the download folder the Transfers pane sets.
+    other.call(other.peer.connect, my_addr(app))
+    cid, _root = other.call(other.peer.files.store_file, "theirs.bin", b"y" * 300_000)
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    app.set_download_folder(folder)
+    assert Profile.open(app.data_dir).load_settings().download_dir == str(folder)
+    assert window.transfers.folder.text() == f"Downloads: {folder}"
+    dest = window.files_pane.download_dir() / "theirs.bin"
+    window.files.save(cid, str(dest), other.id)
+    qtbot.waitUntil(
+        lambda: (
+            model.newest("Download", str(dest)) is not None
+            and model.newest("Download", str(dest)).state == "done"
+        ),
+        timeout=WAIT_MS,
+    )
+    assert dest.read_bytes() == b"y" * 300_000

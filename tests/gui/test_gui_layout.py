@@ -102,7 +102,7 @@ def test_window_fits_the_screen_and_no_label_widens_it(tmp_path: Path, size: tup
     assert later["geometry"][2] == first["geometry"][2]
     assert later["min"][0] <= first["min"][0] + 2
     assert inside(out["reset"]["frame"], out["available"])
-    assert out["visible_docks"] == ["Files", "Log", "Peers", "Topic monitor", "Topics"]
+    assert out["visible_docks"] == ["Files", "Log", "Peers", "Topic monitor", "Topics", "Transfers"]
 
 
 def test_a_window_saved_on_a_bigger_screen_comes_back_on_a_small_one(tmp_path: Path) -> None:

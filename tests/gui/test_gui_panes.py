@@ -528,3 +528,84 @@ def test_settings_dialog_edits_relays_relay_service_and_name(qtbot: Any, tmp_pat
     qtbot.addWidget(again)
     assert again.relays.toPlainText() == relay and again.relay_service.isChecked()
     assert again.display_name.text() == "Ada"
+
+
+# -- transfers (issue 13) ---------------------------------------------------------------------
+
+
+def _states(window: Any) -> dict[str, str]:
+    return {job.name: job.state for job in window.transfers_model.rows}
+
+
+def test_transfers_list_a_drop_queued_with_progress_and_skip_a_cancelled_one(
+    window: Any, client: FakeClient, qtbot: Any, tmp_path: Path
+) -> None:
+    online(client, qtbot, window)
+    client.store_gate = asyncio.Event()
+    first, second = tmp_path / "one.bin", tmp_path / "two.bin"
+    first.write_bytes(b"1" * 2000)
+    second.write_bytes(b"2" * 10)
+    window.files.store_paths("", [first, second])
+    qtbot.waitUntil(lambda: _states(window) == {"one.bin": "running", "two.bin": "queued"})
+    assert window.docks["Transfers"].windowTitle() == "Transfers (2)"
+    op = window.transfers_model.newest("Import", "one.bin").op
+    client.event_received.emit(ev.Progress(op, 1000, 2000))
+    model = window.transfers_model
+    row = model.rows.index(model.find(op))
+    assert model.data(model.index(row, 2)).startswith("50% · ")
+    window.docks["Transfers"].raise_()
+    assert not window.transfers.table.viewport().grab().isNull()  # the bar delegate paints
+    window.transfers.table.selectRow(model.rows.index(model.newest("Import", "two.bin")))
+    window.transfers.cancel_selected()  # the queued one: skipped, the running one goes on
+    assert client.cancelled == []
+    client.store_gate.set()
+    qtbot.waitUntil(lambda: _states(window) == {"one.bin": "done", "two.bin": "cancelled"})
+    assert [c[1] for c in client.calls if c[0] == "store_file"] == ["one.bin"]
+    assert window.docks["Transfers"].windowTitle() == "Transfers"
+    window.transfers_model.clear_finished()
+    assert window.transfers_model.rows == []
+
+
+def test_cancelling_the_running_import_in_transfers_stops_the_drop(
+    window: Any, client: FakeClient, qtbot: Any, tmp_path: Path
+) -> None:
+    online(client, qtbot, window)
+    client.store_gate = asyncio.Event()
+    paths = [tmp_path / f"{n}.bin" for n in ("a", "b", "c")]
+    for path in paths:
+        path.write_bytes(b"x")
+    window.files.store_paths("", paths)
+    qtbot.waitUntil(lambda: _states(window).get("a.bin") == "running")
+    model = window.transfers_model
+    model.cancel(model.rows.index(model.newest("Import", "a.bin")))
+    expected = {"a.bin": "cancelled", "b.bin": "cancelled", "c.bin": "cancelled"}
+    qtbot.waitUntil(lambda: _states(window) == expected, timeout=WAIT_MS)
+    assert client.cancelled and window.files_pane.progress == {}
+
+
+def test_a_download_is_listed_with_its_size_and_can_be_cancelled(
+    window: Any, client: FakeClient, qtbot: Any, tmp_path: Path
+) -> None:
+    online(client, qtbot, window)
+    entries = {"film.mkv": {"type": "file", "cid": "bafyfilm", "mimeType": "video", "size": 5000}}
+    window.files_pane.show_listing("bafyroot", entries, read_only=True)
+    window.files.save("bafyfilm", str(tmp_path / "film.mkv"), ALICE)
+    qtbot.waitUntil(lambda: len(window.transfers_model.rows) == 1)
+    (job,) = window.transfers_model.rows
+    assert (job.kind, job.total, job.state) == ("Download", 5000, "running")
+    window.transfers_model.cancel(0)
+    qtbot.waitUntil(lambda: job.state == "cancelled", timeout=WAIT_MS)
+    assert window.files_pane.progress == {}
+
+
+def test_a_get_that_found_nothing_is_listed_as_failed(
+    window: Any, client: FakeClient, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    online(client, qtbot, window)
+    monkeypatch.setattr(window.files, "_message", lambda *_a: None)
+    window.files.get_by_cid("bafynone", "")
+    qtbot.waitUntil(lambda: _states(window) == {"bafynone": "running"})
+    client.event_received.emit(ev.GotFile("bafynone", False, {"error": "not found"}))
+    client.get_gate.set()
+    qtbot.waitUntil(lambda: _states(window) == {"bafynone": "failed"}, timeout=WAIT_MS)
+    assert window.transfers_model.rows[0].detail == "not found"

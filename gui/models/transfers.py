@@ -1,0 +1,204 @@
+"""Every import and download of this session, as the Transfers pane lists them.
+
+One row per job (an import of a dropped file, a save or open of a file, a get by CID): what it
+is, how far it got, how fast it goes now, how long it has left, and how it ended. Speed is
+measured over the last few seconds, not since the start, so a transfer that stalls says so
+instead of showing the average of its good start. Jobs waiting their turn (the files of a
+dropped folder go in one after another) are listed as queued and can be cancelled before
+they start."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt
+
+from gui.models.files import human_size
+from gui.models.rows import Index, RowsModel
+
+SPEED_WINDOW = 5.0
+"""Seconds of progress reports the speed is measured over."""
+FRACTION_ROLE = Qt.ItemDataRole.UserRole + 1
+"""The progress column's fraction done (0..1), or None when the total is unknown."""
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class Transfer:
+    op: str
+    kind: str
+    """'Import', 'Download' (from a peer) or 'Get' (by CID, from whoever has it)."""
+    name: str
+    cancel: Callable[[], None]
+    total: int = 0
+    """Bytes expected; 0 when unknown (a fetch learns the size as it goes)."""
+    done: int = 0
+    state: str = "queued"
+    """'queued', 'running', 'done', 'failed' or 'cancelled'."""
+    detail: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def speed(self, now: float) -> float | None:
+        """Bytes per second over about the last ``SPEED_WINDOW`` seconds (None until
+        measurable)."""
+        if self.state != "running" or not self.samples:
+            return None
+        # Keep one report from before the window as its start: after a stall, the speed is
+        # what came since the last report before it, over the whole stall.
+        while len(self.samples) > 1 and now - self.samples[1][0] >= SPEED_WINDOW:
+            self.samples.popleft()
+        t0, d0 = self.samples[0]
+        elapsed = now - t0
+        return (self.done - d0) / elapsed if elapsed >= 0.5 else None
+
+    def time_left(self, now: float) -> float | None:
+        speed = self.speed(now)
+        if not speed or self.total <= self.done:
+            return None
+        return (self.total - self.done) / speed
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def rate_text(speed: float | None) -> str:
+    return "" if speed is None else f"{human_size(int(speed))}/s"
+
+
+class TransfersModel(RowsModel):
+    COLUMNS = ["Name", "Kind", "Progress", "Speed", "Time left", "State"]
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self.rows: list[Transfer] = []
+
+    # -- what the controller reports ----------------------------------------------------------
+
+    def add(
+        self, op: str, kind: str, name: str, cancel: Callable[[], None], *, total: int = 0
+    ) -> Transfer:
+        """A new job, queued until ``start`` (newest first: it is the one the user just did)."""
+        job = Transfer(op, kind, name, cancel, total=total)
+        self.beginInsertRows(QModelIndex(), 0, 0)
+        self.rows.insert(0, job)
+        self.endInsertRows()
+        return job
+
+    def start(self, op: str) -> None:
+        job = self.find(op)
+        if job is not None and job.state == "queued":
+            job.state, job.started = "running", self.clock()
+            job.samples.append((job.started, 0))
+            self._changed(job)
+
+    def progress(self, op: str, done: int, total: int) -> None:
+        job = self.find(op)
+        if job is None or not job.active:
+            return
+        if job.state == "queued":
+            self.start(op)
+        job.done = done
+        if total > 0:
+            job.total = total
+        job.samples.append((self.clock(), done))
+        self._changed(job)
+
+    def finish(self, op: str, state: str, detail: str = "") -> None:
+        """How the job ended: 'done', 'failed' (``detail`` says why) or 'cancelled'. A get's
+        answer can say it failed after its call returned: 'failed' overrides 'done'."""
+        job = self.find(op)
+        if job is None or not (job.active or (job.state == "done" and state == "failed")):
+            return
+        job.state, job.detail, job.ended = state, detail, self.clock()
+        if state == "done" and job.total:
+            job.done = job.total
+        self._changed(job)
+
+    # -- what the user does -------------------------------------------------------------------
+
+    def cancel(self, row: int) -> None:
+        """Cancel a running or queued job; the job's owner then reports it cancelled."""
+        if 0 <= row < len(self.rows) and self.rows[row].active:
+            self.rows[row].cancel()
+
+    def clear_finished(self) -> None:
+        self.beginResetModel()
+        self.rows = [job for job in self.rows if job.active]
+        self.endResetModel()
+
+    def tick(self) -> None:
+        """Once a second: speeds and times left move on even without a new report."""
+        running = [i for i, job in enumerate(self.rows) if job.state == "running"]
+        if running:
+            self.dataChanged.emit(self.index(min(running), 3), self.index(max(running), 4))
+
+    def find(self, op: str) -> Transfer | None:
+        return next((job for job in self.rows if job.op == op), None)
+
+    def newest(self, kind: str, name: str) -> Transfer | None:
+        return next((j for j in self.rows if j.kind == kind and j.name == name), None)
+
+    @property
+    def active_count(self) -> int:
+        return sum(job.active for job in self.rows)
+
+    def _changed(self, job: Transfer) -> None:
+        row = self.rows.index(job)
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
+
+    # -- what the view shows ------------------------------------------------------------------
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        job = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(job, col)
+        if role == FRACTION_ROLE and col == 2:
+            if job.state == "done":
+                return 1.0
+            return min(1.0, job.done / job.total) if job.total > 0 else None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return "\n".join(t for t in (job.name, job.detail) if t)
+        if role == Qt.ItemDataRole.UserRole:
+            return job.op
+        return None
+
+    def _text(self, job: Transfer, col: int) -> str:
+        now = self.clock()
+        if col == 0:
+            return job.name
+        if col == 1:
+            return job.kind
+        if col == 2:
+            if job.total > 0:
+                percent = 100 * min(job.done, job.total) // job.total
+                return f"{percent}% · {human_size(job.done)} of {human_size(job.total)}"
+            return human_size(job.done) if job.done else ""
+        if col == 3:
+            return rate_text(job.speed(now))
+        if col == 4:
+            left = job.time_left(now)
+            return "" if left is None else duration_text(left)
+        if job.state == "failed":
+            return f"failed: {job.detail}" if job.detail else "failed"
+        if job.state in ("done", "cancelled") and job.ended and job.started:
+            return f"{job.state} in {duration_text(job.ended - job.started)}"
+        return job.state

@@ -1,0 +1,112 @@
+"""The Transfers pane: every import and download of this session with its progress, speed,
+time left and outcome; Cancel for the selected ones, Clear finished, and where downloads go
+(the download folder setting)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QPainter
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QHeaderView,
+    QMenu,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QStyleOptionViewItem,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.models.transfers import FRACTION_ROLE, TransfersModel
+from gui.widgets.elide import ElidedLabel
+
+
+class ProgressDelegate(QStyledItemDelegate):
+    """Paints the progress column as a progress bar with the column's text on it."""
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
+        fraction = index.data(FRACTION_ROLE)
+        bar = QStyleOptionProgressBar()
+        bar.rect = option.rect.adjusted(2, 2, -2, -2)  # type: ignore[attr-defined]
+        bar.minimum, bar.maximum = 0, 1000
+        bar.progress = int(1000 * fraction) if fraction is not None else 0
+        bar.text = str(index.data() or "")
+        bar.textVisible = True
+        bar.state = option.state  # type: ignore[attr-defined]
+        style = option.widget.style() if option.widget else QApplication.style()  # type: ignore[attr-defined]
+        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
+
+
+class TransfersPane(QWidget):
+    changeDownloadFolder = Signal()
+    """The user wants to pick another download folder (the app asks and saves the setting)."""
+
+    def __init__(self, model: TransfersModel) -> None:
+        super().__init__()
+        self.model = model
+        self.table = QTableView()
+        self.table.setModel(model)
+        self.table.setItemDelegateForColumn(2, ProgressDelegate(self.table))
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._menu)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column, width in ((1, 70), (2, 180), (3, 80), (4, 70), (5, 130)):
+            header.resizeSection(column, width)
+
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Cancel the selected transfers")
+        self.cancel_button.clicked.connect(self.cancel_selected)
+        clear = QPushButton("Clear finished")
+        clear.clicked.connect(model.clear_finished)
+        self.folder = ElidedLabel("")
+        change = QPushButton("Download folder…")
+        change.clicked.connect(self.changeDownloadFolder.emit)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(clear)
+        buttons.addWidget(self.folder, 1)
+        buttons.addWidget(change)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+
+    def set_download_folder(self, folder: str) -> None:
+        self.folder.setText(f"Downloads: {folder}")
+
+    def selected_rows(self) -> list[int]:
+        selection = self.table.selectionModel()
+        return sorted(i.row() for i in selection.selectedRows()) if selection else []
+
+    def cancel_selected(self) -> None:
+        for row in self.selected_rows():
+            self.model.cancel(row)
+
+    def _menu(self, pos: Any) -> None:
+        index = self.table.indexAt(pos)
+        if not index.isValid():
+            return
+        row = index.row()
+        menu = QMenu(self)
+        cancel = menu.addAction("Cancel", lambda: self.model.cancel(row))
+        cancel.setEnabled(self.model.rows[row].active)
+        menu.addAction("Clear finished", self.model.clear_finished)
+        menu.exec(self.table.viewport().mapToGlobal(pos))

@@ -1,0 +1,95 @@
+"""The Transfers pane's model on its own, with a clock the test moves: progress, speed over
+the last seconds (a stall shows as a stall), time left, and how each job ended."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import Qt
+
+from gui.models.transfers import FRACTION_ROLE, TransfersModel
+
+MIB = 1048576
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cell(model: TransfersModel, row: int, column: str, role: int = 0) -> Any:
+    return model.data(model.index(row, model.COLUMNS.index(column)), role)
+
+
+def test_progress_speed_time_left_and_outcome(qapp: Any) -> None:
+    clock = Clock()
+    model = TransfersModel(clock)
+    model.add("op1", "Import", "big.iso", lambda: None, total=100 * MIB)
+    assert cell(model, 0, "State") == "queued" and cell(model, 0, "Speed") == ""
+    model.start("op1")
+    for _ in range(4):
+        clock.now += 1
+        model.progress("op1", model.rows[0].done + 10 * MIB, 100 * MIB)
+    assert cell(model, 0, "Progress") == "40% · 40.0 MiB of 100.0 MiB"
+    assert cell(model, 0, "Progress", FRACTION_ROLE) == pytest.approx(0.4)
+    assert cell(model, 0, "Speed") == "10.0 MiB/s"
+    assert cell(model, 0, "Time left") == "6 s"
+    # A stall: no report for 10 s. Speed is measured over the last seconds, so it drops.
+    clock.now += 10
+    model.progress("op1", 41 * MIB, 100 * MIB)
+    assert cell(model, 0, "Speed") == "102.4 KiB/s"
+    assert cell(model, 0, "Time left") == "10 min"
+    clock.now += 1
+    model.finish("op1", "done")
+    assert cell(model, 0, "State") == "done in 15 s" and cell(model, 0, "Speed") == ""
+    assert cell(model, 0, "Progress", FRACTION_ROLE) == 1.0
+    assert model.active_count == 0
+
+
+def test_unknown_total_shows_bytes_and_no_time_left(qapp: Any) -> None:
+    clock = Clock()
+    model = TransfersModel(clock)
+    model.add("get", "Get", "bafy…", lambda: None)
+    model.start("get")
+    clock.now += 2
+    model.progress("get", 3 * MIB, 0)
+    assert cell(model, 0, "Progress") == "3.0 MiB"
+    assert cell(model, 0, "Progress", FRACTION_ROLE) is None
+    assert cell(model, 0, "Speed") == "1.5 MiB/s" and cell(model, 0, "Time left") == ""
+
+
+def test_cancel_reaches_only_active_jobs_and_clear_keeps_them(qapp: Any) -> None:
+    cancelled: list[str] = []
+    model = TransfersModel(Clock())
+    for op in ("a", "b", "c"):
+        model.add(op, "Download", f"{op}.bin", lambda op=op: cancelled.append(op))
+    model.start("a")
+    model.finish("c", "failed", "no peer has it")
+    rows = {job.op: i for i, job in enumerate(model.rows)}
+    for op in ("a", "b", "c"):
+        model.cancel(rows[op])
+    assert cancelled == ["a", "b"]  # the failed one has nothing left to cancel
+    assert cell(model, rows["c"], "State") == "failed: no peer has it"
+    assert cell(model, rows["c"], "Name", Qt.ItemDataRole.ToolTipRole) == "c.bin\nno peer has it"
+    model.finish("a", "cancelled")
+    model.clear_finished()
+    assert [job.op for job in model.rows] == ["b"]
+
+
+def test_a_later_failure_overrides_done_but_nothing_else(qapp: Any) -> None:
+    model = TransfersModel(Clock())
+    model.add("g", "Get", "bafyx", lambda: None)
+    model.start("g")
+    model.finish("g", "done")
+    model.finish("g", "failed", "not found")
+    assert model.rows[0].state == "failed"
+    model.finish("g", "done")
+    model.finish("g", "cancelled")
+    assert model.rows[0].state == "failed"
