@@ -387,6 +387,8 @@ def test_a_link_before_the_peer_runs_is_fetched_once_it_does(
     assert "get_file" not in client.names()
     online(client, qtbot, window)
     qtbot.waitUntil(lambda: ("get_file", "bafylink", "") in client.calls, timeout=WAIT_MS)
+    client.get_gate.set()  # no task left pending for the garbage collector to end later
+    qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
 
 
 # -- the settings dialog ----------------------------------------------------------------------
