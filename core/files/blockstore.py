@@ -22,6 +22,13 @@ Durability (``synchronous``):
   never a block under a surviving root. This costs one fsync per root switch instead of
   one per 16 MiB chunk of an import.
 
+Disk space: the file is in ``auto_vacuum=INCREMENTAL`` mode, so after a GC that freed
+something the free pages are released 16 MiB per transaction (each one short, so readers
+and other writers never wait long, and each atomic, so SIGKILL in the middle only leaves
+pages on the free list), then the WAL is checkpointed and truncated if no reader is in
+the way. A full VACUUM is never needed (it would rewrite the whole file while holding the
+write lock).
+
 Threads: the store is used from worker threads (``trio.to_thread``), and trio may run
 successive calls of one import on different threads. So no transaction ever spans two
 calls. Connections come from a small pool (not one per thread: trio's worker threads come
@@ -37,6 +44,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +61,8 @@ BATCH_BYTES = 16 * 1024 * 1024
 _PAGE_SIZE = 65536
 #: Pages released per shrink transaction after GC (16 MiB), so the WAL stays bounded.
 _SHRINK_PAGES = 256
+#: How long the WAL truncation after a shrink waits for readers before leaving it for later.
+_TRUNCATE_WAIT_MS = 200
 _IDLE_CONNECTIONS = 4
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 10.0
@@ -180,9 +190,8 @@ class BlockStore:
 
         On an exception inside the block the uncommitted part is dropped.
         """
-        batch = Batch(self, None)
-        yield batch
-        batch.flush()
+        with _batch(self, None) as batch:
+            yield batch
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -298,14 +307,33 @@ class BlockStore:
         the pages on the free list, where later writes reuse them anyway.
         """
         try:
+            released = False
             while self._shrink_step():
-                pass
-            # The file only gets shorter once a checkpoint copies the WAL back. PASSIVE
-            # never waits for readers; if one is active, a later checkpoint finishes it.
-            with self._connection() as conn, self._errors():
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                released = True
+            if released:
+                self._truncate_wal()
+            else:  # PASSIVE never waits for readers; if one is active, a later one finishes
+                with self._connection() as conn, self._errors():
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except StoreError as exc:
             log.warning("could not shrink the block store: %s", exc)
+
+    def _truncate_wal(self) -> None:
+        """Copy the WAL back into the file (which only then gets shorter) and empty the WAL.
+
+        TRUNCATE has to wait for readers of older snapshots, so it waits at most
+        ``_TRUNCATE_WAIT_MS``; if a reader is still there it gives up (the next automatic
+        checkpoint finishes the job, and ``journal_size_limit`` caps the WAL meanwhile).
+        Our own writers wait on the write lock for that short time.
+        """
+        with self._write_lock, self._connection() as conn, self._errors():
+            conn.execute(f"PRAGMA busy_timeout={_TRUNCATE_WAIT_MS}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError as exc:  # busy beyond the wait: leave it for later
+                log.debug("WAL not truncated yet: %s", exc)
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
 
     def _shrink_step(self) -> bool:
         """Release up to _SHRINK_PAGES free pages; False when none are left (or no progress)."""
@@ -437,9 +465,15 @@ class BlockStore:
 class Batch:
     """Buffers puts and commits them together, ``BATCH_BLOCKS`` or ``BATCH_BYTES`` at a time.
 
-    One transaction per chunk instead of per block is what makes large imports fast. Each
-    chunk commits within one call, so successive puts may come from different worker
-    threads (one at a time: a batch is not meant to be shared by concurrent callers).
+    One transaction per chunk instead of per block is what makes large imports fast. A full
+    chunk is committed by a writer thread of the batch's own while the caller goes on
+    building the next one: SQLite releases the GIL while it writes, and hashing big buffers
+    does too, so an import hashes and writes at the same time. At most one chunk is in
+    flight (the next ``put`` that fills a chunk waits for it), so memory stays at two
+    chunks, and a failed commit is raised by that ``put`` or by ``flush``.
+
+    Successive puts may come from different worker threads (one at a time: a batch is not
+    meant to be shared by concurrent callers).
     """
 
     def __init__(self, store: BlockStore, guard: set[bytes] | None) -> None:
@@ -447,18 +481,50 @@ class Batch:
         self._guard = guard
         self._pending: list[_Block] = []
         self._bytes = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: Future[None] | None = None
 
     def put(self, cid: bytes, data: bytes, links: list[bytes]) -> None:
         self._pending.append(_block(cid, data, links))
         self._bytes += len(data)
         if len(self._pending) >= BATCH_BLOCKS or self._bytes >= BATCH_BYTES:
-            self.flush()
+            pending = self._take()
+            self._settle()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="blockstore-batch")
+            self._inflight = self._writer.submit(self._store._write_blocks, pending, self._guard)
 
     def flush(self) -> None:
-        """Commit what is buffered (a batch also flushes when its ``with`` block ends)."""
-        pending, self._pending, self._bytes = self._pending, [], 0
+        """Commit everything put so far and wait for it (a batch also flushes when its
+        ``with`` block ends)."""
+        self._settle()
+        pending = self._take()
         if pending:
             self._store._write_blocks(pending, self._guard)
+
+    def _take(self) -> list[_Block]:
+        pending, self._pending, self._bytes = self._pending, [], 0
+        return pending
+
+    def _settle(self) -> None:
+        """Wait for the chunk in flight; its failure is raised here."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def _close(self, failed: bool) -> None:
+        """Stop the writer thread. After a failure the uncommitted chunk is dropped and the
+        one in flight is waited for (it may commit or not; either way nothing is torn), and
+        its own error does not hide the one that ended the batch."""
+        self._take()
+        try:
+            if failed:
+                with suppress(Exception):
+                    self._settle()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
 
 class Session:
@@ -477,9 +543,21 @@ class Session:
 
     @contextmanager
     def batch(self) -> Iterator[Batch]:
-        batch = Batch(self._store, self._cids)
+        with _batch(self._store, self._cids) as batch:
+            yield batch
+
+
+@contextmanager
+def _batch(store: BlockStore, guard: set[bytes] | None) -> Iterator[Batch]:
+    """A batch that is flushed at the end of the block, or dropped if the block raises."""
+    batch = Batch(store, guard)
+    failed = True
+    try:
         yield batch
         batch.flush()
+        failed = False
+    finally:
+        batch._close(failed)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -41,6 +41,7 @@ from core.ipfs.unixfs import (
     dag_cids,
     file_size,
     import_file,
+    leaf_block,
     list_basic_directory,
     node_kind,
     read_file,
@@ -153,6 +154,19 @@ def test_empty_file_block_is_exactly_what_go_writes() -> None:
     result = import_file(b"", store.put)
     assert store.blocks[result.cid] == bytes.fromhex("0a0408021800")
     assert (result.size, result.tsize) == (0, 6)
+
+
+@pytest.mark.parametrize("size", [1, 2, 127, 128, 16_377, 16_384, 2_097_151, CHUNK_SIZE])
+def test_leaf_fast_path_is_the_generic_encoding(size: int) -> None:
+    """The one-copy leaf builder must write exactly what the generic dag-pb + UnixFS
+    encoders write, across every varint length boundary of the chunk and block sizes."""
+    chunk = bytes(random.Random(size).getrandbits(8) for _ in range(min(size, 64))) * (
+        size // min(size, 64)
+    ) + b"t" * (size % min(size, 64))
+    assert len(chunk) == size
+    generic = PBNode([], UnixFSData(DataType.FILE, data=chunk, filesize=size).encode()).encode()
+    assert leaf_block(chunk) == generic
+    assert leaf_block(memoryview(bytearray(chunk))) == generic
 
 
 @pytest.mark.parametrize(
