@@ -61,6 +61,15 @@ BATCH_BYTES = 16 * 1024 * 1024
 _PAGE_SIZE = 65536
 #: Pages released per shrink transaction after GC (16 MiB), so the WAL stays bounded.
 _SHRINK_PAGES = 256
+#: SQLite's default automatic checkpoint (pages of WAL), restored after a batch's commits.
+_AUTOCHECKPOINT_PAGES = 1000
+#: During a batch the WAL is copied back by a thread of its own, concurrently with the
+#: commits; after this many bytes of commits the writer waits for it to catch up, so that
+#: the next commit starts the WAL over instead of growing it.
+_WAL_CAP_BYTES = 64 * 1024 * 1024
+#: ...but never longer than this: a long reader can hold the checkpoint back, and then the
+#: WAL grows (as it would without the thread) rather than the import stopping.
+_CATCH_UP_S = 5.0
 #: How long the WAL truncation after a shrink waits for readers before leaving it for later.
 _TRUNCATE_WAIT_MS = 200
 _IDLE_CONNECTIONS = 4
@@ -266,13 +275,15 @@ class BlockStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _write_blocks(self, blocks: list[_Block], guard: set[bytes] | None) -> None:
+    def _write_blocks(
+        self, blocks: list[_Block], guard: set[bytes] | None, autocheckpoint: bool = True
+    ) -> None:
         """Insert blocks and their links in one transaction.
 
         The guard (a session's CID set) is extended under the write lock, before the
         commit, so a GC (which holds the same lock) sees every CID whose block it sees.
         """
-        with self._writing() as conn:
+        with self._writing(autocheckpoint=autocheckpoint) as conn:
             if guard is not None:
                 guard.update(cid for cid, _, _ in blocks)
             for cid, data, links in blocks:
@@ -346,10 +357,18 @@ class BlockStore:
             return conn.execute("PRAGMA freelist_count").fetchone()[0] < before
 
     @contextmanager
-    def _writing(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back entirely on any exception."""
+    def _writing(
+        self, durable: bool = False, autocheckpoint: bool = True
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back entirely on any exception.
+
+        ``autocheckpoint=False`` leaves the WAL to a batch's checkpoint thread: the commit
+        then never copies the WAL back itself (nor waits for its fsyncs).
+        """
         with self._write_lock, self._connection() as conn, self._errors():
             try:
+                if not autocheckpoint:
+                    conn.execute("PRAGMA wal_autocheckpoint=0")
                 if durable:
                     conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("BEGIN IMMEDIATE")
@@ -359,10 +378,14 @@ class BlockStore:
                 _rollback(conn)
                 raise
             finally:
+                # Failing here leaves this connection slower (FULL) or checkpointing less
+                # often, never less safe.
                 if durable:
-                    # Failing here only leaves this connection slower (FULL), never less safe.
                     with suppress(sqlite3.Error):
                         conn.execute("PRAGMA synchronous=NORMAL")
+                if not autocheckpoint:
+                    with suppress(sqlite3.Error):
+                        conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -472,6 +495,10 @@ class Batch:
     flight (the next ``put`` that fills a chunk waits for it), so memory stays at two
     chunks, and a failed commit is raised by that ``put`` or by ``flush``.
 
+    Those commits leave the WAL to a ``_Checkpointer`` thread, so copying it back into the
+    file (and that copy's two fsyncs) overlaps the next commits instead of stalling them:
+    the copy is about half of what SQLite spends on an import.
+
     Successive puts may come from different worker threads (one at a time: a batch is not
     meant to be shared by concurrent callers).
     """
@@ -482,7 +509,9 @@ class Batch:
         self._pending: list[_Block] = []
         self._bytes = 0
         self._writer: ThreadPoolExecutor | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._inflight: Future[None] | None = None
+        self._since_clean = 0  # bytes committed since the WAL last started over
 
     def put(self, cid: bytes, data: bytes, links: list[bytes]) -> None:
         self._pending.append(_block(cid, data, links))
@@ -492,7 +521,18 @@ class Batch:
             self._settle()
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="blockstore-batch")
-            self._inflight = self._writer.submit(self._store._write_blocks, pending, self._guard)
+                self._checkpointer = _Checkpointer(self._store)
+            self._inflight = self._writer.submit(self._commit, pending)
+
+    def _commit(self, pending: list[_Block]) -> None:
+        """Writer thread: one chunk, after letting the checkpoint catch up if the WAL is full."""
+        assert self._checkpointer is not None
+        if self._since_clean >= _WAL_CAP_BYTES:
+            self._checkpointer.wait_caught_up(_CATCH_UP_S)
+            self._since_clean = 0
+        self._store._write_blocks(pending, self._guard, autocheckpoint=False)
+        self._since_clean += sum(len(data) for _, data, _ in pending)
+        self._checkpointer.committed()
 
     def flush(self) -> None:
         """Commit everything put so far and wait for it (a batch also flushes when its
@@ -525,6 +565,70 @@ class Batch:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file in a thread of its own while a batch commits.
+
+    A PASSIVE checkpoint runs alongside a writer (SQLite lets one checkpoint and one write
+    transaction proceed at once) and never waits for readers. The WAL only starts over when
+    a write transaction begins with every frame copied back, which a writer committing back
+    to back never sees; so the batch's writer calls ``wait_caught_up`` now and then. Any
+    failure (disk full, ...) just ends the thread: the normal automatic checkpoints of later
+    commits take over, and the commit itself reports the problem.
+    """
+
+    def __init__(self, store: BlockStore) -> None:
+        self._store = store
+        self._changed = threading.Condition()
+        self._commits = 0  # commits announced by the writer
+        self._covered = 0  # commits that a complete checkpoint has copied back
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="blockstore-checkpoint")
+        self._thread.start()
+
+    def committed(self) -> None:
+        with self._changed:
+            self._commits += 1
+            self._changed.notify_all()
+
+    def wait_caught_up(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._stopped or self._covered >= self._commits, timeout)
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            with self._store._connection() as conn, self._store._errors():
+                while True:
+                    with self._changed:
+                        self._changed.wait_for(
+                            lambda: self._stopped or self._commits > self._covered
+                        )
+                        if self._stopped:
+                            return
+                        target = self._commits
+                    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    with self._changed:
+                        if frames == copied:
+                            self._covered = target
+                            self._changed.notify_all()
+                        else:  # a reader holds older frames: try again a little later
+                            self._changed.wait(0.02)
+        except StoreError as exc:
+            log.debug("batch checkpoints stopped: %s", exc)
+        finally:
+            with self._changed:
+                self._stopped = True
+                self._changed.notify_all()
 
 
 class Session:

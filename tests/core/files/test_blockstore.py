@@ -411,11 +411,12 @@ def cid_of(data):
 
 store = BlockStore(Path(sys.argv[1]))
 rnd = random.Random(int(sys.argv[2]))
+most = int(sys.argv[3])
 for round_ in range(1, 10**9):
     with store.session() as session:
         with session.batch() as batch:
             links = []
-            for _ in range(rnd.randint(10, 80)):
+            for _ in range(rnd.randint(most // 8, most)):
                 data = os.urandom(rnd.choice((100, 65536, 262144)))
                 batch.put(cid_of(data), data, [])
                 links.append(cid_of(data))
@@ -431,12 +432,16 @@ for round_ in range(1, 10**9):
 """
 
 
-def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("most", [80, 400])
+def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path: Path, most: int) -> None:
+    """Rounds of up to 80 blocks mostly commit in the caller's thread; rounds of up to 400
+    (up to 100 MiB) commit from the batch's writer thread while its checkpoint thread copies
+    the WAL back, so the kill lands in those too."""
     path = tmp_path / "blocks.db"
     rnd = random.Random(1234)
     for kill in range(6):
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(kill)],
+            [sys.executable, "-c", CHILD, str(path), str(kill), str(most)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
@@ -571,3 +576,19 @@ def _tree_names(tree: object) -> list[tuple[str, bytes]]:
 
     root = HamtDirectory.load(tree.store.get, tree._root)  # type: ignore[attr-defined]
     return [(name, link.cid) for name, link in root.items()]
+
+
+def test_wal_stays_bounded_while_a_batch_checkpoints_alongside(store: BlockStore) -> None:
+    """A batch's commits leave the WAL to a checkpoint thread; the writer waits for it every
+    64 MiB so the WAL starts over. Without that wait the WAL would hold all 256 MiB."""
+    wal = store.path.with_name(store.path.name + "-wal")
+    biggest = 0
+    blob = os.urandom(CHUNK)
+    with store.session() as session, session.batch() as batch:
+        for i in range(1024):
+            batch.put(cid_of(blob + i.to_bytes(4, "big")), blob + i.to_bytes(4, "big"), [])
+            if i % 16 == 0 and wal.exists():
+                biggest = max(biggest, wal.stat().st_size)
+    assert store.stats()[0] == 1024
+    assert biggest < 128 * 1024 * 1024, f"WAL grew to {biggest / 2**20:.0f} MiB"
+    assert_sound(store.path)
