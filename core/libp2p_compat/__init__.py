@@ -45,6 +45,7 @@ from core.libp2p_compat.nat import (
     observed_ips,
     reserve,
 )
+from core.libp2p_compat.ping import PING_PROTOCOL, ping_rtt
 from core.libp2p_compat.pubsub import (
     GoLikeGossipSub,
     GuardedPubsub,

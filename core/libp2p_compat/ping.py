@@ -1,0 +1,42 @@
+"""Ping: one fresh stream per round trip instead of ``PingService``'s shared one.
+
+py-libp2p 0.8.1's ``PingService.ping_iter`` keeps one outbound stream per peer in
+``_outbound_streams`` and, before reusing it, calls ``stream.is_closed()``. On ``NetStream``
+``is_closed`` is a property (a bool), so the call raises ``TypeError: 'bool' object is not
+callable`` whenever a stream is cached. A stream is cached while a ping is in progress (a second
+ping to that peer fails at once, and would otherwise share the stream's reads with the first),
+and for ever once a ping is cancelled (``trio.Cancelled`` is not an ``Exception``, so the entry
+is never popped): after one ping cut short by a timeout, every later ping of that peer raises.
+
+``ping_rtt`` opens its own stream, makes one round trip with the library's public
+``perform_ping_roundtrip`` and closes the stream, so no state outlives a call.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+from libp2p.abc import IHost
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.host.ping import perform_ping_roundtrip
+from libp2p.peer.id import ID
+
+
+async def ping_rtt(host: IHost, peer: ID, timeout: float = 5.0) -> float:
+    """One ping round trip to ``peer``, in milliseconds (fractions kept: loopback is < 1 ms).
+
+    Raises ``trio.TooSlowError`` past ``timeout`` (stream opening included) and whatever the
+    stream raises when the peer misbehaves (a wrong pong is a ``ValueError``)."""
+    with trio.fail_after(timeout):
+        stream = await host.new_stream(peer, [PING_PROTOCOL])
+        try:
+            start = time.perf_counter()
+            await perform_ping_roundtrip(stream)
+            rtt = (time.perf_counter() - start) * 1000
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.reset()
+            raise
+        await stream.close()
+    return rtt
