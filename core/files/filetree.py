@@ -45,11 +45,13 @@ class Entry:
     size: int
     mime: str = ""
 
-    def wire(self) -> dict[str, str]:
-        """The FileList entry shape of p2p-webapp."""
+    def wire(self) -> dict[str, str | int]:
+        """The FileList entry shape of p2p-webapp, plus a file's ``size`` (UnixFS filesize,
+        in bytes). Go decodes entries into a struct, so the extra field is ignored there.
+        Folders carry none: their link's Tsize counts block bytes, not file bytes."""
         if self.kind == "directory":
             return {"type": "directory", "cid": self.cid}
-        return {"type": "file", "cid": self.cid, "mimeType": self.mime}
+        return {"type": "file", "cid": self.cid, "mimeType": self.mime, "size": self.size}
 
 
 class Cancel:

@@ -10,7 +10,8 @@ import binascii
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from libp2p.peer.id import ID
 
 from core.events import EventSink, FilesChanged, GotFile, PeerFiles, Progress
 from core.files.blockstore import BlockStore, Session
-from core.files.fileproto import MAX_FILE_CONTENT, FileProtocolError, FileService
+from core.files.blockstore import Session as StoreSession
+from core.files.fileproto import (
+    MAX_FILE_CONTENT,
+    Answer,
+    FileProtocolError,
+    FileService,
+    StreamedContent,
+)
 from core.files.filetree import Cancel, FileTree, FileTreeError, Source, directory_links
 from core.files.paths import PathError
 from core.ipfs import dagpb, unixfs
@@ -402,24 +410,41 @@ class Files:
 
     # -- serving ------------------------------------------------------------------------------
 
-    async def _serve_content(self, cid: str) -> dict[str, Any]:
+    @asynccontextmanager
+    async def _serve_content(self, cid: str) -> AsyncIterator[Answer]:
+        """The FileContent answer for ``cid``; a file's is streamed from its blocks, which a
+        store session keeps from garbage collection until the answer has gone out (holding
+        the tree's lock that long would let a slow reader stall every change of the tree)."""
         try:
             key = dagpb.parse_cid(cid)
         except ValueError as exc:
-            return {"cid": cid, "error": f"invalid CID: {exc}"}
-        async with self.tree.lock:  # no change may collect what we are about to send
-            return await trio.to_thread.run_sync(self._serve_content_sync, cid, key)
+            yield {"cid": cid, "error": f"invalid CID: {exc}"}
+            return
+        with self.store.session() as session:
+            yield await trio.to_thread.run_sync(self._serve_content_sync, cid, key, session)
 
-    def _serve_content_sync(self, cid: str, key: bytes) -> dict[str, Any]:
+    def _serve_content_sync(self, cid: str, key: bytes, session: StoreSession) -> Answer:
         try:
-            if not self._complete(key):
+            raw = self.store.get(key) if self._complete(key) else None
+            if raw is None:
                 return {"cid": cid, "error": "not found"}
-            if (
-                unixfs.node_kind(self.store.get, key) not in ("hamt", "directory")
-                and unixfs.file_size(self.store.get, key) > SERVE_LIMIT
-            ):
+            # Written again through the session (a no-op for the stored block), it becomes a
+            # GC root with all it links to: complete after that, the DAG stays complete.
+            session.put(key, raw, _links(key, raw))
+            if not self._complete(key):  # a change collected some of it in between
+                return {"cid": cid, "error": "not found"}
+            if unixfs.node_kind(self.store.get, key) in ("hamt", "directory"):
+                return self.tree.content_sync(key)
+            size = unixfs.file_size(self.store.get, key)
+            if size > SERVE_LIMIT:
                 return {"cid": cid, "error": "file too large for this protocol; use bitswap"}
-            return self.tree.content_sync(key)
+            fields = {
+                "cid": dagpb.cid_str(key),
+                "rawNode": base64.b64encode(raw).decode(),
+                "isDirectory": False,
+                "mimeType": self.tree.mime_of(key),
+            }
+            return StreamedContent(fields, size, self.tree.read(key))
         except (unixfs.UnixFSError, ValueError, LookupError) as exc:
             return {"cid": cid, "error": str(exc)}
 
@@ -435,9 +460,12 @@ def _clean_entries(entries: Any) -> dict[str, dict[str, str]]:
         kind, cid = entry.get("type"), entry.get("cid")
         if kind not in ("file", "directory") or not isinstance(cid, str):
             continue
-        clean = {"type": kind, "cid": cid}
+        clean: dict[str, Any] = {"type": kind, "cid": cid}
         if kind == "file" and isinstance(entry.get("mimeType"), str):
             clean["mimeType"] = entry["mimeType"]
+        size = entry.get("size")  # Peerdesk peers send it; Go peers do not
+        if kind == "file" and type(size) is int and 0 <= size < 1 << 63:
+            clean["size"] = size
         out[path] = clean
     return out
 

@@ -106,6 +106,7 @@ async def test_two_peers_list_get_and_fallback(tmp_path: Path) -> None:
                 "type": "file",
                 "cid": file_cid,
                 "mimeType": "application/octet-stream",
+                "size": 700_000,
             },
         }
 
@@ -250,6 +251,7 @@ async def test_websocket_file_methods(tmp_path: Path) -> None:
                 "type": "file",
                 "cid": HELLO_CID,
                 "mimeType": "text/plain; charset=utf-8",
+                "size": 12,
             }
             assert listed["params"]["cid"] != root  # the mkdir changed the root since
 
