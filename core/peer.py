@@ -43,6 +43,7 @@ from core.network.nat.addrs import AddressPolicy
 from core.network.nat.autonat import AutoNatClient, AutoNatService
 from core.network.nat.holepunch import HolePunching
 from core.network.nat.relay import Relays
+from core.network.profile_name import ProfileNames
 from core.network.topics import Topics, make_pubsub, make_router
 from core.network.trimmer import Trimmer
 from core.profile import identity
@@ -77,6 +78,8 @@ class PeerConfig:
     """Static relays (``/…/p2p/<id>`` multiaddrs) to reserve on while not publicly reachable."""
     relay_service: bool = False
     """Serve as a circuit relay v2 for others (with go-libp2p's default limits)."""
+    display_name: str = ""
+    """The name other Peerdesk peers are told (``/peerdesk/profile/1.0.0``)."""
 
     @classmethod
     def from_settings(
@@ -102,6 +105,7 @@ class PeerConfig:
             files_dir=str(files_dir),
             relays=list(settings.relays if relays is None else relays),
             relay_service=relay_service,
+            display_name=settings.display_name,
         )
 
 
@@ -144,6 +148,7 @@ class Peer:
         compat.advertise_circuits(self.host, self.relays.circuit_addrs)
         compat.forget_dead_connections(self.host, self._on_disconnected)
         self.holepunch = HolePunching(self.host)
+        self.profile_names = ProfileNames(self.host, lambda: self.config.display_name)
         self.router = make_router()
         self.pubsub = make_pubsub(self.host, self.router)
         self.direct = DirectMessaging(self.host, self._emit, self.config.direct)
@@ -229,6 +234,7 @@ class Peer:
                     await nursery.start(self.trimmer.run)
                     await nursery.start(self.relays.run)
                     await nursery.start(self.holepunch.run)
+                    await nursery.start(self.profile_names.run)
                     self.autonat_service.start()
                     await nursery.start(self.autonat.run)
                     nursery.start_soon(self._ping_loop)
@@ -354,6 +360,7 @@ class Peer:
             self._nursery.start_soon(self.dht.add_peer, peer)
             self._nursery.start_soon(self._maybe_punch, conn)
             if first:
+                self.profile_names.connected(peer)
                 self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
                 self._nursery.start_soon(self._measure_latency, peer)
 
@@ -425,6 +432,7 @@ class Peer:
                     "protocols": protocols,
                     "contact": self.contacts.is_contact(peer),
                     "since": self._connected_since.get(peer),
+                    "name": self.profile_names.name_of(str(peer)),
                 }
             )
         return {

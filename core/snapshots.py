@@ -44,6 +44,8 @@ class Connection:
     protocols: tuple[str, ...]
     contact: bool
     since: float | None
+    name: str = ""
+    """The display name the peer chose (``/peerdesk/profile/1.0.0``), cleaned; "" if none."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ def _connection(raw: Mapping[str, Any]) -> Connection:
         protocols=_strs(raw.get("protocols", ())),
         contact=bool(raw.get("contact")),
         since=None if since is None else float(since),
+        name=str(raw.get("name") or ""),
     )
 
 

@@ -84,6 +84,7 @@ class App:
         folder = self.settings.download_dir
         self.window.files_pane.downloads = Path(folder).expanduser() if folder else None
         self.window.transfers.set_download_folder(str(self.window.files_pane.download_dir()))
+        self.window.peers.own_name = self.settings.display_name
 
     def _pick_download_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PROTOCOL = "/chat/1.0.0"
 INFO_INTERVAL_MS = 2000
 HISTORY_COMMIT_MS = 1000
+KEPT_NAMES = 1000
+"""Names other peers chose that the profile keeps (the oldest learnt go first)."""
 HISTORY_SHOWN = 500
 """Messages of a conversation loaded into its tab when it opens (the rest stay searchable)."""
 
@@ -334,7 +336,13 @@ class MainWindow(QMainWindow):
         self.state = snapshot
         info = snapshot.info
         self.peers.set_identity(info.peer_id, list(info.addrs))
+        before = dict(self.peers_model.chosen)
         self.peers_model.update_from_info(info)
+        if self.peers_model.chosen != before:
+            self._keep_chosen_names()
+            for peer, name in self.peers_model.chosen.items():
+                if before.get(peer) != name:
+                    self._retitle(peer)
         aliases = {r.peer: r.alias for r in self.peers_model.rows}
         for joined in snapshot.joined:
             self.topics.set_members(joined.topic, list(joined.peers), aliases)
@@ -598,13 +606,24 @@ class MainWindow(QMainWindow):
     def _set_nickname(self, peer: str, name: str) -> None:
         self.peers_model.set_nickname(peer, name)
         self.history.set_state("nicknames", self.peers_model.nicknames)
+        self._retitle(peer)
+        self.refresh()
+
+    def _keep_chosen_names(self) -> None:
+        """The names peers chose, kept so an offline contact and old chats keep them."""
+        chosen = self.peers_model.chosen
+        for peer in list(chosen)[: max(0, len(chosen) - KEPT_NAMES)]:
+            del chosen[peer]
+        self.history.set_state("chosen_names", chosen)
+
+    def _retitle(self, peer: str) -> None:
+        """A peer's name changed: its conversation's tab and title follow."""
         view = self._conversation(f"peer:{peer}")
         if view is not None:
             alias = self.peers_model.alias(peer)
             index = self.conversations.indexOf(view)
             self.conversations.setTabText(index, f"@ {_tab_text(alias)}")
             view.title.setText(f"Direct messages with {alias} · {peer} on {self.protocol}")
-        self.refresh()
 
     # -- what a restart keeps -----------------------------------------------------------------
 
@@ -627,6 +646,9 @@ class MainWindow(QMainWindow):
             nicknames = self.history.get_state("nicknames", {})
             if isinstance(nicknames, dict):
                 self.peers_model.nicknames = {str(k): str(v) for k, v in nicknames.items()}
+            chosen = self.history.get_state("chosen_names", {})
+            if isinstance(chosen, dict):
+                self.peers_model.chosen = {str(k): str(v)[:64] for k, v in chosen.items()}
             for topic in _strings(self.history.get_state("topics", [])):
                 self.topics.add_topic(topic)
             for topic in _strings(self.history.get_state("monitored", [])):

@@ -2,7 +2,8 @@
 
 A per-window counter ("peer-2") named the same peer differently in every window and after
 every restart. A name derived from a hash of the id is the same everywhere and always; the
-short id next to it still tells two peers apart if their names ever collide."""
+short id next to it still tells two peers apart if their names ever collide (or a peer
+chooses a name that imitates another's)."""
 
 from __future__ import annotations
 
@@ -30,5 +31,7 @@ def derived_name(peer: str) -> str:
     return f"{ADJECTIVES[first]}-{ANIMALS[second]}"
 
 
-def display_name(peer: str, nicknames: dict[str, str]) -> str:
-    return nicknames.get(peer) or derived_name(peer)
+def display_name(peer: str, nicknames: dict[str, str], chosen: dict[str, str] | None = None) -> str:
+    """Your nickname for the peer wins, then the name the peer chose for itself, then the
+    name derived from its id."""
+    return nicknames.get(peer) or (chosen or {}).get(peer) or derived_name(peer)

@@ -33,7 +33,7 @@ class Transfer:
     kind: str
     """'Import', 'Download' (from a peer) or 'Get' (by CID, from whoever has it)."""
     name: str
-    cancel: Callable[[], None]
+    cancel: Callable[[], object]
     total: int = 0
     """Bytes expected; 0 when unknown (a fetch learns the size as it goes)."""
     done: int = 0
@@ -91,7 +91,7 @@ class TransfersModel(RowsModel):
     # -- what the controller reports ----------------------------------------------------------
 
     def add(
-        self, op: str, kind: str, name: str, cancel: Callable[[], None], *, total: int = 0
+        self, op: str, kind: str, name: str, cancel: Callable[[], object], *, total: int = 0
     ) -> Transfer:
         """A new job, queued until ``start`` (newest first: it is the one the user just did)."""
         job = Transfer(op, kind, name, cancel, total=total)

@@ -11,6 +11,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ class FilesController(QObject):
         for tree_path, local in jobs:
             op = f"gui-store:{next(_ops)}"
             self.transfers.add(
-                op, "Import", tree_path, lambda op=op: self._cancel_store(op), total=_size_of(local)
+                op, "Import", tree_path, partial(self._cancel_store, op), total=_size_of(local)
             )
             queued.append((op, tree_path, local))
         for i, (op, tree_path, local) in enumerate(queued):

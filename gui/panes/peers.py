@@ -63,11 +63,13 @@ class PeersModel(RowsModel):
         super().__init__()
         self.nicknames: dict[str, str] = {}
         """Names the user gave peers (kept in the profile by the main window)."""
+        self.chosen: dict[str, str] = {}
+        """Names peers chose for themselves, as last heard (kept in the profile too)."""
 
     def alias(self, peer: str) -> str:
         """The user's nickname for the peer, or a name derived from its id: the same in
         every window and every session."""
-        return display_name(peer, self.nicknames)
+        return display_name(peer, self.nicknames, self.chosen)
 
     def set_nickname(self, peer: str, name: str) -> None:
         if name:
@@ -105,7 +107,9 @@ class PeersModel(RowsModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == 2 and row.connected:
                 return "\n".join([KIND_HELP.get(row.kind, row.kind), *row.links])
-            return "\n".join([row.peer, *row.addrs])
+            chosen = self.chosen.get(row.peer)
+            says = [f"calls itself “{chosen}”"] if chosen and chosen != row.alias else []
+            return "\n".join([row.peer, *says, *row.addrs])
         if role == Qt.ItemDataRole.FontRole and col == 0 and row.unread:
             font = QFont()
             font.setBold(True)
@@ -118,6 +122,9 @@ class PeersModel(RowsModel):
 
     def update_from_info(self, info: PeerInfo) -> None:
         """Replace the rows with the peer's state: connections plus offline contacts."""
+        for conn in info.connections:
+            if conn.name:
+                self.chosen[conn.peer] = conn.name
         unread = {r.peer: r.unread for r in self.rows}
         rows = []
         for conn in info.connections:
@@ -187,6 +194,8 @@ class PeersPane(QWidget):
         super().__init__()
         self.model = model
         self.own_id = ""
+        self.own_name = ""
+        """The display name others are told (the setting), shown as ours when set."""
         self.own_addrs: list[str] = []
         self.me = ElidedLabel("Starting…")
         copy_id = QPushButton("Copy ID")
@@ -240,7 +249,8 @@ class PeersPane(QWidget):
 
     def set_identity(self, peer_id: str, addrs: list[str]) -> None:
         self.own_id, self.own_addrs = peer_id, addrs
-        self.me.setText(f"This peer: {self.model.alias(peer_id)} · {short_id(peer_id)}")
+        name = self.own_name or self.model.alias(peer_id)
+        self.me.setText(f"This peer: {name} · {short_id(peer_id)}")
         self.me.setToolTip(peer_id)
 
     @staticmethod

@@ -38,13 +38,13 @@ class ProgressDelegate(QStyledItemDelegate):
     ) -> None:
         fraction = index.data(FRACTION_ROLE)
         bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 2, -2, -2)  # type: ignore[attr-defined]
+        bar.rect = option.rect.adjusted(2, 2, -2, -2)
         bar.minimum, bar.maximum = 0, 1000
         bar.progress = int(1000 * fraction) if fraction is not None else 0
         bar.text = str(index.data() or "")
         bar.textVisible = True
-        bar.state = option.state  # type: ignore[attr-defined]
-        style = option.widget.style() if option.widget else QApplication.style()  # type: ignore[attr-defined]
+        bar.state = option.state
+        style = option.widget.style() if option.widget else QApplication.style()
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -551,3 +552,25 @@ def test_transfers_list_real_imports_and_downloads_and_the_download_folder(
         timeout=WAIT_MS,
     )
     assert dest.read_bytes() == b"y" * 300_000
+
+
+def test_each_side_sees_the_name_the_other_chose(app: Any, other: OtherPeer, qtbot: Any) -> None:
+    profile = Profile.open(app.data_dir)
+    profile.save_settings(replace(profile.load_settings(), display_name="Ada"))
+    again = _restart(app, qtbot)
+    try:
+        other.peer.config.display_name = "Grace"
+        other.call(other.peer.connect, again.bridge.peer.listen_addrs()[0])
+        window = again.window
+        qtbot.waitUntil(lambda: window.peers_model.alias(other.id) == "Grace", timeout=WAIT_MS)
+        me = str(again.bridge.peer.peer_id)
+
+        def theirs() -> str:
+            conns = other.sync(other.peer.info)["connections"]
+            return next((c["name"] for c in conns if c["peer"] == me), "")
+
+        qtbot.waitUntil(lambda: theirs() == "Ada", timeout=WAIT_MS)
+        assert window.peers.me.text().startswith("This peer: Ada · ")
+    finally:
+        again.window.close()
+        again.shutdown()

@@ -611,3 +611,47 @@ def test_a_get_that_found_nothing_is_listed_as_failed(
     client.get_gate.set()
     qtbot.waitUntil(lambda: _states(window) == {"bafynone": "failed"}, timeout=WAIT_MS)
     assert window.transfers_model.rows[0].detail == "not found"
+
+
+# -- names peers chose ------------------------------------------------------------------------
+
+
+def test_the_name_a_peer_chose_is_shown_kept_and_loses_to_a_nickname(
+    qtbot: Any, client: FakeClient, tmp_path: Path
+) -> None:
+    from gui.mainwindow import MainWindow
+    from gui.models.names import derived_name
+    from gui.panes.log import LogView, QtLogHandler
+
+    win = MainWindow(client, tmp_path, LogView(QtLogHandler()))
+    qtbot.addWidget(win)
+    view = win.open_direct(ALICE)
+    assert win.conversations.tabText(win.conversations.indexOf(view)) == f"@ {derived_name(ALICE)}"
+    chose = replace(connection(ALICE), name="Ada")
+    client.network = replace(
+        client.network, info=replace(client.network.info, connections=(chose,))
+    )
+    online(client, qtbot, win)
+    model = win.peers_model
+    assert model.alias(ALICE) == "Ada"
+    assert win.conversations.tabText(win.conversations.indexOf(view)) == "@ Ada"
+    win._set_nickname(ALICE, "my sister")
+    assert model.alias(ALICE) == "my sister"
+    tip = model.data(model.index(0, 0), 3)
+    assert "calls itself “Ada”" in tip
+    win._set_nickname(ALICE, "")
+    win.info_timer.stop()
+    win.close()
+
+    # A new window (a restart) knows the name while the peer is offline.
+    again = MainWindow(FakeClient(), tmp_path, LogView(QtLogHandler()))
+    qtbot.addWidget(again)
+    assert again.peers_model.alias(ALICE) == "Ada"
+    assert again.peers_model.alias(BOB) == derived_name(BOB)
+    again.close()
+
+
+def test_own_display_name_shown_as_ours(window: Any, client: FakeClient, qtbot: Any) -> None:
+    window.peers.own_name = "Ada"
+    online(client, qtbot, window)
+    assert window.peers.me.text().startswith("This peer: Ada · ")
