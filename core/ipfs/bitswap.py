@@ -64,6 +64,9 @@ UNUSABLE_FOR = 30.0
 STALL = 3.0
 """No answer at all for this long: ask everybody again (peers may have joined meanwhile)."""
 
+_Answer = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]
+"""Blocks (CID, data) and presences (CID, HAVE / DONT_HAVE) for one message to a peer."""
+
 Accept = Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, int]]]
 """Stores verified blocks (in a worker thread) and returns the CIDs still missing below them,
 each with an estimate of its size."""
@@ -252,10 +255,31 @@ class Bitswap:
                     want.missing = False
                     state.wake.set()
 
+    async def recheck_missing(self) -> None:
+        """Our own tree changed (a file stored, a folder made): wants we answered with
+        DONT_HAVE may be served now. boxo and Helia keep such a want open and take the block
+        whenever it comes, so a peer that asked before we imported still gets it. Bounded by
+        the ledgers' caps; the lookups run in a worker thread."""
+        missing = [
+            (state, want)
+            for state in list(self._peers.values())
+            for want in state.wants.values()
+            if want.missing
+        ]
+        if not missing:
+            return
+        found = await trio.to_thread.run_sync(
+            lambda: [self._lookup(want.cid) is not None for _, want in missing]
+        )
+        for (state, want), have in zip(missing, found, strict=True):
+            if have and want.missing and state.wants.get(want.cid) is want:
+                want.missing = False
+                state.wake.set()
+
     async def _serve(self, state: _PeerState) -> None:
         """Answers the peer's ledger; the next message is read from the store while the
         previous one is being written (at most one waits in between)."""
-        to_send, outbox = trio.open_memory_channel[tuple[list, list]](0)
+        to_send, outbox = trio.open_memory_channel[_Answer](0)
         try:
             with state.scope:
                 async with trio.open_nursery() as nursery:
@@ -274,9 +298,7 @@ class Bitswap:
         finally:
             state.serving = False
 
-    def _answers(
-        self, state: _PeerState, found: list[tuple[_Want, bytes | None]]
-    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]:
+    def _answers(self, state: _PeerState, found: list[tuple[_Want, bytes | None]]) -> _Answer:
         blocks: list[tuple[bytes, bytes]] = []
         presences: list[tuple[bytes, int]] = []
         for want, data in found:
@@ -294,7 +316,7 @@ class Bitswap:
             del state.wants[want.cid]
         return blocks, presences
 
-    async def _sender(self, state: _PeerState, outbox: trio.MemoryReceiveChannel) -> None:
+    async def _sender(self, state: _PeerState, outbox: trio.MemoryReceiveChannel[_Answer]) -> None:
         async for blocks, presences in outbox:
             if await self._send(state, blocks=blocks, presences=presences):
                 self.blocks_sent += len(blocks)

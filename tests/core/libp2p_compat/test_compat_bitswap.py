@@ -172,6 +172,28 @@ async def test_answers_as_go_and_js_expect(tmp_path: Path) -> None:
         assert silent not in raw.presences()
 
 
+async def test_a_want_answered_dont_have_is_served_once_we_store_the_block(
+    tmp_path: Path,
+) -> None:
+    """boxo and Helia keep a want open after DONT_HAVE and take the block when it comes: a
+    file imported after the ask reaches the asker without a new wantlist."""
+    async with (
+        peer_group(1, config=lambda: fast_config(files_dir=str(tmp_path / "pd"))) as [(pd, _)],
+        peer_group(1) as [(raw_peer, _)],
+    ):
+        raw = RawPeer(raw_peer)
+        await connect(raw_peer, pd)
+        hello = dagpb.parse_cid(HELLO_CID)
+        await raw.send(pd, wants((hello, compat.WANT_BLOCK, True)))
+        await raw.wait(lambda: raw.presences().get(hello) == compat.PRESENCE_DONT_HAVE)
+        assert not raw.blocks()
+        files = pd.require_files()
+        await files.store_file("later/hello.txt", b"hello world\n")
+        blocks = await raw.wait(raw.blocks)
+        assert dagpb.verify(hello, blocks[bytes.fromhex("01701220")])
+        assert files.bitswap.ledger_size(raw_peer.peer_id) == 0
+
+
 async def test_unsolicited_blocks_are_dropped(tmp_path: Path) -> None:
     async with (
         peer_group(1, config=lambda: fast_config(files_dir=str(tmp_path / "pd"))) as [(pd, _)],
