@@ -48,8 +48,11 @@ async def scene(out: Path, size: str, panes: bool) -> None:
             bootstrap=[],
             mdns=False,
             file_update_topic="lobby",
+            display_name="Sam",
+            download_dir=str(tmp / "Downloads"),
         )
     )
+    (tmp / "Downloads").mkdir()
     app = App(tmp / "me")
     app.window.show()
     started = asyncio.get_event_loop().create_future()
@@ -58,7 +61,7 @@ async def scene(out: Path, size: str, panes: bool) -> None:
     me = await started
 
     others = []
-    for name in ("alice", "bob"):
+    for name, chosen in (("alice", "Alice"), ("bob", "")):  # bob keeps his derived name
         rt = CoreRuntime(
             new_peer(
                 PeerConfig(
@@ -66,6 +69,7 @@ async def scene(out: Path, size: str, panes: bool) -> None:
                     bootstrap=[],
                     dht_ready_wait=0.1,
                     files_dir=str(tmp / name),
+                    display_name=chosen,
                 )
             ).run
         )
@@ -129,7 +133,14 @@ async def scene(out: Path, size: str, panes: bool) -> None:
     ]:
         await app.bridge.call(files.store_file, path, data)
     await app.bridge.call(files.mkdir, "shared-with-bob")
-    await on(others[0], alice.files.store_file, "rules.pdf", b"%PDF-1.4\n" + bytes(9000))
+    pdf, _root = await on(
+        others[0], alice.files.store_file, "rules.pdf", b"%PDF-1.4\n" + bytes(900_000)
+    )
+    # Through the window, as a user would: they are listed in the Transfers pane.
+    video = tmp / "game-night.mp4"
+    video.write_bytes(os.urandom(24 * 1048576))
+    window.files.store_paths("", [video])
+    window.files.save(pdf, str(tmp / "Downloads" / "rules.pdf"), str(alice.peer_id))
 
     direct = window.open_direct(str(alice.peer_id))
     direct.send_value({"text": "Can you send me the score sheet?"})
@@ -159,6 +170,8 @@ async def scene(out: Path, size: str, panes: bool) -> None:
     if panes:
         window.grab().save(str(out / "main-window.png"))
         for title, dock in window.docks.items():
+            dock.raise_()
+            await settle(0.2)
             dock.widget().grab().save(str(out / f"pane-{title.lower().replace(' ', '-')}.png"))
         window.conversations.grab().save(str(out / "topic-chat.png"))
         window.conversations.setCurrentWidget(direct)

@@ -119,14 +119,17 @@ class TransfersModel(RowsModel):
         job.samples.append((self.clock(), done))
         self._changed(job)
 
-    def finish(self, op: str, state: str, detail: str = "") -> None:
+    def finish(self, op: str, state: str, detail: str = "", *, size: int | None = None) -> None:
         """How the job ended: 'done', 'failed' (``detail`` says why) or 'cancelled'. A get's
-        answer can say it failed after its call returned: 'failed' overrides 'done'."""
+        answer can say it failed after its call returned: 'failed' overrides 'done'. ``size``: the
+        bytes the job ended with, when known only then (a download's written file)."""
         job = self.find(op)
         if job is None or not (job.active or (job.state == "done" and state == "failed")):
             return
         job.state, job.detail, job.ended = state, detail, self.clock()
-        if state == "done" and job.total:
+        if size is not None:
+            job.done = job.total = size
+        elif state == "done" and job.total:
             job.done = job.total
         self._changed(job)
 

@@ -209,8 +209,8 @@ class FilesController(QObject):
         self.transfers.add(op, "Download", str(dest), future.cancel, total=self._known_size(cid))
         self.transfers.start(op)
         try:
-            await future
-            self.transfers.finish(op, "done")
+            written = await future
+            self.transfers.finish(op, "done", size=written)
         except asyncio.CancelledError:
             self.transfers.finish(op, "cancelled")
             raise

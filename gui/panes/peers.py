@@ -57,7 +57,7 @@ class PeerRow:
 
 
 class PeersModel(RowsModel):
-    COLUMNS = ["Peer", "Latency", "Link", "Direction", "Address", "Protocols"]
+    COLUMNS = ["Peer", "Link", "Direction", "Address", "Protocols"]
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,18 +94,17 @@ class PeersModel(RowsModel):
                 if row.unread:
                     name += f"  ({row.unread})"
                 return name
-            if col == 1:
-                return "" if row.latency_ms is None else f"{row.latency_ms:.1f} ms"
+            if col == 1:  # how, and how fast: what a narrow dock must still show
+                latency = "" if row.latency_ms is None else f"{row.latency_ms:.1f} ms"
+                return " · ".join(t for t in (row.kind, latency) if t) if row.connected else ""
             if col == 2:
-                return row.kind if row.connected else ""
-            if col == 3:
                 return row.direction if row.connected else "offline"
-            if col == 4:
+            if col == 3:
                 return row.addrs[0] if row.addrs else ""
-            if col == 5:
+            if col == 4:
                 return ", ".join(p for p in row.protocols if not p.startswith("/ipfs/id"))
         if role == Qt.ItemDataRole.ToolTipRole:
-            if col == 2 and row.connected:
+            if col == 1 and row.connected:
                 return "\n".join([KIND_HELP.get(row.kind, row.kind), *row.links])
             chosen = self.chosen.get(row.peer)
             says = [f"calls itself “{chosen}”"] if chosen and chosen != row.alias else []

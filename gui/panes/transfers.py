@@ -38,7 +38,7 @@ class ProgressDelegate(QStyledItemDelegate):
     ) -> None:
         fraction = index.data(FRACTION_ROLE)
         bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 2, -2, -2)
+        bar.rect = option.rect.adjusted(1, 1, -1, -1)
         bar.minimum, bar.maximum = 0, 1000
         bar.progress = int(1000 * fraction) if fraction is not None else 0
         bar.text = str(index.data() or "")
@@ -62,13 +62,14 @@ class TransfersPane(QWidget):
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.verticalHeader().hide()
-        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.verticalHeader().setDefaultSectionSize(26)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._menu)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column, width in ((1, 70), (2, 180), (3, 80), (4, 70), (5, 130)):
+        header.setMinimumSectionSize(40)
+        for column, width in ((1, 70), (2, 200), (3, 80), (4, 64), (5, 110)):
             header.resizeSection(column, width)
 
         self.cancel_button = QPushButton("Cancel")

@@ -552,6 +552,7 @@ def test_transfers_list_real_imports_and_downloads_and_the_download_folder(
         timeout=WAIT_MS,
     )
     assert dest.read_bytes() == b"y" * 300_000
+    assert model.newest("Download", str(dest)).done == 300_000  # what was written, in the end
 
 
 def test_each_side_sees_the_name_the_other_chose(app: Any, other: OtherPeer, qtbot: Any) -> None:

@@ -506,7 +506,7 @@ def test_peers_pane_shows_each_peers_connection_kind(
         model.data(model.index(i, 0), 256): model.data(model.index(i, link))
         for i in range(model.rowCount())
     }
-    assert shown == {ALICE: "hole-punched", BOB: "relayed"}
+    assert shown == {ALICE: "hole-punched · 12.5 ms", BOB: "relayed · 12.5 ms"}
     row = next(i for i in range(model.rowCount()) if model.rows[i].peer == ALICE)
     tip = model.data(model.index(row, link), 3)
     assert "DCUtR" in tip and "relayed inbound " + relayed in tip
