@@ -198,9 +198,10 @@ class Bitswap:
             self._add_wants(self._state(peer), message.wantlist)
 
     def _on_block(self, peer: ID, prefix: bytes, data: bytes) -> None:
-        if prefix and not _sha256_prefix(prefix):
-            return  # we only ask for sha2-256 CIDs: whatever this is, it is not ours
-        key = wire.block_key(data)  # hashing is the verification: the key is the digest
+        try:
+            key = wire.block_key(data, wire.prefix_hash_code(prefix))
+        except DagPBError:
+            return  # a hash we cannot compute: we never asked for it
         fetches = self._wanted.get(key)
         if not fetches:
             self.unsolicited += 1
@@ -687,19 +688,6 @@ def _message(
                 entry.wantType = WANT_BLOCK if want_block else WANT_HAVE
                 entry.sendDontHave = dont_have
     return message
-
-
-def _sha256_prefix(prefix: bytes) -> bool:
-    """True if a block prefix says sha2-256 (version and codec do not change the digest)."""
-    try:
-        pos = 0
-        for _ in range(2):  # version, codec
-            while prefix[pos] & 0x80:
-                pos += 1
-            pos += 1
-        return prefix[pos] == SHA2_256
-    except IndexError:
-        return False
 
 
 async def _close_quietly(stream: INetStream) -> None:

@@ -7,12 +7,18 @@ remote sends can make us allocate more than ``MAX_MESSAGE`` for one message.
 
 from __future__ import annotations
 
-import hashlib
-
 from google.protobuf.message import DecodeError
 from libp2p.abc import INetStream
 
-from core.ipfs.dagpb import IDENTITY, SHA2_256, DagPBError, cid_parts, encode_varint
+from core.ipfs.dagpb import (
+    IDENTITY,
+    SHA2_256,
+    DagPBError,
+    cid_parts,
+    decode_varint,
+    encode_varint,
+    hash_digest,
+)
 from core.libp2p_compat import BitswapMessage
 
 MAX_MESSAGE = 4 * 1024 * 1024 + 64 * 1024
@@ -42,15 +48,26 @@ def prefix(cid: bytes) -> bytes:
 def multihash_key(cid: bytes) -> bytes:
     """What names a block's bytes regardless of CID version and codec: hash code + digest."""
     parts = cid_parts(cid)
-    return bytes((parts.hash_code,)) + parts.digest
+    return encode_varint(parts.hash_code) + parts.digest
 
 
-def block_key(data: bytes) -> bytes:
-    """``multihash_key`` of a block's data, for matching an arriving block against our wants.
+def block_key(data: bytes, hash_code: int = SHA2_256) -> bytes:
+    """``multihash_key`` of a block's data under the hash its prefix names, for matching an
+    arriving block against our wants (hashing is the verification). DagPBError for a hash we
+    cannot compute (identity CIDs never travel)."""
+    return encode_varint(hash_code) + hash_digest(hash_code, data)
 
-    Only sha2-256 is computed: every CID we ask for over the network uses it (identity CIDs
-    never travel)."""
-    return bytes((SHA2_256,)) + hashlib.sha256(data).digest()
+
+def prefix_hash_code(prefix: bytes) -> int:
+    """The multihash code a block prefix names (version, codec, hash code, length); an empty
+    prefix is a bitswap 1.0.0 block, a CIDv0: sha2-256. DagPBError for garbage."""
+    if not prefix:
+        return SHA2_256
+    pos = 0
+    for _ in range(2):  # version, codec
+        _, pos = decode_varint(prefix, pos)
+    code, _ = decode_varint(prefix, pos)
+    return code
 
 
 def is_identity(cid: bytes) -> bool:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import base58
 
@@ -30,6 +31,18 @@ IDENTITY = 0x00
 
 _SHA256_LEN = 32
 _MAX_CID_TEXT = 512  # far above any real CID; bounds the base58 big-int work on garbage input
+
+
+HASHERS: dict[int, Callable[[bytes], Any]] = {
+    SHA2_256: hashlib.sha256,
+    0x13: hashlib.sha512,  # sha2-512
+    0x16: hashlib.sha3_256,
+    0x14: hashlib.sha3_512,
+    0xB220: lambda data: hashlib.blake2b(data, digest_size=32),  # blake2b-256
+}
+"""Multihash functions we can check, by multicodec code. Peerdesk writes sha2-256 (the IPFS
+default); the others are what kubo (`--hash`) and Helia (`hasher`) can be asked to use, and
+blocks named by them are fetched and served like any other."""
 
 
 class DagPBError(ValueError):
@@ -151,16 +164,23 @@ def cid_v1_raw(data: bytes) -> bytes:
 def verify(cid: bytes, data: bytes) -> bool:
     """True if `data` is the block `cid` names; works for any codec (dag-pb, raw, ...).
 
-    Supports sha2-256 and identity multihashes. Raises DagPBError (a ValueError) for a
-    malformed CID or another hash function, so "cannot check" is never mistaken for
+    Supports identity and the ``HASHERS`` multihashes. Raises DagPBError (a ValueError) for
+    a malformed CID or another hash function, so "cannot check" is never mistaken for
     "corrupt".
     """
     parts = cid_parts(cid)
-    if parts.hash_code == SHA2_256:
-        return len(parts.digest) == _SHA256_LEN and hashlib.sha256(data).digest() == parts.digest
     if parts.hash_code == IDENTITY:
         return parts.digest == bytes(data)
-    raise DagPBError(f"unsupported multihash function 0x{parts.hash_code:x}")
+    return hash_digest(parts.hash_code, data) == parts.digest
+
+
+def hash_digest(hash_code: int, data: bytes) -> bytes:
+    """The digest of ``data`` under a multihash function (DagPBError if we have none)."""
+    hasher = HASHERS.get(hash_code)
+    if hasher is None:
+        raise DagPBError(f"unsupported multihash function 0x{hash_code:x}")
+    digest: bytes = hasher(data).digest()
+    return digest
 
 
 def _b58decode(text: str) -> bytes:

@@ -9,6 +9,8 @@
 // Commands (README.md has the table):
 //   dial {addr}                         -> {peer}
 //   addFile {path, peerdesk?}            -> {cid}   (peerdesk: Peerdesk's import parameters)
+//   putRaw {path}                       -> {cid}   (one raw block named by sha2-512, as kubo's
+//                                                   `--hash sha2-512 --raw-leaves` would)
 //   addDir {entries: [{name, path}], sharded?, peerdesk?} -> {cid}
 //   cat {cid, out, timeoutMs?}          -> {size, ms}  (writes the file's bytes to `out`)
 //   ls {cid, timeoutMs?}                -> {entries: [{name, cid, type}]}
@@ -32,6 +34,7 @@ const { MemoryBlockstore } = await import('blockstore-core')
 const { MemoryDatastore } = await import('datastore-core')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { CID } = await import('multiformats/cid')
+const { sha512 } = await import('multiformats/hashes/sha2')
 const fs = await import('node:fs')
 const readline = await import('node:readline')
 
@@ -62,7 +65,8 @@ const libp2pOptions = {
 // with our loopback-only libp2p: bitswap is the only way blocks arrive.
 const helia = withBitswap(withLibp2pLight(createHeliaLight({
   blockstore: new MemoryBlockstore(),
-  datastore: new MemoryDatastore()
+  datastore: new MemoryDatastore(),
+  hashers: [sha512] // besides Helia's defaults, for blocks named by sha2-512 (putRaw)
 }), libp2pOptions))
 await helia.start()
 const libp2p = helia.libp2p
@@ -116,6 +120,12 @@ const commands = {
   async addFile (args) {
     const options = args.peerdesk ? peerdeskImport : {}
     const cid = await ufs.addByteStream(fileContent(args.path), options)
+    return { cid: cid.toString() }
+  },
+  async putRaw (args) {
+    const bytes = new Uint8Array(fs.readFileSync(args.path))
+    const cid = CID.createV1(0x55, await sha512.digest(bytes))
+    await helia.blockstore.put(cid, bytes)
     return { cid: cid.toString() }
   },
   async addDir (args) {

@@ -127,6 +127,31 @@ async def test_peerdesk_fetches_helia_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("helia_installed")
+async def test_blocks_hashed_with_sha2_512_travel_both_ways(tmp_path: Path) -> None:
+    """kubo (`--hash`) and Helia can name blocks with another hash: such a block is fetched
+    and verified from Helia, then served to a second Helia node."""
+    async with (
+        peerdesk(tmp_path, "pd") as (pd, _),
+        helia_node() as source,
+        helia_node() as reader,
+    ):
+        data = content(700 * 1024 + 5, seed=7)
+        cid = (await source.cmd("putRaw", path=str(write(tmp_path, "src", data))))["cid"]
+        parts = dagpb.cid_parts(dagpb.parse_cid(cid))
+        assert (parts.codec, parts.hash_code) == (dagpb.RAW, 0x13)  # raw, sha2-512
+        await dial(source, pd)
+        dest = tmp_path / "got"
+        with trio.fail_after(60):
+            assert await pd.require_files().save(cid, dest) == len(data)
+        assert dest.read_bytes() == data
+        await dial(reader, pd)
+        out = tmp_path / "reader"
+        answer = await reader.cmd("cat", cid=cid, out=str(out), timeoutMs=60000, timeout=90)
+        assert answer["size"] == len(data)
+        assert out.read_bytes() == data
+
+
+@pytest.mark.usefixtures("helia_installed")
 async def test_directories_both_ways(tmp_path: Path) -> None:
     names = {f"file-{i:02d}.txt": content(3000 + i, seed=i) for i in range(12)}
     paths = [{"name": n, "path": str(write(tmp_path, n, d))} for n, d in names.items()]
