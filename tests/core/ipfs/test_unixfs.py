@@ -575,7 +575,10 @@ def test_parse_cid_rejects_garbage(garbage: object) -> None:
 
 
 def test_verify_rejects_unknown_hash_functions() -> None:
-    blake2b = bytes((1, DAG_PB, 0xA0, 0xE4, 0x02, 32)) + bytes(32)
+    blake3 = bytes((1, DAG_PB, 0x1E, 32)) + bytes(32)  # no blake3 in hashlib
     with pytest.raises(DagPBError, match="unsupported multihash"):
-        verify(blake2b, b"")
+        verify(blake3, b"")
+    blake2b = bytes((1, DAG_PB, 0xA0, 0xE4, 0x02, 32))  # 0xb220 blake2b-256: checked
+    digest = hashlib.blake2b(b"abc", digest_size=32).digest()
+    assert verify(blake2b + digest, b"abc") and not verify(blake2b + digest, b"abd")
     assert verify(cid_v0(b"abc"), b"abc") and not verify(cid_v0(b"abc"), b"abd")
