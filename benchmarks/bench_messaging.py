@@ -1,31 +1,39 @@
-"""Messaging throughput and latency between two local peers, next to a raw TCP socket.
+"""Peerdesk's messaging next to bare py-libp2p 0.8.1 doing the same work, in one run.
 
-Prints, in one run: direct messages acknowledged per second (pipelined), direct-message round
-trip latency p50/p99 (one message at a time, send → remote ack), topic messages delivered per
-second, and the same figures for a raw TCP ping-pong over loopback, so ratios mean something on
-whatever machine runs it.
+Every figure comes from two processes on this machine (a sender and a receiver), and is printed
+next to the same workload on bare py-libp2p (benchmarks/bench_messaging_baseline.py), measured
+in the same run, as a ratio:
+
+- direct messages acknowledged per second with 32 in flight (Peerdesk: ``Peer.enqueue`` to the
+  remote's ack, exactly-once and in order; bare: a plain request → ack loop on one stream,
+  Noise + Yamux, 4-byte length + ~100 B JSON each way);
+- send → ack latency p50/p99, with 32 in flight and one at a time;
+- topic messages delivered per second (GossipSub, paced publishing, 0 lost).
 
     .venv/bin/python benchmarks/bench_messaging.py [--count N]
+
+The machine's load moves every figure; the ratios of one run are what to compare.
 """
 
 from __future__ import annotations
 
 import argparse
-import struct
+import json
+import subprocess
 import sys
 import time
-from functools import partial
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.events import Event, TopicData
-from core.libp2p_compat import quiet_library_logging
-from core.peer import PeerConfig, new_peer
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 CHAT = "/bench/1.0.0"
+TOPIC = "bench"
+BASELINE = str(ROOT / "benchmarks" / "bench_messaging_baseline.py")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -33,111 +41,205 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-async def raw_tcp(count: int) -> tuple[float, list[float]]:
-    """A 4-byte-length-framed echo over a plain loopback socket: the floor for everything."""
+def say(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
 
-    async def echo(stream: trio.SocketStream) -> None:
-        buf = b""
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            buf += data
-            while len(buf) >= 4:
-                (n,) = struct.unpack(">I", buf[:4])
-                if len(buf) < 4 + n:
-                    break
-                await stream.send_all(buf[: 4 + n])
-                buf = buf[4 + n :]
+
+# -- Peerdesk roles (run in their own process) ---------------------------------------------------
+
+
+def _config() -> Any:
+    from core.peer import PeerConfig
+
+    return PeerConfig(
+        listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], dht_ready_wait=0.1, mdns=False
+    )
+
+
+async def peer_server(count: int) -> None:
+    """Receives direct messages on CHAT and ``count`` topic messages, then says how long the
+    topic messages took from the first to the last."""
+    from core.events import Event, TopicData
+    from core.peer import new_peer
+
+    got = 0
+    first = 0.0
+    done = trio.Event()
+
+    def sink(event: Event) -> None:
+        nonlocal got, first
+        if isinstance(event, TopicData):
+            got += 1
+            if got == 1:
+                first = time.perf_counter()
+            if got == count:
+                done.set()
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        frame = struct.pack(">I", 40) + b"x" * 40
-
-        async def recv_one() -> None:
-            got = b""
-            while len(got) < len(frame):
-                got += await stream.receive_some(len(frame) - len(got))
-
-        latencies = []
-        for _ in range(count):
-            t = time.perf_counter()
-            await stream.send_all(frame)
-            await recv_one()
-            latencies.append(time.perf_counter() - t)
-        rate = count / sum(latencies)
-        await stream.aclose()
-        nursery.cancel_scope.cancel()
-    return rate, latencies
+        peer = await nursery.start(new_peer(_config(), sink).run)
+        peer.start_protocol(CHAT)
+        await peer.subscribe(TOPIC)
+        say(addr=peer.listen_addrs()[0])
+        await done.wait()
+        say(received=got, seconds=time.perf_counter() - first)
+        peer.stop()
 
 
-async def peers_bench(count: int) -> dict[str, float]:
-    received: list[Event] = []
-    cfg = PeerConfig(listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], dht_ready_wait=0.1)
-    out: dict[str, float] = {}
+async def peer_client(addr: str, count: int, window: int, topic: bool) -> None:
+    """``count`` direct messages with ``window`` in flight, then (``topic``) ``count`` topic
+    messages once the receiver is in our mesh."""
+    from core import libp2p_compat as compat
+    from core.events import Delivery, Event
+    from core.peer import new_peer
+
+    acked_at: dict[str, float] = {}
+
+    def sink(event: Event) -> None:
+        if isinstance(event, Delivery) and event.delivered:
+            acked_at[event.msg_id] = time.perf_counter()
+
+    out: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
-        a = await nursery.start(new_peer(cfg).run)
-        b = await nursery.start(new_peer(PeerConfig(**{**cfg.__dict__}), received.append).run)
-        b.start_protocol(CHAT)
-        await a.connect(b.listen_addrs()[0])
-        target = str(b.peer_id)
-        await a.send(target, CHAT, "warm-up")
-
-        t = time.perf_counter()
-        msgs = [a.enqueue(target, CHAT, {"n": i}) for i in range(count)]
-        for m in msgs:
-            await m.wait()
-        out["direct_rate"] = count / (time.perf_counter() - t)
-
-        latencies = []
-        for i in range(min(count, 500)):
+        peer = await nursery.start(new_peer(_config(), sink).run)
+        target = await peer.connect(addr)
+        warm = 200
+        sent_at: dict[str, float] = {}
+        inflight: deque[Any] = deque()
+        start = 0.0
+        for i in range(count + warm):
+            if i == warm:
+                start = time.perf_counter()
+            if len(inflight) >= window:
+                await inflight.popleft().wait()
+            msg = peer.enqueue(target, CHAT, {"n": i, "text": "hello"})
+            sent_at[msg.msg_id] = time.perf_counter()
+            inflight.append(msg)
+        while inflight:
+            await inflight.popleft().wait()
+        out["rate"] = count / (time.perf_counter() - start)
+        ids = list(sent_at)[warm:]
+        out["latencies"] = [acked_at[i] - sent_at[i] for i in ids]
+        if topic:
+            await peer.subscribe(TOPIC)
+            router = peer.router
+            with trio.fail_after(20):
+                while not compat.mesh_peers(router, TOPIC):
+                    await trio.sleep(0.02)
             t = time.perf_counter()
-            await a.send(target, CHAT, {"n": i})
-            latencies.append(time.perf_counter() - t)
-        out["direct_p50"], out["direct_p99"] = pct(latencies, 50), pct(latencies, 99)
-
-        await a.subscribe("bench")
-        await b.subscribe("bench")
-        before = sum(isinstance(e, TopicData) for e in received)
-        t = time.perf_counter()
-        for i in range(count):
-            await a.publish("bench", i)
-        with trio.fail_after(120):
-            while sum(isinstance(e, TopicData) for e in received) - before < count:
-                await trio.sleep(0.001)
-        out["topic_rate"] = count / (time.perf_counter() - t)
-        a.stop()
-        b.stop()
-    return out
+            for i in range(count):
+                if await peer.publish(TOPIC, {"n": i}) == 0:
+                    raise RuntimeError("a topic message reached nobody")
+            out["published_seconds"] = time.perf_counter() - t
+        say(**out)
+        if topic:
+            await trio.sleep(30)  # the receiver's line ends the run
+        peer.stop()
 
 
-async def main(count: int) -> None:
-    raw_rate, raw_lat = await raw_tcp(count)
-    p = await peers_bench(count)
-    print(f"messages per run: {count}")
-    print(
-        f"raw TCP ping-pong           {raw_rate:10.0f} round trips/s   "
-        f"p50 {pct(raw_lat, 50) * 1e3:6.3f} ms  p99 {pct(raw_lat, 99) * 1e3:6.3f} ms"
+# -- the driver ----------------------------------------------------------------------------------
+
+
+class Proc:
+    """A role in its own process; its stdout is one JSON object per line."""
+
+    def __init__(self, *args: str) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+
+    def line(self) -> dict[str, Any]:
+        assert self.p.stdout is not None
+        text = self.p.stdout.readline()
+        if not text:
+            raise RuntimeError(f"{self.p.args} ended without an answer")
+        return json.loads(text)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.p.kill()
+        self.p.wait()
+
+
+def run_pair(
+    server: list[str], client: list[str], *, topic: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    srv = Proc(*server)
+    try:
+        addr = srv.line()["addr"]
+        cli = Proc(*client, "--addr", addr)
+        try:
+            result = cli.line()
+            return result, (srv.line() if topic else None)
+        finally:
+            cli.stop()
+    finally:
+        srv.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--role", choices=["server", "client"])
+    parser.add_argument("--addr", default="")
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--topic", action="store_true")
+    args = parser.parse_args()
+    if args.role:
+        from core.libp2p_compat import quiet_library_logging
+
+        quiet_library_logging()
+        if args.role == "server":
+            trio.run(peer_server, args.count)
+        else:
+            trio.run(peer_client, args.addr, args.count, args.window, args.topic)
+        return
+
+    n = str(args.count)
+    me = str(Path(__file__).resolve())
+    bare, _ = run_pair(
+        [BASELINE, "ack-server"], [BASELINE, "ack-client", "--count", n], topic=False
     )
-    print(
-        f"direct messages, acked      {p['direct_rate']:10.0f} msg/s (pipelined)   "
-        f"{p['direct_rate'] / raw_rate:6.3f} x raw"
+    ours, ours_topic = run_pair(
+        [me, "--role", "server", "--count", n],
+        [me, "--role", "client", "--count", n, "--topic"],
+        topic=True,
     )
-    print(
-        f"direct message round trip   "
-        f"p50 {p['direct_p50'] * 1e3:6.3f} ms  p99 {p['direct_p99'] * 1e3:6.3f} ms   "
-        f"{pct(raw_lat, 50) / p['direct_p50']:6.3f} x raw (p50 speed)"
+    seq = str(min(args.count, 500))
+    bare1, _ = run_pair(
+        [BASELINE, "ack-server"],
+        [BASELINE, "ack-client", "--count", seq, "--window", "1"],
+        topic=False,
     )
+    ours1, _ = run_pair(
+        [me, "--role", "server", "--count", seq],
+        [me, "--role", "client", "--count", seq, "--window", "1"],
+        topic=False,
+    )
+    _, bare_topic = run_pair(
+        [BASELINE, "topic-server", "--count", n],
+        [BASELINE, "topic-client", "--count", n],
+        topic=True,
+    )
+    assert ours_topic is not None and bare_topic is not None
+
+    def lat(r: dict[str, Any]) -> str:
+        p50, p99 = pct(r["latencies"], 50) * 1e3, pct(r["latencies"], 99) * 1e3
+        return f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+
+    ours_tr = ours_topic["received"] / ours_topic["seconds"]
+    bare_tr = bare_topic["received"] / bare_topic["seconds"]
+    print(f"two processes on this machine, {args.count} messages each (ratios: same run)")
     print(
-        f"topic messages, delivered   {p['topic_rate']:10.0f} msg/s   "
-        f"{p['topic_rate'] / raw_rate:6.3f} x raw"
+        f"direct messages acked, 32 in flight   Peerdesk {ours['rate']:7.0f}/s   "
+        f"bare {bare['rate']:7.0f}/s   {ours['rate'] / bare['rate']:5.2f}x bare"
+    )
+    print(f"  send -> ack, 32 in flight           Peerdesk {lat(ours)}   bare {lat(bare)}")
+    print(f"  send -> ack, one at a time          Peerdesk {lat(ours1)}   bare {lat(bare1)}")
+    print(
+        f"topic messages delivered              Peerdesk {ours_tr:7.0f}/s   "
+        f"bare {bare_tr:7.0f}/s   {ours_tr / bare_tr:5.2f}x bare   "
+        f"(received {ours_topic['received']} / {bare_topic['received']} of {args.count})"
     )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=2000)
-    quiet_library_logging()
-    trio.run(main, parser.parse_args().count)
+    main()
