@@ -9,20 +9,24 @@ allocated, and a peer that sends garbage gets its stream reset while we go on. A
 a whole file (up to ~190 MiB of JSON), so answers are built for at most ``ANSWERS_PER_PEER``
 requests of one peer and ``ANSWERS`` in all at a time; the others wait (within the request's
 deadline) holding only their stream, and a reader too slow to take the answer within that
-deadline loses its stream.
+deadline loses its stream. A file's answer is not built at all: ``StreamedContent`` writes it
+as its blocks are read, so each answer in progress holds about one block.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from core.network.framing import (
@@ -50,8 +54,28 @@ ANSWERS_PER_PEER = 2
 ANSWERS = 8
 WRITE_SLICE = 1024 * 1024
 
+
+@dataclass
+class StreamedContent:
+    """A FileContent answer whose ``"content"`` is written as it is read.
+
+    The frame's length is known before a byte of the file is read (base64 of ``size`` bytes
+    is ``4 * ceil(size / 3)`` characters), so the header, then ``fields`` (every field but
+    the content), then the content chunk by chunk can go out in turn: an answer in progress
+    holds one block, not the file three times over (16 slow readers of a 24 MiB file held
+    ~1 GiB when answers were built whole)."""
+
+    fields: dict[str, Any]
+    size: int
+    chunks: Iterator[bytes]
+    """The file's bytes; read in worker threads, one ``next`` at a time."""
+
+
+Answer = dict[str, Any] | StreamedContent
 ListProvider = Callable[[], Awaitable[dict[str, Any]]]
-ContentProvider = Callable[[str], Awaitable[dict[str, Any]]]
+ContentProvider = Callable[[str], AbstractAsyncContextManager[Answer]]
+"""Entered while the answer is written: a provider keeps what the answer reads (blocks) until
+it has gone out."""
 
 
 class FileProtocolError(Exception):
@@ -89,11 +113,15 @@ class FileService:
                             await self._answer(
                                 stream, FILE_CONTENT, {"cid": "", "error": "request has no cid"}
                             )
-                        else:  # no local name for the answer: it is freed once encoded
-                            await self._answer(stream, FILE_CONTENT, await self.content(cid))
+                        else:
+                            async with self.content(cid) as answer:
+                                await self._answer(stream, FILE_CONTENT, answer)
                 await stream.close()
         except StreamClosed:
             pass
+        except StreamError as exc:  # the asker went, or let its window stall past yamux's 5 s
+            log.debug("file answer to %s cut: %r", peer, exc)
+            await _reset(stream)
         except (FrameError, trio.TooSlowError) as exc:
             log.warning("file request from %s refused: %s", peer, exc)
             await _reset(stream)
@@ -115,9 +143,12 @@ class FileService:
                 self._per_peer.pop(peer, None)
 
     @staticmethod
-    async def _answer(stream: INetStream, kind: int, body: dict[str, Any]) -> None:
-        """Encode off the trio thread (a whole file in base64 JSON can be 190 MiB) and write
-        the body without first copying it behind its header."""
+    async def _answer(stream: INetStream, kind: int, body: Answer) -> None:
+        """Encode off the trio thread (a listing can be 64 MiB of JSON) and write the body
+        without first copying it behind its header."""
+        if isinstance(body, StreamedContent):
+            await _write_streamed(stream, kind, body)
+            return
         encoded = await trio.to_thread.run_sync(dumps, body)
         del body
         await stream.write(bytes([kind]) + struct.pack(">I", len(encoded)))
@@ -161,6 +192,52 @@ class FileService:
             if stream is not None:
                 with trio.CancelScope(shield=True):
                     await _reset(stream)  # after a completed exchange this only cleans up
+
+
+async def _write_streamed(stream: INetStream, kind: int, answer: StreamedContent) -> None:
+    """Header and fields, then the content in base64 as it is read, then the JSON's end."""
+    head = dumps(answer.fields)[:-1] + b',"content":"'
+    tail = b'"}'
+    length = len(head) + 4 * -(-answer.size // 3) + len(tail)
+    if length > MAX_FILE_CONTENT:
+        raise FrameError(f"a {answer.size}-byte file does not fit one FileContent frame")
+    await stream.write(bytes([kind]) + struct.pack(">I", length) + head)
+    encoder = _Base64Pieces(answer.chunks, answer.size)
+    while (piece := await trio.to_thread.run_sync(encoder.next_piece)) is not None:
+        for at in range(0, len(piece), WRITE_SLICE):
+            await stream.write(piece[at : at + WRITE_SLICE])
+    await stream.write(tail)
+
+
+class _Base64Pieces:
+    """Base64 of a byte stream, piece by piece: each piece encodes a multiple of 3 bytes
+    (carrying the rest to the next) so the pieces join into one valid base64 text. The
+    stream must hold exactly ``size`` bytes, the length already announced."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
+        self._chunks = chunks
+        self._left = size
+        self._rest = b""
+        self._done = False
+
+    def next_piece(self) -> bytes | None:
+        """Worker thread: the next piece, or None after the last."""
+        while not self._done:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._done = True
+                if self._left:
+                    raise FrameError(f"content ended {self._left} bytes short of its size")
+                return base64.b64encode(self._rest) if self._rest else None
+            self._left -= len(chunk)
+            if self._left < 0:
+                raise FrameError("content is longer than its size")
+            data = self._rest + chunk
+            cut = len(data) - len(data) % 3
+            self._rest = data[cut:]
+            if cut:
+                return base64.b64encode(data[:cut])
+        return None
 
 
 async def _reset(stream: INetStream) -> None:

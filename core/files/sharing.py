@@ -178,6 +178,7 @@ class Files:
 
     async def _changed(self) -> None:
         self.emit(FilesChanged(self.tree.root))
+        await self.bitswap.recheck_missing()
         try:
             await self.notify()
         except Exception as exc:

@@ -7,17 +7,22 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
 from core.events import FilesChanged, GotFile, PeerFiles, TopicData
+from core.files import fileproto
 from core.files.fileproto import PROTOCOL
 from core.files.filetree import Cancel, FileTreeError
 from core.files.paths import PathError
 from core.ipfs import dagpb
 from core.ipfs.unixfs import ImportCancelled
+from core.network.framing import dumps, encode_frame, loads, read_exactly, read_frame
+from core.peer import Peer
 from tests.conftest import connect, fast_config, peer_group
 
 HELLO_CID = "bafybeicg2rebjoofv4kbyovkw7af3rpiitvnl6i7ckcywaq6xjcxnc2mby"
@@ -145,9 +150,10 @@ async def test_tampered_fallback_answer_is_rejected(tmp_path: Path) -> None:
     ):
         real_cid, _ = await evil.require_files().store_file("x.txt", b"the real thing\n")
 
-        async def lie(_cid: str) -> dict:
+        @asynccontextmanager
+        async def lie(_cid: str) -> AsyncIterator[dict]:
             fake = b"something else entirely\n"
-            return {
+            yield {
                 "cid": real_cid,
                 "isDirectory": False,
                 "mimeType": "text/plain",
@@ -212,6 +218,74 @@ async def test_garbage_on_the_file_protocol(tmp_path: Path) -> None:
             while len(head) < 5:
                 head += await stream.read(5 - len(head))
         assert head[0] == 1
+
+
+async def _raw_answer(asker: Peer, server: Peer, cid: str) -> bytes:
+    """The whole FileContent message as it came off the wire."""
+    stream = await asker.host.new_stream(server.peer_id, [PROTOCOL])
+    await stream.write(bytes([fileproto.GET_FILE]) + encode_frame(dumps({"cid": cid})))
+    kind = await read_exactly(stream, 1)
+    frame = await read_frame(stream, fileproto.MAX_FILE_CONTENT)
+    await stream.reset()
+    return kind + encode_frame(frame)
+
+
+async def test_streamed_file_answers_match_whole_built_ones_byte_for_byte(tmp_path: Path) -> None:
+    """A file's FileContent is written as its blocks are read (base64 piece by piece, each a
+    multiple of 3 bytes): every size around the 3-byte and 256 KiB chunk edges gives the very
+    frame the whole-built answer would, and it decodes to the file."""
+    chunk = 256 * 1024
+    sizes = [0, 1, 2, 3, 4, chunk - 1, chunk, chunk + 1, 3 * chunk + 2, 5 * 1024 * 1024 + 7]
+    async with (
+        peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)],
+        peer_group(1, config=files_config(tmp_path, "b")) as [(b, _)],
+    ):
+        await connect(b, a)
+        files = a.require_files()
+        for size in sizes:
+            content = os.urandom(size)
+            cid, _ = await files.store_file(f"f{size}.bin", content)
+            with trio.fail_after(30):
+                got = await _raw_answer(b, a, cid)
+            whole = files.tree.content_sync(dagpb.parse_cid(cid))
+            assert got == bytes([fileproto.FILE_CONTENT]) + encode_frame(dumps(whole)), size
+            assert base64.b64decode(loads(got[5:])["content"], validate=True) == content
+        folder, _ = await files.mkdir("docs")
+        with trio.fail_after(10):
+            reply = await b.require_files().service.request_content(a.peer_id, folder)
+        assert reply["isDirectory"] is True and reply["entries"] == {}
+
+
+async def test_a_streamed_answer_that_breaks_its_length_costs_only_its_stream(
+    tmp_path: Path,
+) -> None:
+    """Content that ends short of (or runs past) the announced length is never sent as a
+    wrong frame: the stream is reset, and the next request is answered."""
+    async with (
+        peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)],
+        peer_group(1, config=files_config(tmp_path, "b")) as [(b, _)],
+    ):
+        await connect(b, a)
+        files = a.require_files()
+        cid, _ = await files.store_file("ok.txt", b"fine\n")
+        honest = files.service.content
+
+        def broken(size: int, chunks: list[bytes]) -> fileproto.ContentProvider:
+            @asynccontextmanager
+            async def provide(_cid: str) -> AsyncIterator[fileproto.Answer]:
+                yield fileproto.StreamedContent({"cid": _cid}, size, iter(chunks))
+
+            return provide
+
+        for size, chunks in [(10, [b"abc"]), (2, [b"abc"])]:
+            files.service.content = broken(size, chunks)
+            with trio.fail_after(10), pytest.raises(fileproto.FileProtocolError):
+                await b.require_files().service.request_content(a.peer_id, cid)
+        files.service.content = honest
+        with trio.fail_after(10):
+            reply = await b.require_files().service.request_content(a.peer_id, cid)
+        assert base64.b64decode(reply["content"]) == b"fine\n"
+        assert a.running
 
 
 async def test_websocket_file_methods(tmp_path: Path) -> None:

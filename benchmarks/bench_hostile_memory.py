@@ -1,0 +1,110 @@
+"""What hostile peers can make a peer hold in memory, each figure next to the unbounded
+baseline measured in the same run (each case in a fresh child process, so one's freed memory
+does not flatter the next):
+
+- getfile: 16 GetFile requests for a 24 MiB file from a peer that never reads, all answered
+  at once; streamed (as served now) against built whole (the old answer: the file in memory
+  as bytes, base64 and JSON).
+
+    .venv/bin/python benchmarks/bench_hostile_memory.py [--file-mib 24] [--requests 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MiB = 1024 * 1024
+
+
+async def getfile_peak(mode: str, file_mib: int, requests: int, folder: Path) -> int:
+    """Peak RSS growth (bytes) while ``requests`` unread GetFile answers are in progress."""
+    import os
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import trio
+
+    from core.files import fileproto
+    from core.ipfs import dagpb
+    from tests.conftest import peer_group
+    from tests.core.server.test_hostile_local import rss_bytes
+    from tests.test_hostile_peers import dial, getfile_requests, hostile_host, stores
+
+    fileproto.ANSWERS_PER_PEER = requests
+    fileproto.ANSWERS = 2 * requests
+    async with peer_group(1, config=stores(folder)) as [(victim, _)]:
+        files = victim.require_files()
+        cid, _ = await files.store_file("big.bin", os.urandom(file_mib * MiB))
+        if mode == "whole":
+
+            @asynccontextmanager
+            async def whole(wanted: str) -> AsyncIterator[fileproto.Answer]:
+                key = dagpb.parse_cid(wanted)
+                yield await trio.to_thread.run_sync(files.tree.content_sync, key)
+
+            files.service.content = whole
+        before = rss_bytes()
+        peak = 0
+        async with hostile_host() as evil:
+            await dial(evil, victim)
+            await getfile_requests(evil, victim, cid, requests)
+            for _ in range(40):
+                peak = max(peak, rss_bytes() - before)
+                await trio.sleep(0.1)
+    return peak
+
+
+def child(case: str, mode: str, args: argparse.Namespace) -> int:
+    import tempfile
+
+    import trio
+
+    from core.libp2p_compat import quiet_library_logging
+
+    quiet_library_logging()
+    with tempfile.TemporaryDirectory() as folder:
+        if case == "getfile":
+            return trio.run(getfile_peak, mode, args.file_mib, args.requests, Path(folder))
+    raise SystemExit(f"unknown case {case}")
+
+
+def run_child(case: str, mode: str, args: argparse.Namespace) -> int:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", case, mode, *argv_of(args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def argv_of(args: argparse.Namespace) -> list[str]:
+    return ["--file-mib", str(args.file_mib), "--requests", str(args.requests)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--file-mib", type=int, default=24)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"))
+    args = parser.parse_args()
+    if args.child:
+        print(child(args.child[0], args.child[1], args))
+        return
+    streamed = run_child("getfile", "streamed", args)
+    whole = run_child("getfile", "whole", args)
+    print(
+        f"getfile: {args.requests} unread answers of a {args.file_mib} MiB file: peak RSS "
+        f"+{streamed / MiB:.0f} MiB streamed, +{whole / MiB:.0f} MiB built whole (baseline)"
+    )
+
+
+if __name__ == "__main__":
+    main()
