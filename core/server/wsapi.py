@@ -495,7 +495,8 @@ class Session:
             except ValueError as exc:
                 raise _bad(str(exc)) from exc
             raw.seek(0)
-            return await files.store_file(path, raw, total=size)
+            stored: tuple[str, str] = await files.store_file(path, raw, total=size)
+            return stored
 
     async def _removefile(self, _rid: int, params: dict[str, Any]) -> Any:
         await self._require_peer().require_files().remove(_str(params, "path"))
@@ -533,7 +534,10 @@ class Session:
 
 def _load_whole(message: wsmessages.Spooled) -> dict[str, Any]:
     message.file.seek(0)
-    return loads(message.file.read())
+    value = loads(message.file.read())
+    if not isinstance(value, dict):
+        raise ValueError("a request is a JSON object")
+    return value
 
 
 def _has_big_string(value: Any) -> bool:
