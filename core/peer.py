@@ -42,6 +42,7 @@ from core.network.direct import DirectConfig, DirectMessaging, Outgoing
 from core.network.nat.addrs import AddressPolicy
 from core.network.nat.autonat import AutoNatClient, AutoNatService
 from core.network.nat.holepunch import HolePunching
+from core.network.nat.portmap import PortMapping
 from core.network.nat.relay import Relays
 from core.network.profile_name import ProfileNames
 from core.network.topics import Topics, make_pubsub, make_router
@@ -78,6 +79,8 @@ class PeerConfig:
     """Static relays (``/…/p2p/<id>`` multiaddrs) to reserve on while not publicly reachable."""
     relay_service: bool = False
     """Serve as a circuit relay v2 for others (with go-libp2p's default limits)."""
+    port_mapping: bool = False
+    """Map the listen port on the router by UPnP (core/network/nat/portmap.py)."""
     display_name: str = ""
     """The name other Peerdesk peers are told (``/peerdesk/profile/1.0.0``)."""
 
@@ -105,6 +108,7 @@ class PeerConfig:
             files_dir=str(files_dir),
             relays=list(settings.relays if relays is None else relays),
             relay_service=relay_service,
+            port_mapping=settings.port_mapping,
             display_name=settings.display_name,
         )
 
@@ -146,6 +150,10 @@ class Peer:
             wanted=lambda: self.reachability != "public",
         )
         compat.advertise_circuits(self.host, self.relays.circuit_addrs)
+        self.portmap = PortMapping(
+            self.host, enabled=self.config.port_mapping, on_change=self.autonat.poke
+        )
+        compat.advertise_mapped(self.host, self.portmap.addrs)
         compat.forget_dead_connections(self.host, self._on_disconnected)
         self.holepunch = HolePunching(self.host)
         self.profile_names = ProfileNames(self.host, lambda: self.config.display_name)
@@ -237,6 +245,7 @@ class Peer:
                     await nursery.start(self.profile_names.run)
                     self.autonat_service.start()
                     await nursery.start(self.autonat.run)
+                    await nursery.start(self.portmap.run)
                     nursery.start_soon(self._ping_loop)
                     nursery.start_soon(self._watch_services)
                     if self.files is not None:

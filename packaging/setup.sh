@@ -13,6 +13,7 @@ APT_PACKAGES=(
   xvfb fluxbox imagemagick x11-utils xdg-utils desktop-file-utils
   nodejs npm
   iproute2 iptables  # the NAT lab tests (network namespaces, MASQUERADE routers)
+  miniupnpd nftables  # the port-mapping lab test (a real UPnP gateway in a lab router)
 )
 
 wanted=()

@@ -81,6 +81,7 @@ async def main(args: argparse.Namespace) -> None:
         bootstrap=args.bootstrap,
         relays=args.relay,
         relay_service=args.relay_service,
+        port_mapping=args.port_mapping,
         direct=DirectConfig(backoff=(0.5, 1.0), probe_interval=0.5),
         dht_ready_wait=5.0,
     )
@@ -106,4 +107,5 @@ if __name__ == "__main__":
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--relay", action="append", default=[])
     parser.add_argument("--relay-service", action="store_true")
+    parser.add_argument("--port-mapping", action="store_true")
     trio.run(main, parser.parse_args())

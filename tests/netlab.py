@@ -318,3 +318,77 @@ class RunnerPeer:
             except Exception:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+def serve_stun(ip: str, port: int) -> None:
+    """A minimal STUN server (binding requests only, answered from where they came): what
+    ``miniupnpd`` asks before it maps ports on a WAN address in a reserved range (the lab's
+    198.18.0.0/15), run as ``python -c`` inside a public node (``upnp_router``)."""
+    import socket
+    import struct
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((ip, port))
+    print("ready", flush=True)
+    while True:
+        data, (host, sport) = sock.recvfrom(2048)
+        if len(data) < 20 or data[:2] != b"\x00\x01":
+            continue
+        mapped = struct.pack("!HHBBH4s", 0x0001, 8, 0, 1, sport, socket.inet_aton(host))
+        sock.sendto(struct.pack("!HH", 0x0101, len(mapped)) + data[4:20] + mapped, (host, sport))
+
+
+def upnp_router(lab: Lab, name: str, stun: Node, folder: Path) -> Node:
+    """A peer behind a home router (``Lab.behind_nat``) that also runs a real ``miniupnpd``
+    (UPnP IGD and NAT-PMP on its LAN side, nftables rules in a table of its own). Its WAN
+    address is in 198.18.0.0/15, which miniupnpd calls reserved and will not map on, unless
+    STUN (a server in ``stun``, a public node) shows it is reachable: so the router asks
+    ``serve_stun``. Forwarded (DNAT) connections pass the router's drop-unsolicited rule, as
+    on a real router. Its files go in ``folder`` (the caller's temporary folder). Returns the
+    peer's node once the gateway answers; ``node.router_ip`` is the WAN address."""
+    if shutil.which("miniupnpd") is None or shutil.which("nft") is None:
+        raise RuntimeError("the UPnP lab needs `miniupnpd` and `nft` (apt-get install miniupnpd)")
+    peer = lab.behind_nat(name)
+    router = Node(f"{lab.prefix}-{name}r", peer.router_ip, lab)  # type: ignore[attr-defined]
+    if not getattr(stun, "stun_started", False):
+        proc = stun.spawn(sys.executable, "-c", f"from tests.netlab import serve_stun; "
+                          f"serve_stun({stun.ip!r}, 3478)")  # fmt: skip
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the lab's STUN server did not start")
+        stun.stun_started = True  # type: ignore[attr-defined]
+    router.sh("iptables", "-I", "FORWARD", "1", "-i", "wan", "-m", "conntrack",
+              "--ctstate", "DNAT", "-j", "ACCEPT")  # fmt: skip
+    (folder / "rules.nft").write_text(
+        "table inet pdupnp {\n"
+        "  chain forward { type filter hook forward priority 0; policy accept; jump mu; }\n"
+        "  chain mu { }\n"
+        "  chain pre { type nat hook prerouting priority -100; policy accept; jump mu_pre; }\n"
+        "  chain mu_pre { }\n"
+        "  chain post { type nat hook postrouting priority 100; policy accept; jump mu_post; }\n"
+        "  chain mu_post { }\n"
+        "}\n"
+    )
+    router.sh("nft", "-f", str(folder / "rules.nft"))
+    (folder / "miniupnpd.conf").write_text(
+        "ext_ifname=wan\nlistening_ip=lan\nhttp_port=0\nenable_upnp=yes\nenable_natpmp=yes\n"
+        f"ext_perform_stun=yes\next_stun_host={stun.ip}\next_stun_port=3478\n"
+        "secure_mode=yes\nsystem_uptime=no\n"
+        f"uuid=3d3cec3a-8cf0-11e0-98ee-{secrets.token_hex(6)}\n"
+        "upnp_table_name=pdupnp\nupnp_nat_table_name=pdupnp\nupnp_forward_chain=mu\n"
+        "upnp_nat_chain=mu_pre\nupnp_nat_postrouting_chain=mu_post\n"
+        "allow 1024-65535 10.77.0.0/16 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+    )
+    router.spawn("miniupnpd", "-d", "-f", str(folder / "miniupnpd.conf"),
+                 "-P", str(folder / "miniupnpd.pid"))  # fmt: skip
+    deadline = time.monotonic() + 15
+    while (
+        "miniupnpd"
+        not in subprocess.run(
+            ["ip", "netns", "exec", router.ns, "ss", "-ltnp"], capture_output=True, text=True
+        ).stdout
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("miniupnpd did not start in the lab router")
+        time.sleep(0.1)
+    return peer

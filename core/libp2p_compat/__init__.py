@@ -36,6 +36,7 @@ from core.libp2p_compat.limits import (
 from core.libp2p_compat.nat import (
     HOP_PROTOCOL,
     advertise_circuits,
+    advertise_mapped,
     connection_kind,
     dial_circuits,
     forget_dead_connections,
@@ -59,7 +60,9 @@ from core.libp2p_compat.pubsub import (
     topic_peers,
 )
 from core.libp2p_compat.yamux import WindowExceeded, bound_yamux_buffers, yamux_buffers_bounded
+from core.libp2p_compat.yamux import coalesce_window_updates, window_updates_coalesced
 
 # On for every host of the process: see yamux.py and limits.py.
 bound_yamux_buffers()
+coalesce_window_updates()
 gate_inbound_handshakes()

@@ -140,6 +140,22 @@ def advertise_circuits(host: IHost, circuits: Callable[[], list[multiaddr.Multia
     host.get_addrs = get_addrs  # type: ignore[method-assign]
 
 
+def advertise_mapped(host: IHost, mapped: Callable[[], list[multiaddr.Multiaddr]]) -> None:
+    """Our router's port-mapped addresses (``/ip4/EXT/tcp/P``), with ``/p2p/<us>``, after
+    the others in what the host advertises: DCUtR binds its dials to the first address, and
+    a mapped address is not on any of our interfaces."""
+    original = host.get_addrs
+    me = host.get_id()
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        own = list(original())
+        seen = {str(a) for a in own}
+        extra = [multiaddr.Multiaddr(f"{a}/p2p/{me}") for a in mapped()]
+        return own + [a for a in extra if str(a) not in seen]
+
+    host.get_addrs = get_addrs  # type: ignore[method-assign]
+
+
 def observed_ips(host: IHost) -> list[str]:
     """IPs other peers saw our connections come from (identify), even if only one peer saw
     it: behind a NAT that is the router's address. The library keeps them in a private

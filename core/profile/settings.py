@@ -47,6 +47,8 @@ class Settings:
     """Where the desktop's save dialogs start; "" is ~/Downloads (or the home folder)."""
     relay_service: bool = False
     """The desktop peer serves as a circuit relay v2 for others (``serve --relay-service``)."""
+    port_mapping: bool = True
+    """Ask the router to forward the listen port (UPnP), so others can dial us directly."""
     display_name: str = ""
     """The name other Peerdesk users see for this peer (core/network/profile_name.py)."""
 

@@ -1,0 +1,208 @@
+"""Port mapping on the home router (UPnP IGD), like go-libp2p's ``NATPortMap``.
+
+A router that speaks UPnP forwards our TCP listen port from its public address to us; the
+mapped address (``/ip4/<router's external IP>/tcp/<port>``) is then advertised (identify, the
+DHT) and so claimed to AutoNAT, whose servers dial it back on a new connection: only their
+confirmation makes us ``public``. The library's own UPnP (nat-notes trap 6) blocks start-up
+for seconds, maps TCP only and never advertises the mapping, so Peerdesk does its own.
+
+The client is ``miniupnpc`` (the MiniUPnP project's, already a py-libp2p dependency). Its
+calls block, so each runs in a worker thread under a bound: start-up never waits for a
+gateway, and a gateway that stops answering costs one bounded call. What the gateway says is
+checked before use (an external IP that is private, loopback or not IPv4 is refused: behind
+a second NAT a mapping reaches nobody). Mappings are leased, renewed at half the lease, and
+removed on exit (within a bound: a gone router must not hold up shutdown).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost
+
+log = logging.getLogger(__name__)
+
+DISCOVER_MS = 2000
+"""How long SSDP discovery listens for gateways' answers."""
+CALL_TIMEOUT = 10.0
+"""Bound on one call to the gateway (discovery included), in its worker thread."""
+LEASE = 3600
+"""Seconds a mapping is asked for; renewed at half of it."""
+RETRY = 300.0
+"""No gateway (or it refused): look again after this long."""
+REMOVE_TIMEOUT = 3.0
+ATTEMPTS = 3
+"""External ports tried: our own first (a port-preserving mapping), then random ones."""
+
+_NOT_PUBLIC = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                  "100.64.0.0/10", "169.254.0.0/16")]  # fmt: skip
+"""External IPs that mean a NAT behind a NAT. 198.18.0.0/15 stays usable: the lab's
+"internet" is there."""
+
+
+def usable_external_ip(text: object) -> str | None:
+    """The gateway's external IP if it can be dialled from the internet, else None."""
+    if not isinstance(text, str) or len(text) > 15:
+        return None
+    try:
+        ip = ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        return None
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return None
+    if any(ip in net for net in _NOT_PUBLIC):
+        return None
+    return str(ip)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    external_ip: str
+    external_port: int
+    internal_port: int
+
+    @property
+    def addr(self) -> multiaddr.Multiaddr:
+        return multiaddr.Multiaddr(f"/ip4/{self.external_ip}/tcp/{self.external_port}")
+
+
+class Gateway:
+    """One UPnP IGD found on the LAN; every method blocks (call it from a worker thread)."""
+
+    def __init__(self, upnp: Any) -> None:
+        self._upnp = upnp
+        self.lan_ip: str = str(upnp.lanaddr)
+        ipaddress.IPv4Address(self.lan_ip)  # a gateway that gives no usable LAN IP is no use
+
+    @classmethod
+    def discover(cls) -> Gateway | None:
+        import miniupnpc  # C extension, imported where it is used
+
+        upnp = miniupnpc.UPnP()
+        upnp.discoverdelay = DISCOVER_MS
+        try:
+            if upnp.discover() <= 0:
+                return None
+            upnp.selectigd()
+            return cls(upnp)
+        except Exception as exc:  # miniupnpc raises bare Exception for "no IGD"
+            log.debug("no UPnP gateway: %s", exc)
+            return None
+
+    def external_ip(self) -> str | None:
+        return usable_external_ip(self._upnp.externalipaddress())
+
+    def add(self, external_port: int, internal_port: int) -> bool:
+        """Ask for the mapping; a gateway that only knows permanent leases gets one."""
+        args = (external_port, "TCP", self.lan_ip, internal_port, "peerdesk", "")
+        try:
+            return bool(self._upnp.addportmapping(*args, LEASE))
+        except Exception as exc:
+            if "725" not in str(exc) and "Permanent" not in str(exc):
+                raise
+        return bool(self._upnp.addportmapping(*args, 0))
+
+    def remove(self, external_port: int) -> None:
+        self._upnp.deleteportmapping(external_port, "TCP")
+
+
+async def _in_thread(fn: Callable[[], Any], timeout: float = CALL_TIMEOUT) -> Any:
+    """``fn()`` in a worker thread, given up (and the thread abandoned) after ``timeout``."""
+    with trio.fail_after(timeout):
+        return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+def listen_ports(host: IHost) -> list[int]:
+    """TCP ports we listen on beyond loopback (a loopback-only peer has nothing to map)."""
+    ports: list[int] = []
+    for addr in host.get_transport_addrs():
+        parts = str(addr).split("/")
+        if len(parts) > 4 and parts[1] == "ip4" and parts[3] == "tcp":
+            if not parts[2].startswith("127.") and parts[4].isdigit():
+                ports.append(int(parts[4]))
+    return list(dict.fromkeys(ports))
+
+
+class PortMapping:
+    """Keeps our TCP listen ports mapped on the LAN's UPnP gateway while enabled."""
+
+    def __init__(self, host: IHost, *, enabled: bool, on_change: Callable[[], None]) -> None:
+        self.host = host
+        self.enabled = enabled
+        self.on_change = on_change
+        self.mappings: dict[int, Mapping] = {}
+        """Internal port -> its mapping on the gateway."""
+
+    def addrs(self) -> list[multiaddr.Multiaddr]:
+        return [m.addr for m in self.mappings.values()]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # never part of start-up: discovery happens after
+        if not self.enabled or not listen_ports(self.host):
+            return
+        gateway: Gateway | None = None
+        try:
+            while True:
+                wait = RETRY
+                try:
+                    if gateway is None:
+                        gateway = await _in_thread(Gateway.discover)
+                    if gateway is not None:
+                        await self._refresh(gateway)
+                        wait = LEASE / 2 if self.mappings else RETRY
+                except Exception as exc:  # a gateway gone mute or talking nonsense
+                    log.info("port mapping failed: %s", exc)
+                    gateway = None
+                    self._set({})
+                await trio.sleep(wait)
+        finally:
+            if gateway is not None and self.mappings:
+                with trio.CancelScope(shield=True):
+                    await self._remove_all(gateway)
+
+    async def _refresh(self, gateway: Gateway) -> None:
+        external_ip = await _in_thread(gateway.external_ip)
+        if external_ip is None:
+            log.info("UPnP gateway has no public external address: not mapping")
+            self._set({})
+            return
+        mapped: dict[int, Mapping] = {}
+        for port in listen_ports(self.host):
+            old = self.mappings.get(port)
+            tries = [old.external_port] if old else []
+            tries += [port] + [random.randint(1024, 65535) for _ in range(ATTEMPTS - 1)]
+            for external in dict.fromkeys(tries):
+                try:
+                    done = await _in_thread(partial(gateway.add, external, port))
+                except trio.TooSlowError:
+                    raise
+                except Exception as exc:  # e.g. 718 ConflictInMappingEntry: try another
+                    log.debug("mapping %d -> %d refused: %s", external, port, exc)
+                    continue
+                if done:
+                    mapped[port] = Mapping(external_ip, external, port)
+                    break
+        self._set(mapped)
+
+    def _set(self, mapped: dict[int, Mapping]) -> None:
+        if mapped != self.mappings:
+            self.mappings = mapped
+            log.info("port mapping: %s", [str(a) for a in self.addrs()] or "none")
+            self.on_change()
+
+    async def _remove_all(self, gateway: Gateway) -> None:
+        with trio.move_on_after(REMOVE_TIMEOUT):
+            for mapping in list(self.mappings.values()):
+                try:
+                    await _in_thread(partial(gateway.remove, mapping.external_port))
+                except Exception as exc:
+                    log.debug("removing port mapping %s failed: %s", mapping, exc)
+        self.mappings = {}

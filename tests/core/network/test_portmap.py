@@ -1,0 +1,82 @@
+"""Port mapping (core/network/nat/portmap.py): what a gateway says is checked; in the NAT lab a
+peer behind a router running a real ``miniupnpd`` gets its port mapped, AutoNAT confirms it,
+and a stranger on the public net dials it directly."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.network.nat.portmap import usable_external_ip
+from tests import netlab
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["10.0.0.1", "192.168.1.1", "172.20.0.1", "100.64.3.4", "127.0.0.1", "0.0.0.0",
+     "224.0.0.1", "240.0.0.1", "169.254.1.1", "::1", "", "1.2.3", "x" * 10_000, None, 17,
+     "1.2.3.4\x00", "1.2.3.4; rm -rf /"],
+)  # fmt: skip
+def test_a_gateway_cannot_make_us_advertise_a_useless_address(said: object) -> None:
+    assert usable_external_ip(said) is None
+
+
+def test_public_external_addresses_are_used() -> None:
+    assert usable_external_ip("203.0.113.7") == "203.0.113.7"
+    assert usable_external_ip(" 198.18.0.9\n") == "198.18.0.9"  # the lab's "internet"
+
+
+lab_missing = netlab.unavailable() or (
+    "" if shutil.which("miniupnpd") and shutil.which("nft") else "needs miniupnpd and nft"
+)
+
+
+@pytest.fixture
+def lab() -> Iterator[netlab.Lab]:
+    with netlab.Lab() as lab:
+        yield lab
+
+
+@pytest.mark.skipif(bool(lab_missing), reason=lab_missing or "ok")
+def test_a_peer_behind_a_upnp_router_is_mapped_verified_and_dialled_directly(
+    lab: netlab.Lab, tmp_path: Path
+) -> None:
+    relay = lab.public("relay").peer("--relay-service")
+    relay_addr = next(a for a in relay.ready["addrs"] if "198.18." in a)
+    pub = lab.public("pub").peer("--bootstrap", relay_addr)
+    pub_addr = next(a for a in pub.ready["addrs"] if "198.18." in a)
+    # Control, and start-up not held up: behind a router without UPnP nothing is mapped
+    # and the peer carries on as usual (relay reservation, AutoNAT says private).
+    plain = lab.behind_nat("n").peer("--bootstrap", relay_addr, "--bootstrap", pub_addr,
+                                     "--port-mapping")  # fmt: skip
+    node = netlab.upnp_router(lab, "m", lab.public("stun"), tmp_path)
+    peer = node.peer("--bootstrap", relay_addr, "--bootstrap", pub_addr, "--port-mapping")
+    router_ip = node.router_ip  # type: ignore[attr-defined]
+    info = peer.wait_info(lambda i: any(f"/ip4/{router_ip}/tcp/" in a for a in i["addrs"]), 30)
+    mapped = next(a for a in info["addrs"] if f"/ip4/{router_ip}/tcp/" in a)
+    info = peer.wait_info(lambda i: i["reachability"] != "unknown", timeout=60)
+    assert info["reachability"] == "public", "AutoNAT did not confirm the mapped address"
+    # A public peer that knows nothing else of it dials the mapped address: a new, direct
+    # connection from the public net (the router drops anything it was not told to forward).
+    stranger = lab.public("stranger").peer()
+    stranger.call("connect", addr=mapped, timeout=30)
+    links = next(c for c in stranger.call("info")["connections"] if c["peer"] == peer.peer_id)
+    assert [link["kind"] for link in links["links"]] == ["direct"]
+    assert any(router_ip in str(link) for link in links["links"])
+    no_map = plain.wait_info(lambda i: i["reachability"] != "unknown", timeout=60)
+    assert no_map["reachability"] == "private" and no_map["relay_addrs"]
+    # Removed on exit: the router's forwarding rule goes when the peer stops.
+    port = mapped.split("/tcp/")[1].split("/")[0]
+    assert f"dport {port} dnat" in _router_rules(lab)
+    peer.close()
+    assert peer.proc.returncode == 0
+    assert "dnat" not in _router_rules(lab)
+
+
+def _router_rules(lab: netlab.Lab) -> str:
+    argv = ["ip", "netns", "exec", f"{lab.prefix}-mr", "nft", "list", "chain", "inet", "pdupnp"]
+    return subprocess.run([*argv, "mu_pre"], capture_output=True, text=True, check=True).stdout
