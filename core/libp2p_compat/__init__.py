@@ -59,8 +59,13 @@ from core.libp2p_compat.pubsub import (
     resync_subscriptions,
     topic_peers,
 )
-from core.libp2p_compat.yamux import WindowExceeded, bound_yamux_buffers, yamux_buffers_bounded
-from core.libp2p_compat.yamux import coalesce_window_updates, window_updates_coalesced
+from core.libp2p_compat.yamux import (
+    WindowExceeded,
+    bound_yamux_buffers,
+    coalesce_window_updates,
+    window_updates_coalesced,
+    yamux_buffers_bounded,
+)
 
 # On for every host of the process: see yamux.py and limits.py.
 bound_yamux_buffers()

@@ -61,3 +61,41 @@ def bound_yamux_buffers() -> None:
 
 def yamux_buffers_bounded() -> bool:
     return _yamux.Yamux.__init__ is _init
+
+
+# -- window updates as go-yamux sends them ------------------------------------------------------
+#
+# py-libp2p 0.8.1 credits the sender after every read: ``_auto_tune_and_send_window_update`` has
+# a "partial slack" branch (any consumed byte) and a release-on-read branch (on by default), so
+# a reader of small frames sends a WINDOW_UPDATE, each its own Noise message, for every read —
+# two per length-prefixed message, and it over-credits (``delta + bytes_read``). go-yamux
+# (``sendWindowUpdate``) credits only once the reader has consumed half the window, which keeps
+# an honest sender streaming and costs one update per half window.
+
+
+async def _coalesced_window_update(self: _yamux.YamuxStream, *, bytes_read: int = 0) -> None:
+    """Credit the sender once at least half the receive window has been consumed (go-yamux),
+    with the library's own GrowTo and auto-tuning of the window size."""
+    _ = bytes_read  # consumption shows in recv_window + buffered; the count is not needed
+    async with self.window_lock:
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        delta = self.target_recv_window - (self.recv_window + buffered)
+        if delta <= 0 or delta < self._grow_threshold():
+            return
+        increment = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+    if increment > 0:
+        await self.send_window_update(increment, skip_lock=True)
+
+
+LIBRARY_WINDOW_UPDATE = _yamux.YamuxStream._auto_tune_and_send_window_update
+"""The library's own, kept so the compat test can check it still has the per-read branches
+this replaces."""
+
+
+def coalesce_window_updates() -> None:
+    """Send Yamux window updates as go-yamux does, on every stream from now on (idempotent)."""
+    _yamux.YamuxStream._auto_tune_and_send_window_update = _coalesced_window_update  # type: ignore[method-assign]
+
+
+def window_updates_coalesced() -> bool:
+    return _yamux.YamuxStream._auto_tune_and_send_window_update is _coalesced_window_update

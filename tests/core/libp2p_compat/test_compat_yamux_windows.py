@@ -1,0 +1,88 @@
+"""Yamux window updates sent as go-yamux sends them (core/libp2p_compat/yamux.py): one per half
+window consumed instead of one per read. Real py-libp2p hosts on loopback."""
+
+from __future__ import annotations
+
+import inspect
+import struct
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.stream_muxer.yamux import yamux as _yamux
+
+from core import libp2p_compat as compat
+from core.libp2p_compat import yamux as compat_yamux
+from tests.conftest import connect, peer_group
+
+PROTO = TProtocol("/peerdesk-test/window-updates/1.0.0")
+
+
+def test_the_library_still_credits_on_every_read_and_has_what_we_use() -> None:
+    """Fails when py-libp2p changes the code replaced, or the parts the replacement calls."""
+    src = inspect.getsource(compat_yamux.LIBRARY_WINDOW_UPDATE)
+    assert "_yamux_release_on_read()" in src
+    assert "0 < delta < threshold and bytes_read > 0" in src
+    assert "self.target_recv_window - (self.recv_window + buffered)" in src
+    read_src = inspect.getsource(_yamux.YamuxStream.read)
+    assert read_src.count("_auto_tune_and_send_window_update(bytes_read=") == 2
+    for name in ("_grow_threshold", "_grow_to_delta", "_apply_autotune_epoch"):
+        assert callable(getattr(_yamux.YamuxStream, name))
+    assert ".recv_window -= len(data)" in inspect.getsource(_yamux.Yamux.handle_incoming)
+    assert compat.window_updates_coalesced()
+
+
+async def _window_updates_for(frames: int, size: int) -> tuple[int, int]:
+    """Send ``frames`` length-prefixed frames of ``size`` bytes, read them 4 + ``size`` bytes
+    at a time; return (bytes received intact, WINDOW_UPDATE frames the reader sent)."""
+    received = bytearray()
+    done = trio.Event()
+    updates = 0
+
+    async def reader(stream) -> None:  # type: ignore[no-untyped-def]
+        nonlocal updates
+        conn = stream.muxed_conn
+        write_frame = conn._write_frame
+
+        async def counting(data: bytes) -> None:
+            nonlocal updates
+            _, kind, _, sid, _ = struct.unpack(_yamux.YAMUX_HEADER_FORMAT, data[:12])
+            if kind == _yamux.TYPE_WINDOW_UPDATE and sid == stream.muxed_stream.stream_id:
+                updates += 1
+            await write_frame(data)
+
+        conn._write_frame = counting
+        while len(received) < frames * (4 + size):
+            (n,) = struct.unpack(">I", await stream.read(4))
+            body = b""
+            while len(body) < n:
+                body += await stream.read(n - len(body))
+            received.extend(struct.pack(">I", n) + body)
+        done.set()
+
+    async with peer_group(2) as [(sender, _), (receiver, _)]:
+        receiver.host.set_stream_handler(PROTO, reader)
+        await connect(sender, receiver)
+        stream = await sender.host.new_stream(receiver.peer_id, [PROTO])
+        payload = struct.pack(">I", size) + bytes(range(256)) * (size // 256)
+        with trio.fail_after(60):
+            for _ in range(frames):
+                await stream.write(payload)
+            await done.wait()
+        assert bytes(received) == payload * frames
+    return len(received), updates
+
+
+async def test_small_frames_cost_one_window_update_per_half_window() -> None:
+    """2 000 frames of 4 + 256 bytes (520 KiB): the library sent two updates per frame; go-yamux
+    semantics send one per 128 KiB consumed (the window grows as it auto-tunes)."""
+    total, updates = await _window_updates_for(2000, 256)
+    assert total == 2000 * 260
+    assert 1 <= updates <= total // (64 * 1024)
+
+
+async def test_a_large_transfer_keeps_streaming() -> None:
+    """32 MiB in 64 KiB frames: the sender never stalls for credit (it would time out after
+    5 s in the library's write), and every byte arrives in order."""
+    total, updates = await _window_updates_for(512, 64 * 1024)
+    assert total == 512 * (4 + 64 * 1024)
+    assert updates >= 2
