@@ -40,6 +40,8 @@ class Transfer:
     state: str = "queued"
     """'queued', 'running', 'done', 'failed' or 'cancelled'."""
     detail: str = ""
+    where: str = ""
+    """The local file, when there is one (a download's destination), for the tooltip."""
     started: float = 0.0
     ended: float = 0.0
     samples: deque[tuple[float, int]] = field(default_factory=deque)
@@ -91,10 +93,17 @@ class TransfersModel(RowsModel):
     # -- what the controller reports ----------------------------------------------------------
 
     def add(
-        self, op: str, kind: str, name: str, cancel: Callable[[], object], *, total: int = 0
+        self,
+        op: str,
+        kind: str,
+        name: str,
+        cancel: Callable[[], object],
+        *,
+        total: int = 0,
+        where: str = "",
     ) -> Transfer:
         """A new job, queued until ``start`` (newest first: it is the one the user just did)."""
-        job = Transfer(op, kind, name, cancel, total=total)
+        job = Transfer(op, kind, name, cancel, total=total, where=where)
         self.beginInsertRows(QModelIndex(), 0, 0)
         self.rows.insert(0, job)
         self.endInsertRows()
@@ -179,7 +188,7 @@ class TransfersModel(RowsModel):
                 return 1.0
             return min(1.0, job.done / job.total) if job.total > 0 else None
         if role == Qt.ItemDataRole.ToolTipRole:
-            return "\n".join(t for t in (job.name, job.detail) if t)
+            return "\n".join(t for t in (job.name, job.where, job.detail) if t)
         if role == Qt.ItemDataRole.UserRole:
             return job.op
         return None

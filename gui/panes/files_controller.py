@@ -206,7 +206,9 @@ class FilesController(QObject):
         row = self.pane.progress_row(op, f"Saving {dest.name}")
         future = asyncio.ensure_future(self.client.save(cid, dest, peer, op))
         row.cancelled.connect(future.cancel)
-        self.transfers.add(op, "Download", str(dest), future.cancel, total=self._known_size(cid))
+        self.transfers.add(
+            op, "Download", dest.name, future.cancel, total=self._known_size(cid), where=str(dest)
+        )
         self.transfers.start(op)
         try:
             written = await future

@@ -222,7 +222,7 @@ class PeersPane(QWidget):
         # The name column is as wide as a name and a short id, no wider: latency and the
         # direction stay in view in a narrow dock (the whole id is in the tooltip).
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, 190)
+        header.resizeSection(0, 175)
         header.setStretchLastSection(True)
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.verticalHeader().hide()

@@ -66,10 +66,13 @@ class TransfersPane(QWidget):
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._menu)
         header = self.table.horizontalHeader()
+        # The name takes what is left; the others as narrow as their content allows.
+        header.setMinimumSectionSize(40)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setMinimumSectionSize(40)
-        for column, width in ((1, 70), (2, 200), (3, 80), (4, 64), (5, 110)):
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.ResizeToContents)
+        for column, width in ((2, 170), (3, 76), (4, 60)):
             header.resizeSection(column, width)
 
         self.cancel_button = QPushButton("Cancel")

@@ -546,13 +546,13 @@ def test_transfers_list_real_imports_and_downloads_and_the_download_folder(
     window.files.save(cid, str(dest), other.id)
     qtbot.waitUntil(
         lambda: (
-            model.newest("Download", str(dest)) is not None
-            and model.newest("Download", str(dest)).state == "done"
+            model.newest("Download", dest.name) is not None
+            and model.newest("Download", dest.name).state == "done"
         ),
         timeout=WAIT_MS,
     )
     assert dest.read_bytes() == b"y" * 300_000
-    assert model.newest("Download", str(dest)).done == 300_000  # what was written, in the end
+    assert model.newest("Download", dest.name).done == 300_000  # what was written, in the end
 
 
 def test_each_side_sees_the_name_the_other_chose(app: Any, other: OtherPeer, qtbot: Any) -> None:
