@@ -174,13 +174,7 @@ class Session:
             except ConnectionClosed:
                 return
             if isinstance(message, wsmessages.Oversized):
-                self._respond(
-                    message.request_id(),
-                    error=_bad(
-                        f"message of {message.size} bytes exceeds the "
-                        f"{wsmessages.MAX_MESSAGE}-byte limit"
-                    ),
-                )
+                self._respond(message.request_id(), error=_bad(message.error()))
                 continue
             try:
                 await self._handle_message(message)

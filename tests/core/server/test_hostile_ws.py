@@ -10,6 +10,7 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
@@ -360,3 +361,78 @@ async def test_an_unfinished_message_times_out_and_its_peer_goes(
             await stream.aclose()
             await honest_check(victim, "keep.txt", SECRET)
             assert growth < 64 * MiB, f"RSS grew {growth / MiB:.0f} MiB"
+
+
+async def _unfinished_sender(port: int) -> tuple[trio.SocketStream, Any]:
+    """A raw WebSocket client that can send a message in parts and never finish it."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host=f"127.0.0.1:{port}", target="/ws")))
+    with trio.fail_after(5):
+        while True:
+            ws.receive_data(await stream.receive_some(65536))
+            if any(isinstance(e, AcceptConnection) for e in ws.events()):
+                return stream, ws
+
+
+async def _budget_used(at_most: int, at_least: int = 0) -> None:
+    from core.server import wsmessages
+
+    with trio.fail_after(15):
+        while not at_least <= wsmessages.BUDGET.used <= at_most:
+            await trio.sleep(0.05)
+
+
+async def test_spooled_messages_of_all_clients_share_one_disk_budget(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """One client holds part of wsmessages.BUDGET (40 MiB here, DISK_BUDGET by default) with
+    an unfinished message; another's 16 MiB storefile (12 MiB of file) first fails to decode
+    within what is left, then cannot even be spooled: each time a clear error answer, and its
+    peer goes on. Once the first client goes, its share comes back at once and the same
+    storefile is stored intact. Disk bound: the budget (without it each client could hold
+    several 384 MiB spools)."""
+    import hashlib
+
+    from wsproto.events import Message
+
+    from core.ipfs import dagpb
+    from core.server import wsmessages
+
+    monkeypatch.setattr(wsmessages.BUDGET, "limit", 40 * MiB)
+    content = os.urandom(12 * MiB)
+    params = {"path": "up/big.bin", "content": base64.b64encode(content).decode()}
+    async with served(tmp_path) as (port, manager, _):
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with client(url) as victim, client(url) as uploader:
+            await victim_with_file(victim, "keep.txt", SECRET)
+            mine = (await uploader.call("peer", {}))["result"]["peerid"]
+            assert wsmessages.BUDGET.used == 0
+            stream, ws = await _unfinished_sender(port)
+            part = '{"requestid":1,"method":"storefile","params":{"content":"' + "A" * (20 * MiB)
+            await stream.send_all(ws.send(Message(data=part, message_finished=False)))
+            await _budget_used(at_most=21 * MiB, at_least=20 * MiB)
+
+            refused = await uploader.call("storefile", params)  # spooled; its decode does not fit
+            assert refused["error"]["code"] == 400 and "budget" in refused["error"]["message"]
+            await _budget_used(at_most=21 * MiB, at_least=20 * MiB)  # the decode's share is back
+            await stream.send_all(ws.send(Message(data="A" * (10 * MiB), message_finished=False)))
+            await _budget_used(at_most=31 * MiB, at_least=30 * MiB)
+            refused = await uploader.call("storefile", params)  # not even spooled
+            assert refused["error"]["code"] == 400 and "budget" in refused["error"]["message"]
+            assert (await uploader.call("info"))["result"]["peerid"] == mine
+            await honest_check(victim, "keep.txt", SECRET)
+
+            await stream.aclose()  # the unfinished message's spool is given back at once
+            await _budget_used(at_most=0)
+            stored = await uploader.call("storefile", params)
+            assert "result" in stored, stored
+            await _budget_used(at_most=0)
+            tree = manager.peers[mine].files.tree
+            cid = dagpb.parse_cid(stored["result"]["fileCid"])
+            got = hashlib.sha256(b"".join(tree.read(cid))).hexdigest()
+            assert got == hashlib.sha256(content).hexdigest()
+            assert (await uploader.call("info"))["result"]["peerid"] == mine
