@@ -38,12 +38,12 @@ from core.network.framing import (
     MAX_FRAME,
     FrameBudget,
     FrameError,
+    FrameReader,
     StreamClosed,
     decode_json_object,
     dumps,
     encode_frame,
     loads,
-    read_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -291,12 +291,16 @@ class DirectMessaging:
         stream = ch.stream
         if stream is None or stream.broken:
             stream = await self._open(ch)
+        batch = []
+        now = time.monotonic()
         while ch.pending and len(ch.inflight) < self.config.window:
             msg = ch.pending.popleft()
             ch.inflight[msg.msg_id] = msg
-            msg.sent_at = time.monotonic()
+            msg.sent_at = now
             msg.sent_on = stream
-            await stream.write(msg.frame)
+            batch.append(msg.frame)
+        if batch:  # one write: one Yamux frame and one Noise message for the whole batch
+            await stream.write(b"".join(batch))
         if not ch.inflight:
             return
         oldest = next(iter(ch.inflight.values()))
@@ -410,31 +414,24 @@ class DirectMessaging:
         if budget is None:
             budget = FrameBudget(self.config.peer_frame_budget)
         self._budgets[ch.peer] = budget, readers + 1  # shared by all the peer's streams
+        reader = FrameReader(
+            stream.raw,
+            self.config.max_frame,
+            body_timeout=self.config.frame_body_timeout,
+            budget=budget,
+        )
+        acks: list[bytes] = []
         try:
             while True:
-                frame = await read_frame(
-                    stream.raw,
-                    self.config.max_frame,
-                    body_timeout=self.config.frame_body_timeout,
-                    budget=budget,
-                )
+                frame = await reader.next()
                 stream.last_activity = time.monotonic()
-                try:
-                    obj = decode_json_object(frame)
-                except FrameError as exc:
-                    log.warning(
-                        "direct %s %s: dropped malformed frame: %s", ch.peer, ch.protocol, exc
-                    )
-                    continue
-                kind = obj.get("type")
-                if kind == "ack":
-                    self._on_ack(ch, obj.get("id"))
-                elif kind == "data":
-                    await self._on_data(ch, stream, obj)
-                else:
-                    log.warning(
-                        "direct %s %s: dropped frame of unknown type %r", ch.peer, ch.protocol, kind
-                    )
+                ack = self._on_frame(ch, frame)
+                if ack is not None:
+                    acks.append(ack)
+                if acks and not reader.frame_ready():
+                    # Every frame that came in one read is answered in one write.
+                    await stream.write(b"".join(acks))
+                    acks.clear()
         except StreamClosed:
             pass
         except FrameError as exc:
@@ -456,6 +453,24 @@ class DirectMessaging:
                 ch.stream = None
             ch.poke()
 
+    def _on_frame(self, ch: _Channel, frame: bytes) -> bytes | None:
+        """Handle one inbound frame; return the ack frame to send for it, if any."""
+        try:
+            obj = decode_json_object(frame)
+        except FrameError as exc:
+            log.warning("direct %s %s: dropped malformed frame: %s", ch.peer, ch.protocol, exc)
+            return None
+        kind = obj.get("type")
+        if kind == "ack":
+            self._on_ack(ch, obj.get("id"))
+        elif kind == "data":
+            return self._on_data(ch, obj)
+        else:
+            log.warning(
+                "direct %s %s: dropped frame of unknown type %r", ch.peer, ch.protocol, kind
+            )
+        return None
+
     def _on_ack(self, ch: _Channel, msg_id: Any) -> None:
         msg = ch.inflight.pop(msg_id, None) if isinstance(msg_id, str) else None
         if msg is None:
@@ -463,11 +478,12 @@ class DirectMessaging:
         self._resolve(msg, True)
         ch.poke()
 
-    async def _on_data(self, ch: _Channel, stream: _Stream, obj: dict[str, Any]) -> None:
+    def _on_data(self, ch: _Channel, obj: dict[str, Any]) -> bytes | None:
+        """Deliver a data frame (once, even if re-sent) and return its ack; None if dropped."""
         msg_id, payload = obj.get("id"), obj.get("data")
         if not isinstance(msg_id, str) or not isinstance(payload, str):
             log.warning("direct %s %s: dropped data frame without id/data", ch.peer, ch.protocol)
-            return
+            return None
         if not msg_id or len(msg_id) > MAX_ID:
             # Ids are remembered for duplicate suppression: unbounded ones would let a peer
             # fill our memory. Go's are ~30 characters.
@@ -477,19 +493,19 @@ class DirectMessaging:
                 ch.protocol,
                 len(msg_id),
             )
-            return
+            return None
         if ch.protocol not in self.started:
             log.warning(
                 "direct %s: dropped data on protocol %s, which is not started", ch.peer, ch.protocol
             )
-            return
+            return None
         ch.touched = time.monotonic()
         if msg_id not in ch.recent_ids:
             try:
                 value = loads(base64.b64decode(payload, validate=True))
             except (binascii.Error, ValueError) as exc:
                 log.warning("direct %s %s: dropped non-JSON data: %s", ch.peer, ch.protocol, exc)
-                return
+                return None
             ch.recent_ids[msg_id] = None
             if len(ch.recent_ids) > self.config.dedup_memory:
                 ch.recent_ids.popitem(last=False)
@@ -497,7 +513,7 @@ class DirectMessaging:
         if ch.unreachable:  # data from the peer proves it is back
             ch.unreachable = False
             ch.poke()
-        await stream.write(encode_frame(dumps({"type": "ack", "id": msg_id})))
+        return encode_frame(dumps({"type": "ack", "id": msg_id}))
 
     # -- housekeeping -------------------------------------------------------------------------
 

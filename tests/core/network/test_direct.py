@@ -189,3 +189,55 @@ async def test_messages_behind_a_failed_one_fail_with_it_in_order() -> None:
         await trio.sleep(0.3)
         assert [e.data for e in rb2.of(PeerData)] == ["after"]
         b2.stop()
+
+
+def _data_frame(msg_id: str, value: object) -> bytes:
+    body = dumps({"type": "data", "id": msg_id, "data": base64.b64encode(dumps(value)).decode()})
+    return struct.pack(">I", len(body)) + body
+
+
+def _ack_frame(msg_id: str) -> bytes:
+    body = dumps({"type": "ack", "id": msg_id})
+    return struct.pack(">I", len(body)) + body
+
+
+async def test_a_burst_of_frames_is_delivered_in_order_and_answered_in_one_write() -> None:
+    """200 data frames in one write arrive in one read: each is delivered once and in order,
+    and their acks come back together (one write; an ack per write would need 200 reads)."""
+    async with peer_group(2) as [(a, _), (b, rb)]:
+        b.start_protocol(CHAT)
+        await connect(a, b)
+        stream = await a.host.new_stream(b.peer_id, [CHAT])
+        ids = [f"77-{i}" for i in range(200)]
+        await stream.write(b"".join(_data_frame(i, {"n": n}) for n, i in enumerate(ids)))
+        expected = b"".join(_ack_frame(i) for i in ids)
+        got, reads = b"", 0
+        with trio.fail_after(10):
+            while len(got) < len(expected):
+                got += await stream.read(len(expected) - len(got))
+                reads += 1
+        assert got == expected
+        assert reads <= 5
+        await rb.wait_for(lambda: len(rb.of(PeerData)) == 200)
+        assert [e.data["n"] for e in rb.of(PeerData)] == list(range(200))
+
+
+async def test_frames_split_at_any_byte_are_put_back_together() -> None:
+    """Frames written a few bytes at a time, their boundaries falling anywhere, are each
+    delivered and acked once."""
+    async with peer_group(2) as [(a, _), (b, rb)]:
+        b.start_protocol(CHAT)
+        await connect(a, b)
+        stream = await a.host.new_stream(b.peer_id, [CHAT])
+        ids = [f"78-{i}" for i in range(20)]
+        wire = b"".join(_data_frame(i, f"piece {n}") for n, i in enumerate(ids))
+        with trio.fail_after(20):
+            for start in range(0, len(wire), 7):
+                await stream.write(wire[start : start + 7])
+            expected = b"".join(_ack_frame(i) for i in ids)
+            got = b""
+            while len(got) < len(expected):
+                got += await stream.read(len(expected) - len(got))
+        assert got == expected
+        await rb.wait_for(lambda: len(rb.of(PeerData)) == 20)
+        assert [e.data for e in rb.of(PeerData)] == [f"piece {n}" for n in range(20)]
