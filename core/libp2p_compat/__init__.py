@@ -59,6 +59,7 @@ from core.libp2p_compat.pubsub import (
     resync_subscriptions,
     topic_peers,
 )
+from core.libp2p_compat.quic import quic_transport
 from core.libp2p_compat.yamux import (
     WindowExceeded,
     bound_yamux_buffers,

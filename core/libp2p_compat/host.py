@@ -17,8 +17,10 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.tcp.tcp import TCP
 
 from core.libp2p_compat.nat import keep_one_per_kind
+from core.libp2p_compat.quic import quic_transport
 
 LIBP2P_VERSION = "0.8.1"
 
@@ -61,6 +63,8 @@ def build_host(
     - Without ``max_connections_per_peer=1`` every dial waits 250 ms of "happy eyeballs".
       That limit would also trim the direct connection hole punching makes beside a relayed
       one: ``nat.keep_one_per_kind`` lets one of each kind live.
+    - TCP and QUIC (``/udp/P/quic-v1``, ``libp2p_compat/quic.py``) are both registered, so
+      QUIC addresses can be dialled; we listen on QUIC only where ``listen_addrs`` say so.
     - ``addrs_factory`` decides what we advertise (``core/network/nat/addrs.py``: never 0.0.0.0).
     - The auto-connector dials peerstore entries until the connection count reaches the middle
       of the watermarks (200 peers by default). go-libp2p's connection manager never dials; a
@@ -85,6 +89,7 @@ def build_host(
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         connection_config=config,
         addrs_factory=addrs_factory,
+        transports=[TCP(), quic_transport(key_pair)],
     )
     keep_one_per_kind(host)
 
