@@ -202,7 +202,7 @@ class TransfersModel(RowsModel):
         if col == 2:
             if job.total > 0:
                 percent = 100 * min(job.done, job.total) // job.total
-                return f"{percent}% · {human_size(job.done)} of {human_size(job.total)}"
+                return f"{percent}% of {human_size(job.total)}"  # short: it is on the bar
             return human_size(job.done) if job.done else ""
         if col == 3:
             return rate_text(job.speed(now))

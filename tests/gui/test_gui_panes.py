@@ -554,7 +554,7 @@ def test_transfers_list_a_drop_queued_with_progress_and_skip_a_cancelled_one(
     client.event_received.emit(ev.Progress(op, 1000, 2000))
     model = window.transfers_model
     row = model.rows.index(model.find(op))
-    assert model.data(model.index(row, 2)).startswith("50% · ")
+    assert model.data(model.index(row, 2)).startswith("50% of ")
     window.docks["Transfers"].raise_()
     assert not window.transfers.table.viewport().grab().isNull()  # the bar delegate paints
     window.transfers.table.selectRow(model.rows.index(model.newest("Import", "two.bin")))

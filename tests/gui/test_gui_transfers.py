@@ -37,7 +37,7 @@ def test_progress_speed_time_left_and_outcome(qapp: Any) -> None:
     for _ in range(4):
         clock.now += 1
         model.progress("op1", model.rows[0].done + 10 * MIB, 100 * MIB)
-    assert cell(model, 0, "Progress") == "40% · 40.0 MiB of 100.0 MiB"
+    assert cell(model, 0, "Progress") == "40% of 100.0 MiB"
     assert cell(model, 0, "Progress", FRACTION_ROLE) == pytest.approx(0.4)
     assert cell(model, 0, "Speed") == "10.0 MiB/s"
     assert cell(model, 0, "Time left") == "6 s"
