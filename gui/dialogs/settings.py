@@ -35,6 +35,7 @@ RESTART_FIELDS = (
     "file_update_topic",
     "relays",
     "relay_service",
+    "port_mapping",
     "display_name",
 )
 
@@ -69,6 +70,8 @@ class SettingsDialog(QDialog):
         self.relays.setMinimumHeight(60)
         self.relay_service = QCheckBox("Relay for peers behind a NAT while this peer is public")
         self.relay_service.setChecked(self.original.relay_service)
+        self.port_mapping = QCheckBox("Ask the router to forward the listen port (UPnP)")
+        self.port_mapping.setChecked(self.original.port_mapping)
         self.display_name = QLineEdit(self.original.display_name)
         self.display_name.setMaxLength(MAX_NAME)
         self.display_name.setPlaceholderText("none: others see a name derived from your id")
@@ -102,6 +105,7 @@ class SettingsDialog(QDialog):
         form.addRow("Bootstrap peers:", self.bootstrap)
         form.addRow("Relays:", self.relays)
         form.addRow("", self.relay_service)
+        form.addRow("", self.port_mapping)
         form.addRow("", self.mdns)
         form.addRow("File-update topic:", self.notify_topic)
         form.addRow("", self.notifications)
@@ -134,6 +138,7 @@ class SettingsDialog(QDialog):
             bootstrap=bootstrap,
             relays=relays,
             relay_service=self.relay_service.isChecked(),
+            port_mapping=self.port_mapping.isChecked(),
             mdns=self.mdns.isChecked(),
             file_update_topic=self.notify_topic.text().strip(),
             notifications=self.notifications.isChecked(),

@@ -521,10 +521,13 @@ def test_settings_dialog_edits_relays_relay_service_and_name(qtbot: Any, tmp_pat
     relay = f"/ip4/198.18.0.1/tcp/4001/p2p/{RELAY}"
     dialog.relays.setPlainText(f"  {relay}\n\n")
     dialog.relay_service.setChecked(True)
+    assert dialog.port_mapping.isChecked()  # on by default in the desktop
+    dialog.port_mapping.setChecked(False)
     dialog.display_name.setText("  Ada  ")
     dialog.accept()
     saved = profile.settings
     assert saved.relays == [relay] and saved.relay_service and saved.display_name == "Ada"
+    assert not saved.port_mapping
     assert dialog.needs_restart
     again = SettingsDialog(tmp_path, None, profile)
     qtbot.addWidget(again)
