@@ -8,6 +8,9 @@
   once, and SQLite's WAL writes it twice, WAL then database), and the importer's peak
   RSS (VmHWM of a child process of its own: ru_maxrss would carry the parent's peak
   across exec);
+- an import of that file cancelled at 90 %: how long from the cancel until its blocks are
+  freed and the store file has shrunk, and the store's size on disk (file + WAL) before
+  the import, at the cancel and after (the baseline is the size before);
 - transfer of a 256 MiB file between two local peers over bitswap (MB/s);
 - HAMT: inserting 1 000 and 100 000 names, and listing 100 000.
 
@@ -84,6 +87,46 @@ elapsed = time.perf_counter() - start
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(src.stat().st_size / elapsed / 1e6, peak / 1024)
 """
+
+
+CANCEL_CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+import trio
+from core.files.blockstore import BlockStore
+from core.files.filetree import Cancel, FileTree
+from core.ipfs.unixfs import ImportCancelled
+src, db = Path({src!r}), Path({db!r})
+def disk():
+    return sum(f.stat().st_size for f in db.parent.glob(db.name + "*") if f.suffix != ".sqlite-shm")
+tree = FileTree(BlockStore(db))
+cancel, seen = Cancel(), {{}}
+def progress(done):
+    if done >= src.stat().st_size * 0.9 and not cancel():
+        cancel.cancel()
+        seen["at"], seen["disk"] = time.perf_counter(), disk()
+async def main():
+    await tree.store_file("small.txt", b"kept")
+    before = disk()
+    try:
+        await tree.store_file("big.bin", src, progress=progress, cancel=cancel)
+    except ImportCancelled:
+        pass
+    print(time.perf_counter() - seen["at"], before, seen["disk"], disk())
+trio.run(main)
+"""
+
+
+def cancel_cleanup(path: Path, workdir: Path) -> tuple[float, int, int, int]:
+    db = workdir / "cancel.sqlite"
+    script = CANCEL_CHILD.format(root=str(ROOT), db=str(db), src=str(path))
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout.split()
+    for leftover in workdir.glob("cancel.sqlite*"):
+        leftover.unlink()
+    return float(out[0]), int(out[1]), int(out[2]), int(out[3])
 
 
 def import_rate(path: Path, workdir: Path) -> tuple[float, float]:
@@ -178,6 +221,12 @@ def main() -> None:
             f"(hashlib.sha256 {sha:8.1f} MB/s; ratio {rate / sha:5.2f})   "
             f"(disk: copy + fsync {disk:8.1f} MB/s; ratio {rate / disk:5.2f})   "
             f"peak RSS {rss:6.1f} MiB"
+        )
+        took, before, at_cancel, after = cancel_cleanup(src, work)
+        print(
+            f"cancel at 90 %         {took:8.2f} s to free   "
+            f"(store on disk: before {before / 2**20:.1f} MiB, at the cancel "
+            f"{at_cancel / 2**20:.0f} MiB, after {after / 2**20:.1f} MiB)"
         )
         src.unlink()
         for name in ("import.sqlite", "import.sqlite-wal", "import.sqlite-shm"):
