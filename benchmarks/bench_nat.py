@@ -4,7 +4,8 @@ Prints: time from start to a relay reservation; time to a relayed connection by 
 address; time from that to a direct connection (DCUtR); direct-message rate over a relayed
 connection (B behind a port-randomizing NAT, where hole punching cannot work), over the
 hole-punched direct connection, and — the baseline, same lab, same run — between two public
-peers with no NAT in between.
+peers with no NAT in between; behind a router running miniupnpd, the time to a UPnP port
+mapping and then to AutoNAT's "public".
 
     sudo .venv/bin/python benchmarks/bench_nat.py [--messages 300]
 """
@@ -16,6 +17,7 @@ import json
 import select
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,19 +37,37 @@ def _line(proc: subprocess.Popen[str], timeout: float = 60) -> dict:
     return json.loads(proc.stdout.readline() or "{}")
 
 
-def _bare_libp2p(lab: netlab.Lab, relay_addr: str) -> tuple[float, float | None]:
-    """Relayed connection and DCUtR time with py-libp2p as it comes (nat_bare_peer.py)."""
+def _bare_libp2p(lab: netlab.Lab, relay_addr: str) -> tuple[float, float, float | None]:
+    """Reservation, relayed connection and DCUtR time with py-libp2p as it comes
+    (nat_bare_peer.py)."""
     x_node, y_node = lab.behind_nat("x"), lab.behind_nat("y")
     x = x_node.spawn(sys.executable, str(BARE), x_node.ip, relay_addr)
     y = y_node.spawn(sys.executable, str(BARE), y_node.ip, relay_addr)
-    _line(x)
+    reserved = _line(x)["reserved"]
     y_ready = _line(y)
     assert x.stdin is not None
     x.stdin.write(f"{y_ready['circuit']}/p2p/{y_ready['peerid']}\n")
     x.stdin.flush()
     relayed = _line(x)["relayed"]
     direct = _line(x)["direct"]
-    return relayed, (direct - relayed if direct is not None else None)
+    return reserved, relayed, (direct - relayed if direct is not None else None)
+
+
+def _port_mapping(lab: netlab.Lab, relay_addr: str, pub: netlab.RunnerPeer) -> tuple[float, float]:
+    """Behind a router running miniupnpd: time to the mapped address, then to AutoNAT's
+    verdict that it is public (the relay and ``pub`` are the two servers)."""
+    pub_addr = next(a for a in pub.ready["addrs"] if "198.18." in a)
+    with tempfile.TemporaryDirectory(prefix="bench-nat-upnp-") as folder:
+        node = netlab.upnp_router(lab, "u", lab.public("stun"), Path(folder))
+        router = f"/ip4/{node.router_ip}/tcp/"  # type: ignore[attr-defined]
+        peer = node.peer("--bootstrap", relay_addr, "--bootstrap", pub_addr, "--port-mapping")
+        start = time.perf_counter()
+        peer.wait_info(lambda i: any(router in a for a in i["addrs"]), timeout=30)
+        mapped = time.perf_counter() - start
+        peer.wait_info(lambda i: i["reachability"] == "public", timeout=60)
+        verified = time.perf_counter() - start - mapped
+        peer.close()
+    return mapped, verified
 
 
 def _has_link(info: dict, peer: str, kinds: set[str]) -> bool:
@@ -105,9 +125,13 @@ def main() -> None:
         still_relayed = not _has_link(a.call("info"), c.peer_id, {"direct", "hole-punched"})
         hole_punched = _rate(a, b, args.messages)
         baseline_again = _rate(pub2, pub, args.messages)
-        bare_relayed, bare_direct = _bare_libp2p(lab, relay_addr)
+        bare_reserved, bare_relayed, bare_direct = _bare_libp2p(lab, relay_addr)
+        mapped, verified = _port_mapping(lab, relay_addr, pub)
 
-    print(f"reservation after the peer is up     {reserved * 1000:8.0f} ms")
+    print(
+        f"reservation after the peer is up     {reserved * 1000:8.0f} ms"
+        f"   (bare py-libp2p, same relay: {bare_reserved * 1000:.0f} ms)"
+    )
     print(f"relayed connection by circuit addr   {relayed * 1000:8.0f} ms")
     print(f"then direct connection (DCUtR)       {direct * 1000:8.0f} ms")
     bare = f"{bare_direct * 1000:.0f} ms" if bare_direct is not None else "none in 30 s"
@@ -124,6 +148,8 @@ def main() -> None:
         f"direct messages, relayed             {over_relay:8.0f} msg/s"
         f"   (port-randomizing NAT; stayed relayed: {still_relayed})"
     )
+    print(f"UPnP port mapped after the peer is up {mapped * 1000:8.0f} ms   (miniupnpd router)")
+    print(f"  then AutoNAT says public           {verified * 1000:8.0f} ms")
 
 
 if __name__ == "__main__":

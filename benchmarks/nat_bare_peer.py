@@ -4,9 +4,9 @@ address, since the library would advertise 0.0.0.0 and bind its hole punch to it
 
     python benchmarks/nat_bare_peer.py <listen ip> <relay multiaddr>
 
-Prints {"peerid", "circuit"} once reserved on the relay. A line on stdin with a peer's
-circuit address dials it; then {"relayed": seconds} and {"direct": seconds} (or
-{"direct": null} after 30 s). EOF on stdin ends it.
+Prints {"peerid", "circuit", "reserved": seconds from listening} once reserved on the
+relay. A line on stdin with a peer's circuit address dials it; then {"relayed": seconds}
+and {"direct": seconds} (or {"direct": null} after 30 s). EOF on stdin ends it.
 """
 
 from __future__ import annotations
@@ -43,10 +43,13 @@ async def main(ip: str, relay_text: str) -> None:
         background_trio_service(DCUtRProtocol(host)),
         trio.open_nursery() as nursery,
     ):
+        start = time.perf_counter()
         await host.connect(relay)
         stream = await host.new_stream(relay.peer_id, [HOP])
         assert await transport.reserve(stream, relay.peer_id, nursery)
-        _say({"peerid": str(host.get_id()), "circuit": f"{relay_text}/p2p-circuit"})
+        reserved = time.perf_counter() - start
+        _say({"peerid": str(host.get_id()), "circuit": f"{relay_text}/p2p-circuit",
+              "reserved": reserved})  # fmt: skip
         stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
         buffer = b""
         while True:
