@@ -531,10 +531,14 @@ class Batch:
     def _commit(self, pending: list[_Block]) -> None:
         """Writer thread: one chunk, after letting the checkpoint catch up if the WAL is full."""
         assert self._checkpointer is not None
-        if self._since_clean >= _WAL_CAP_BYTES:
-            self._checkpointer.wait_caught_up(_CATCH_UP_S)
+        if self._since_clean >= _WAL_CAP_BYTES and self._checkpointer.running:
+            if not self._checkpointer.wait_caught_up(_CATCH_UP_S):
+                # A reader holds old frames: waiting again every 64 MiB would stall the
+                # import, so the rest of the batch checkpoints as plain commits do.
+                self._checkpointer.stop()
             self._since_clean = 0
-        self._store._write_blocks(pending, self._guard, autocheckpoint=False)
+        running = self._checkpointer.running
+        self._store._write_blocks(pending, self._guard, autocheckpoint=not running)
         self._since_clean += sum(len(data) for _, data, _ in pending)
         self._checkpointer.committed()
 
@@ -594,14 +598,23 @@ class _Checkpointer:
         self._thread = threading.Thread(target=self._run, name="blockstore-checkpoint")
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        with self._changed:
+            return not self._stopped
+
     def committed(self) -> None:
         with self._changed:
             self._commits += 1
             self._changed.notify_all()
 
-    def wait_caught_up(self, timeout: float) -> None:
+    def wait_caught_up(self, timeout: float) -> bool:
+        """True once every commit so far is copied back; False if that took too long."""
         with self._changed:
-            self._changed.wait_for(lambda: self._stopped or self._covered >= self._commits, timeout)
+            done = self._changed.wait_for(
+                lambda: self._stopped or self._covered >= self._commits, timeout
+            )
+            return done and not self._stopped
 
     def stop(self) -> None:
         with self._changed:
@@ -620,12 +633,20 @@ class _Checkpointer:
                         if self._stopped:
                             return
                         target = self._commits
-                    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    try:
+                        busy, frames, copied = conn.execute(
+                            "PRAGMA wal_checkpoint(PASSIVE)"
+                        ).fetchone()
+                    except sqlite3.OperationalError as exc:  # another checkpoint is running
+                        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+                            busy, frames, copied = 1, 0, -1
+                        else:
+                            raise
                     with self._changed:
-                        if frames == copied:
+                        if not busy and frames == copied:
                             self._covered = target
                             self._changed.notify_all()
-                        else:  # a reader holds older frames: try again a little later
+                        else:  # a reader holds older frames, or GC is checkpointing: try again soon
                             self._changed.wait(0.02)
         except StoreError as exc:
             log.debug("batch checkpoints stopped: %s", exc)

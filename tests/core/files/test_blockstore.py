@@ -594,3 +594,29 @@ def test_wal_stays_bounded_while_a_batch_checkpoints_alongside(store: BlockStore
     assert store.stats()[0] == 1024
     assert biggest < 128 * 1024 * 1024, f"WAL grew to {biggest / 2**20:.0f} MiB"
     assert_sound(store.path)
+
+
+def test_batch_goes_on_while_a_reader_holds_an_old_snapshot(
+    store: BlockStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that never ends its snapshot keeps the checkpoint from catching up: the batch
+    waits for it once (here 0.5 s), then checkpoints like plain commits, and finishes."""
+    monkeypatch.setattr(blockstore, "_CATCH_UP_S", 0.5)
+    store.set_root("files", put_file(store, [b"before"]))
+    reader = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM blocks").fetchone() == (2,)
+        blob = os.urandom(CHUNK)
+        started = time.perf_counter()
+        with store.session() as session, session.batch() as batch:
+            for i in range(768):
+                batch.put(cid_of(blob + i.to_bytes(4, "big")), blob + i.to_bytes(4, "big"), [])
+        elapsed = time.perf_counter() - started
+        assert store.stats()[0] == 2 + 768
+        assert reader.execute("SELECT count(*) FROM blocks").fetchone() == (2,)  # its snapshot
+        assert elapsed < 60
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+    assert_sound(store.path)
