@@ -392,3 +392,104 @@ def upnp_router(lab: Lab, name: str, stun: Node, folder: Path) -> Node:
             raise RuntimeError("miniupnpd did not start in the lab router")
         time.sleep(0.1)
     return peer
+
+
+def serve_hostile_igd(lan_ip: str, mode: str) -> None:
+    """A UPnP gateway that misbehaves, for the port-mapping client's hostile-input tests (run
+    as ``python -c`` in a router namespace, ``hostile_upnp_router``). It answers SSDP
+    searches on ``lan_ip``; then, by ``mode``: ``mute`` accepts HTTP connections and never
+    answers; ``garbage`` serves 1 MiB of random bytes as its description; ``private`` is a
+    well-formed IGD whose external address is a private one (a NAT behind a NAT) and which
+    accepts every mapping. It prints a line for each request it gets."""
+    import http.server
+    import socket
+    import threading
+
+    http_port = 5431
+    ctl = "urn:schemas-upnp-org:service:WANIPConnection:1"
+    description = (
+        '<?xml version="1.0"?><root xmlns="urn:schemas-upnp-org:device-1-0">'
+        "<specVersion><major>1</major><minor>0</minor></specVersion><device>"
+        "<deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType>"
+        "<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType>"
+        "<deviceList><device>"
+        "<deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>"
+        f"<serviceList><service><serviceType>{ctl}</serviceType>"
+        "<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>"
+        "<controlURL>/ctl</controlURL><eventSubURL>/evt</eventSubURL><SCPDURL>/scpd.xml</SCPDURL>"
+        "</service></serviceList></device></deviceList></device></deviceList></device></root>"
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _send(self, body: bytes, ctype: str = 'text/xml; charset="utf-8"') -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            print("get", self.path, flush=True)
+            if mode == "mute":
+                threading.Event().wait()
+            if mode == "garbage":
+                self._send(os.urandom(1 << 20), "application/octet-stream")
+                return
+            self._send(description.encode() if self.path == "/rootDesc.xml" else b"")
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            action = (self.headers.get("SOAPAction") or "").strip('"').split("#")[-1]
+            print("post", action, flush=True)
+            inner = "<NewExternalIPAddress>10.99.0.1</NewExternalIPAddress>" * (
+                action == "GetExternalIPAddress"
+            )
+            if action == "GetStatusInfo":
+                inner = "<NewConnectionStatus>Connected</NewConnectionStatus>"
+            self._send(
+                '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/'
+                'envelope/"><s:Body>'
+                f'<u:{action}Response xmlns:u="{ctl}">{inner}</u:{action}Response>'
+                "</s:Body></s:Envelope>".encode()
+            )
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((lan_ip, http_port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ssdp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ssdp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ssdp.bind(("", 1900))
+    group = socket.inet_aton("239.255.255.250") + socket.inet_aton(lan_ip)
+    ssdp.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group)
+    print("ready", flush=True)
+    while True:
+        data, sender = ssdp.recvfrom(4096)
+        if b"M-SEARCH" not in data:
+            continue
+        print("searched", flush=True)
+        ssdp.sendto(
+            b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n"
+            b"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n"
+            b"USN: uuid:00000000-0000-0000-0000-000000000001::"
+            b"urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\nEXT:\r\n"
+            + f"LOCATION: http://{lan_ip}:{http_port}/rootDesc.xml\r\n\r\n".encode(),
+            sender,
+        )
+
+
+def hostile_upnp_router(lab: Lab, name: str, mode: str) -> Node:
+    """A peer behind a home router whose UPnP gateway misbehaves (``serve_hostile_igd``);
+    ``node.igd`` is the gateway's process (its stdout: one line per request)."""
+    peer = lab.behind_nat(name)
+    router = Node(f"{lab.prefix}-{name}r", peer.router_ip, lab)  # type: ignore[attr-defined]
+    lan_ip = peer.ip.rsplit(".", 1)[0] + ".1"
+    proc = router.spawn(sys.executable, "-c", f"from tests.netlab import serve_hostile_igd; "
+                        f"serve_hostile_igd({lan_ip!r}, {mode!r})")  # fmt: skip
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("the hostile gateway did not start")
+    peer.igd = proc  # type: ignore[attr-defined]
+    return peer

@@ -4,8 +4,10 @@ and a stranger on the public net dials it directly."""
 
 from __future__ import annotations
 
+import select
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +82,37 @@ def test_a_peer_behind_a_upnp_router_is_mapped_verified_and_dialled_directly(
 def _router_rules(lab: netlab.Lab) -> str:
     argv = ["ip", "netns", "exec", f"{lab.prefix}-mr", "nft", "list", "chain", "inet", "pdupnp"]
     return subprocess.run([*argv, "mu_pre"], capture_output=True, text=True, check=True).stdout
+
+
+def _wait_line(proc: subprocess.Popen[str], wanted: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if readable:
+            line = proc.stdout.readline()
+            if wanted in line:
+                return line
+    raise TimeoutError(f"the gateway never got {wanted!r}")
+
+
+@pytest.mark.skipif(bool(netlab.unavailable()), reason=netlab.unavailable() or "ok")
+@pytest.mark.parametrize(
+    ("mode", "last_request"),
+    [("mute", "get /rootDesc.xml"), ("garbage", "get /rootDesc.xml"),
+     ("private", "post GetExternalIPAddress")],
+)  # fmt: skip
+def test_a_hostile_gateway_neither_blocks_nor_crashes_nor_fools_the_peer(
+    lab: netlab.Lab, mode: str, last_request: str
+) -> None:
+    node = netlab.hostile_upnp_router(lab, "h", mode)
+    peer = node.peer("--port-mapping")  # its first answer comes once it runs: never blocked
+    igd = node.igd  # type: ignore[attr-defined]
+    _wait_line(igd, "searched", timeout=20)
+    _wait_line(igd, last_request, timeout=20)
+    time.sleep(1.0)  # let the client act on what it got
+    info = peer.call("info", timeout=5)  # still answering
+    router_ip = node.router_ip  # type: ignore[attr-defined]
+    assert not any(router_ip in a or "10.99." in a for a in info["addrs"]), info["addrs"]
+    peer.close()
+    assert peer.proc.returncode == 0  # stopped on its own, even with a call to a mute gateway
