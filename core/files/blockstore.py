@@ -563,10 +563,13 @@ class Batch:
     def _close(self, failed: bool) -> None:
         """Stop the writer thread. After a failure the uncommitted chunk is dropped and the
         one in flight is waited for (it may commit or not; either way nothing is torn), and
-        its own error does not hide the one that ended the batch."""
+        its own error does not hide the one that ended the batch. So that a cancel is quick,
+        that chunk no longer waits for the checkpoint thread to catch up."""
         self._take()
         try:
             if failed:
+                if self._checkpointer is not None:
+                    self._checkpointer.stop()
                 with suppress(Exception):
                     self._settle()
         finally:
