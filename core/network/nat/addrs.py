@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 
 import ifaddr
 import multiaddr
@@ -20,9 +21,23 @@ log = logging.getLogger(__name__)
 UNSPECIFIED = {"0.0.0.0", "::"}
 
 
+_IPS_MAX_AGE = 1.0
+_ips_cache: tuple[float, tuple[list[str], list[str]]] | None = None
+
+
 def interface_ips() -> tuple[list[str], list[str]]:
     """IPv4 and IPv6 addresses of this machine's interfaces (IPv6 link-local left out: it
-    needs a zone to be dialled)."""
+    needs a zone to be dialled). Listed at most once a second: py-libp2p asks the host for
+    its addresses on every pubsub RPC (its signed peer record), and a listing costs ~2 ms."""
+    global _ips_cache
+    now = time.monotonic()
+    if _ips_cache is None or now - _ips_cache[0] >= _IPS_MAX_AGE:
+        _ips_cache = now, _list_interface_ips()
+    v4, v6 = _ips_cache[1]
+    return list(v4), list(v6)
+
+
+def _list_interface_ips() -> tuple[list[str], list[str]]:
     v4: list[str] = []
     v6: list[str] = []
     try:
