@@ -572,6 +572,9 @@ def test_each_side_sees_the_name_the_other_chose(app: Any, other: OtherPeer, qtb
 
         qtbot.waitUntil(lambda: theirs() == "Ada", timeout=WAIT_MS)
         assert window.peers.me.text().startswith("This peer: Ada · ")
+        model = window.peers_model
+        row = next(i for i, r in enumerate(model.rows) if r.peer == other.id)
+        assert model.data(model.index(row, model.COLUMNS.index("Link"))).startswith("direct")
     finally:
         again.window.close()
         again.shutdown()
