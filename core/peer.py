@@ -151,7 +151,7 @@ class Peer:
         )
         compat.advertise_circuits(self.host, self.relays.circuit_addrs)
         self.portmap = PortMapping(
-            self.host, enabled=self.config.port_mapping, on_change=self.autonat.poke
+            self.host, enabled=self.config.port_mapping, on_change=self.autonat.recheck
         )
         compat.advertise_mapped(self.host, self.portmap.addrs)
         compat.forget_dead_connections(self.host, self._on_disconnected)

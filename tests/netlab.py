@@ -338,14 +338,15 @@ def serve_stun(ip: str, port: int) -> None:
         sock.sendto(struct.pack("!HH", 0x0101, len(mapped)) + data[4:20] + mapped, (host, sport))
 
 
-def upnp_router(lab: Lab, name: str, stun: Node, folder: Path) -> Node:
+def upnp_router(lab: Lab, name: str, stun: Node, folder: Path, *, upnp: bool = True) -> Node:
     """A peer behind a home router (``Lab.behind_nat``) that also runs a real ``miniupnpd``
     (UPnP IGD and NAT-PMP on its LAN side, nftables rules in a table of its own). Its WAN
     address is in 198.18.0.0/15, which miniupnpd calls reserved and will not map on, unless
     STUN (a server in ``stun``, a public node) shows it is reachable: so the router asks
     ``serve_stun``. Forwarded (DNAT) connections pass the router's drop-unsolicited rule, as
-    on a real router. Its files go in ``folder`` (the caller's temporary folder). Returns the
-    peer's node once the gateway answers; ``node.router_ip`` is the WAN address."""
+    on a real router. ``upnp=False`` leaves only NAT-PMP on. Its files go in ``folder`` (the
+    caller's temporary folder). Returns the peer's node once the gateway answers;
+    ``node.router_ip`` is the WAN address."""
     if shutil.which("miniupnpd") is None or shutil.which("nft") is None:
         raise RuntimeError("the UPnP lab needs `miniupnpd` and `nft` (apt-get install miniupnpd)")
     peer = lab.behind_nat(name)
@@ -371,7 +372,8 @@ def upnp_router(lab: Lab, name: str, stun: Node, folder: Path) -> Node:
     )
     router.sh("nft", "-f", str(folder / "rules.nft"))
     (folder / "miniupnpd.conf").write_text(
-        "ext_ifname=wan\nlistening_ip=lan\nhttp_port=0\nenable_upnp=yes\nenable_natpmp=yes\n"
+        f"ext_ifname=wan\nlistening_ip=lan\nhttp_port=0\nenable_upnp={'yes' if upnp else 'no'}\n"
+        "enable_natpmp=yes\n"
         f"ext_perform_stun=yes\next_stun_host={stun.ip}\next_stun_port=3478\n"
         "secure_mode=yes\nsystem_uptime=no\n"
         f"uuid=3d3cec3a-8cf0-11e0-98ee-{secrets.token_hex(6)}\n"
@@ -385,7 +387,7 @@ def upnp_router(lab: Lab, name: str, stun: Node, folder: Path) -> Node:
     while (
         "miniupnpd"
         not in subprocess.run(
-            ["ip", "netns", "exec", router.ns, "ss", "-ltnp"], capture_output=True, text=True
+            ["ip", "netns", "exec", router.ns, "ss", "-lunp"], capture_output=True, text=True
         ).stdout
     ):
         if time.monotonic() > deadline:

@@ -179,6 +179,12 @@ class AutoNatClient:
     def poke(self) -> None:
         self._wake.set()
 
+    def recheck(self) -> None:
+        """Ask again at once, forgetting the answers: what is behind our addresses changed
+        even if their text did not (a port mapping makes the predicted router address real)."""
+        self._claimed = set()
+        self._wake.set()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:

@@ -1,4 +1,4 @@
-"""Port mapping on the home router (UPnP IGD), like go-libp2p's ``NATPortMap``.
+"""Port mapping on the home router (UPnP IGD, else NAT-PMP), like go-libp2p's ``NATPortMap``.
 
 A router that speaks UPnP forwards our TCP listen port from its public address to us; the
 mapped address (``/ip4/<router's external IP>/tcp/<port>``) is then advertised (identify, the
@@ -6,8 +6,9 @@ DHT) and so claimed to AutoNAT, whose servers dial it back on a new connection: 
 confirmation makes us ``public``. The library's own UPnP (nat-notes trap 6) blocks start-up
 for seconds, maps TCP only and never advertises the mapping, so Peerdesk does its own.
 
-The client is ``miniupnpc`` (the MiniUPnP project's, already a py-libp2p dependency). Its
-calls block, so each runs in a worker thread under a bound: start-up never waits for a
+The UPnP client is ``miniupnpc`` (the MiniUPnP project's, already a py-libp2p dependency).
+Its calls block, so each runs in a worker thread under a bound; a LAN without a UPnP gateway
+gets a NAT-PMP try (``natpmp.py``, async, bounded too): start-up never waits for a
 gateway, and a gateway that stops answering costs one bounded call. What the gateway says is
 checked before use (an external IP that is private, loopback or not IPv4 is refused: behind
 a second NAT a mapping reaches nobody). Mappings are leased, renewed at half the lease, and
@@ -22,11 +23,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import multiaddr
 import trio
 from libp2p.abc import IHost
+
+from core.network.nat.natpmp import NatPmpGateway, default_gateway
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,9 @@ class Mapping:
         return multiaddr.Multiaddr(f"/ip4/{self.external_ip}/tcp/{self.external_port}")
 
 
-class Gateway:
-    """One UPnP IGD found on the LAN; every method blocks (call it from a worker thread)."""
+class UpnpClient:
+    """One UPnP IGD found on the LAN; every method blocks (``UpnpGateway`` calls it from a
+    worker thread)."""
 
     def __init__(self, upnp: Any) -> None:
         self._upnp = upnp
@@ -83,7 +87,7 @@ class Gateway:
         ipaddress.IPv4Address(self.lan_ip)  # a gateway that gives no usable LAN IP is no use
 
     @classmethod
-    def discover(cls) -> Gateway | None:
+    def discover(cls) -> UpnpClient | None:
         import miniupnpc  # C extension, imported where it is used
 
         upnp = miniupnpc.UPnP()
@@ -97,8 +101,8 @@ class Gateway:
             log.debug("no UPnP gateway: %s", exc)
             return None
 
-    def external_ip(self) -> str | None:
-        return usable_external_ip(self._upnp.externalipaddress())
+    def external_ip(self) -> object:
+        return self._upnp.externalipaddress()
 
     def add(self, external_port: int, internal_port: int) -> bool:
         """Ask for the mapping; a gateway that only knows permanent leases gets one."""
@@ -118,6 +122,64 @@ async def _in_thread(fn: Callable[[], Any], timeout: float = CALL_TIMEOUT) -> An
     """``fn()`` in a worker thread, given up (and the thread abandoned) after ``timeout``."""
     with trio.fail_after(timeout):
         return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+class Gateway(Protocol):
+    """What port mapping needs of a router, whichever protocol it speaks."""
+
+    async def external_ip(self) -> object: ...
+
+    async def add(self, external_port: int, internal_port: int, lease: int) -> int | None:
+        """The external port granted, or None."""
+
+    async def remove(self, external_port: int, internal_port: int) -> None: ...
+
+
+class UpnpGateway:
+    def __init__(self, client: UpnpClient) -> None:
+        self.client = client
+
+    async def external_ip(self) -> object:
+        return await _in_thread(self.client.external_ip)
+
+    async def add(self, external_port: int, internal_port: int, lease: int) -> int | None:
+        done = await _in_thread(partial(self.client.add, external_port, internal_port))
+        return external_port if done else None
+
+    async def remove(self, external_port: int, internal_port: int) -> None:
+        await _in_thread(partial(self.client.remove, external_port))
+
+
+class BoundedNatPmp:
+    """NAT-PMP with the same overall bound per call as UPnP."""
+
+    def __init__(self, gateway: NatPmpGateway) -> None:
+        self.gateway = gateway
+
+    async def external_ip(self) -> object:
+        with trio.fail_after(CALL_TIMEOUT):
+            return await self.gateway.external_ip()
+
+    async def add(self, external_port: int, internal_port: int, lease: int) -> int | None:
+        with trio.fail_after(CALL_TIMEOUT):
+            return await self.gateway.add(external_port, internal_port, lease)
+
+    async def remove(self, external_port: int, internal_port: int) -> None:
+        with trio.fail_after(CALL_TIMEOUT):
+            await self.gateway.remove(internal_port)
+
+
+async def find_gateway() -> Gateway | None:
+    """The LAN's UPnP IGD, else its default gateway if that answers NAT-PMP, else None."""
+    client = await _in_thread(UpnpClient.discover)
+    if client is not None:
+        return UpnpGateway(client)
+    router = default_gateway()
+    if router is not None:
+        natpmp = BoundedNatPmp(NatPmpGateway(router))
+        if await natpmp.external_ip() is not None:
+            return natpmp
+    return None
 
 
 def listen_ports(host: IHost) -> list[int]:
@@ -154,7 +216,7 @@ class PortMapping:
                 wait = RETRY
                 try:
                     if gateway is None:
-                        gateway = await _in_thread(Gateway.discover)
+                        gateway = await find_gateway()
                     if gateway is not None:
                         await self._refresh(gateway)
                         wait = LEASE / 2 if self.mappings else RETRY
@@ -169,9 +231,9 @@ class PortMapping:
                     await self._remove_all(gateway)
 
     async def _refresh(self, gateway: Gateway) -> None:
-        external_ip = await _in_thread(gateway.external_ip)
+        external_ip = usable_external_ip(await gateway.external_ip())
         if external_ip is None:
-            log.info("UPnP gateway has no public external address: not mapping")
+            log.info("the gateway has no public external address: not mapping")
             self._set({})
             return
         mapped: dict[int, Mapping] = {}
@@ -181,14 +243,14 @@ class PortMapping:
             tries += [port] + [random.randint(1024, 65535) for _ in range(ATTEMPTS - 1)]
             for external in dict.fromkeys(tries):
                 try:
-                    done = await _in_thread(partial(gateway.add, external, port))
+                    granted = await gateway.add(external, port, LEASE)
                 except trio.TooSlowError:
                     raise
                 except Exception as exc:  # e.g. 718 ConflictInMappingEntry: try another
                     log.debug("mapping %d -> %d refused: %s", external, port, exc)
                     continue
-                if done:
-                    mapped[port] = Mapping(external_ip, external, port)
+                if granted:
+                    mapped[port] = Mapping(external_ip, granted, port)
                     break
         self._set(mapped)
 
@@ -202,7 +264,7 @@ class PortMapping:
         with trio.move_on_after(REMOVE_TIMEOUT):
             for mapping in list(self.mappings.values()):
                 try:
-                    await _in_thread(partial(gateway.remove, mapping.external_port))
+                    await gateway.remove(mapping.external_port, mapping.internal_port)
                 except Exception as exc:
                     log.debug("removing port mapping %s failed: %s", mapping, exc)
         self.mappings = {}
