@@ -10,7 +10,7 @@ in the same run, as a ratio:
 - send → ack latency p50/p99, with 32 in flight and one at a time;
 - topic messages delivered per second (GossipSub, paced publishing, 0 lost).
 
-    .venv/bin/python benchmarks/bench_messaging.py [--count N]
+    .venv/bin/python benchmarks/bench_messaging.py [--count N] [--ws]
 
 The machine's load moves every figure; the ratios of one run are what to compare.
 """
@@ -136,6 +136,108 @@ async def peer_client(addr: str, count: int, window: int, topic: bool) -> None:
         peer.stop()
 
 
+# -- through `peerdesk serve`'s WebSocket API ---------------------------------------------------
+
+
+class WsClient:
+    """One web app's connection: requests by id, responses matched, pushes counted."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.next_id = 0
+        self.waiting: dict[int, trio.Event] = {}
+        self.answers: dict[int, dict[str, Any]] = {}
+        self.pushes = 0
+
+    async def pump(self) -> None:
+        while True:
+            msg = json.loads(await self.ws.get_message())
+            if msg.get("isresponse"):
+                rid = msg["requestid"]
+                self.answers[rid] = msg
+                self.waiting.pop(rid).set()
+            else:
+                self.pushes += 1
+
+    async def request(self, method: str, params: Any) -> tuple[int, trio.Event]:
+        self.next_id += 1
+        done = self.waiting[self.next_id] = trio.Event()
+        await self.ws.send_message(
+            json.dumps(
+                {"requestid": self.next_id, "method": method, "params": params, "isresponse": False}
+            )
+        )
+        return self.next_id, done
+
+    async def call(self, method: str, params: Any) -> Any:
+        rid, done = await self.request(method, params)
+        with trio.fail_after(30):
+            await done.wait()
+        answer = self.answers.pop(rid)
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        return answer.get("result")
+
+
+def start_serve(data_dir: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gui.cli", "--data-dir", data_dir, "serve", "--ws-port", "0"),
+            *("--listen", "/ip4/127.0.0.1/tcp/0", "--no-bootstrap", "--no-mdns"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["ws"]
+
+
+async def ws_bench(count: int, window: int) -> dict[str, Any]:
+    """Two serve processes, one web app on each; ``count`` sends with ``window`` answers
+    outstanding (a send is answered when the remote peer acked it)."""
+    import tempfile
+
+    from trio_websocket import open_websocket_url
+
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [start_serve(f"{tmp}/{name}") for name in ("a", "b")]
+        try:
+            async with (
+                open_websocket_url(procs[0][1]) as wa,
+                open_websocket_url(procs[1][1]) as wb,
+                trio.open_nursery() as nursery,
+            ):
+                a, b = WsClient(wa), WsClient(wb)
+                nursery.start_soon(a.pump)
+                nursery.start_soon(b.pump)
+                await a.call("peer", {})
+                pb = (await b.call("peer", {}))["peerid"]
+                await b.call("start", {"protocol": "chat"})
+                addr = (await b.call("info", {}))["addrs"][0]
+                await a.call("connect", {"addr": f"{addr}/p2p/{pb}"})
+                warm = 200
+                inflight: deque[trio.Event] = deque()
+                start = 0.0
+                for i in range(count + warm):
+                    if i == warm:
+                        start = time.perf_counter()
+                    if len(inflight) >= window:
+                        await inflight.popleft().wait()
+                    params = {"peer": pb, "protocol": "chat", "data": {"n": i, "text": "hello"}}
+                    inflight.append((await a.request("send", {**params, "ack": i}))[1])
+                while inflight:
+                    await inflight.popleft().wait()
+                rate = count / (time.perf_counter() - start)
+                errors = sum("error" in m for m in a.answers.values())
+                nursery.cancel_scope.cancel()
+        finally:
+            for proc, _ in procs:
+                proc.terminate()
+                proc.wait()
+    return {"rate": rate, "errors": errors}
+
+
 # -- the driver ----------------------------------------------------------------------------------
 
 
@@ -182,6 +284,7 @@ def main() -> None:
     parser.add_argument("--addr", default="")
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--topic", action="store_true")
+    parser.add_argument("--ws", action="store_true", help="also through peerdesk serve")
     args = parser.parse_args()
     if args.role:
         from core.libp2p_compat import quiet_library_logging
@@ -220,6 +323,7 @@ def main() -> None:
         topic=True,
     )
     assert ours_topic is not None and bare_topic is not None
+    ws = trio.run(ws_bench, args.count, 32) if args.ws else None
 
     def lat(r: dict[str, Any]) -> str:
         p50, p99 = pct(r["latencies"], 50) * 1e3, pct(r["latencies"], 99) * 1e3
@@ -239,6 +343,12 @@ def main() -> None:
         f"bare {bare_tr:7.0f}/s   {ours_tr / bare_tr:5.2f}x bare   "
         f"(received {ours_topic['received']} / {bare_topic['received']} of {args.count})"
     )
+    if ws is not None:
+        print(
+            f"through peerdesk serve (WebSocket)    Peerdesk {ws['rate']:7.0f}/s   "
+            f"bare {bare['rate']:7.0f}/s   {ws['rate'] / bare['rate']:5.2f}x bare   "
+            f"({ws['errors']} sends failed)"
+        )
 
 
 if __name__ == "__main__":
