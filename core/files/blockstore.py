@@ -353,12 +353,13 @@ class BlockStore:
     def _shrink_step(self) -> bool:
         """Release up to _SHRINK_PAGES free pages; False when none are left (or no progress)."""
         with self._write_lock, self._connection() as conn, self._errors():
-            before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            before: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
             if not before:
                 return False
             # executescript steps the pragma to completion; execute() frees only one page.
             conn.executescript(f"PRAGMA incremental_vacuum({_SHRINK_PAGES})")
-            return conn.execute("PRAGMA freelist_count").fetchone()[0] < before
+            after: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            return after < before
 
     @contextmanager
     def _writing(

@@ -2,8 +2,8 @@
 
 One module per part of the library (host, pubsub, kad, ...); each function names the trap it
 works round (docs/spec/py-libp2p-notes.md). The tests in ``tests/core/libp2p_compat/`` fail if
-the library changes under these assumptions, so an
-upgrade is a deliberate act. Callers import this package, never the submodules.
+the library changes under these assumptions, so an upgrade is a deliberate act. Callers import
+this package, never the submodules.
 """
 
 from core.libp2p_compat.bitswap import (
@@ -67,6 +67,61 @@ from core.libp2p_compat.yamux import (
     window_updates_coalesced,
     yamux_buffers_bounded,
 )
+
+__all__ = [
+    "BITSWAP_100",
+    "BITSWAP_110",
+    "BITSWAP_120",
+    "BITSWAP_LEGACY",
+    "BITSWAP_PROTOCOLS",
+    "HOP_PROTOCOL",
+    "LIBP2P_VERSION",
+    "PING_PROTOCOL",
+    "PRESENCE_DONT_HAVE",
+    "PRESENCE_HAVE",
+    "QUIET_LOGGERS",
+    "WANT_BLOCK",
+    "WANT_HAVE",
+    "BitswapMessage",
+    "ConnectionNotifee",
+    "GoLikeGossipSub",
+    "GuardedPubsub",
+    "HandshakeGate",
+    "WindowExceeded",
+    "add_direct_peer",
+    "advertise_circuits",
+    "advertise_mapped",
+    "bound_yamux_buffers",
+    "build_host",
+    "coalesce_window_updates",
+    "connection_kind",
+    "dial_circuits",
+    "find_providers_network",
+    "forget_dead_connections",
+    "forget_dial_failure",
+    "gate_inbound_handshakes",
+    "inbound_handshakes_gated",
+    "is_circuit",
+    "is_gossip_peer",
+    "keep_one_per_kind",
+    "known_addrs",
+    "make_relay",
+    "max_outbound_queue",
+    "mesh_peers",
+    "observed_ips",
+    "ping_rtt",
+    "quic_transport",
+    "quiet_library_logging",
+    "recording_recipients",
+    "remove_direct_peer",
+    "reserve",
+    "resync_subscriptions",
+    "strip_p2p",
+    "topic_peers",
+    "window_updates_coalesced",
+    "yamux_buffers_bounded",
+]
+"""What the package offers; listed so a type checker sees the re-exports as meant."""
 
 # On for every host of the process: see yamux.py and limits.py.
 bound_yamux_buffers()

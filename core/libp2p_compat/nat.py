@@ -292,7 +292,7 @@ async def dial_circuit(
     transport_part = relay_addr.decapsulate_code(multiaddr.protocols.P_P2P)
     if str(transport_part):
         host.get_peerstore().add_addrs(relay_id, [transport_part], ADDR_TTL)
-    conn = await transport.dial(addr)
+    conn: INetConn = await transport.dial(addr)
     for candidate in host.get_network().get_connections(peer_id):
         if candidate.muxed_conn is getattr(conn, "muxed_conn", conn):
             conn = candidate

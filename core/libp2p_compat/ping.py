@@ -18,9 +18,12 @@ import time
 
 import trio
 from libp2p.abc import IHost
-from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.host.ping import ID as _LIBRARY_PING_ID
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
+
+PING_PROTOCOL = _LIBRARY_PING_ID
+"""``/ipfs/ping/1.0.0``, under a name that does not clash with the peer ``ID`` type."""
 
 
 async def ping_rtt(host: IHost, peer: ID, timeout: float = 5.0) -> float:

@@ -124,7 +124,7 @@ class FrameReader:
         not wait."""
         if len(self._buf) < 4:
             return False
-        (length,) = struct.unpack_from(">I", self._buf)
+        length: int = struct.unpack_from(">I", self._buf)[0]
         return length > self._max_len or len(self._buf) >= 4 + length
 
     async def _more(self, wanted: int) -> None:

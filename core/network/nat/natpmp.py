@@ -74,6 +74,9 @@ class NatPmpGateway:
         answer = await self._ask(request, _OP_MAP_TCP, 16)
         if answer is None:
             return None
+        granted_internal: int
+        granted_external: int
+        lifetime: int
         granted_internal, granted_external, lifetime = struct.unpack("!HHI", answer[8:16])
         if granted_internal != internal_port or not granted_external or not lifetime:
             return None
