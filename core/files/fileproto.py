@@ -37,6 +37,7 @@ from core.network.framing import (
     encode_frame,
     read_exactly,
     read_frame,
+    reset_quietly,
 )
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,13 @@ class FileService:
             pass
         except StreamError as exc:  # the asker went, or let its window stall past yamux's 5 s
             log.debug("file answer to %s cut: %r", peer, exc)
-            await _reset(stream)
+            await reset_quietly(stream)
         except (FrameError, trio.TooSlowError) as exc:
             log.warning("file request from %s refused: %s", peer, exc)
-            await _reset(stream)
+            await reset_quietly(stream)
         except Exception:
             log.exception("serving a file request from %s failed", peer)
-            await _reset(stream)
+            await reset_quietly(stream)
 
     @asynccontextmanager
     async def _answer_slot(self, peer: ID) -> AsyncIterator[None]:
@@ -191,7 +192,7 @@ class FileService:
         finally:
             if stream is not None:
                 with trio.CancelScope(shield=True):
-                    await _reset(stream)  # after a completed exchange this only cleans up
+                    await reset_quietly(stream)  # after a completed exchange this only cleans up
 
 
 async def _write_streamed(stream: INetStream, kind: int, answer: StreamedContent) -> None:
@@ -238,11 +239,3 @@ class _Base64Pieces:
             if cut:
                 return base64.b64encode(data[:cut])
         return None
-
-
-async def _reset(stream: INetStream) -> None:
-    try:
-        with trio.move_on_after(2):
-            await stream.reset()
-    except Exception:
-        log.debug("reset failed", exc_info=True)

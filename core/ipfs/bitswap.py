@@ -41,6 +41,7 @@ from core.libp2p_compat import (
     BitswapMessage,
     ConnectionNotifee,
 )
+from core.network.framing import reset_quietly
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,11 @@ class Bitswap:
     async def _handle_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         if not self.host.get_network().get_connections(peer):
-            await _reset_quietly(stream)  # already gone: keep no state for it
+            await reset_quietly(stream)  # already gone: keep no state for it
             return
         state = self._state(peer)
         if state.inbound >= MAX_STREAMS_PER_PEER:
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
             return
         state.inbound += 1
         reader = wire.MessageReader(stream)
@@ -173,10 +174,10 @@ class Bitswap:
             pass
         except wire.WireError as exc:
             log.info("bitswap: dropping a stream from %s: %s", peer, exc)
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
         except Exception:
             log.exception("bitswap: message from %s failed", peer)
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
         finally:
             state.inbound -= 1
         await _close_quietly(stream)
@@ -378,7 +379,7 @@ class Bitswap:
                 except Exception as exc:
                     log.debug("bitswap: write to %s failed: %s", state.peer, exc)
                     state.stream = None
-                    await _reset_quietly(stream)
+                    await reset_quietly(stream)
             return False
 
     async def _stream(self, state: _PeerState) -> INetStream | None:
@@ -694,12 +695,5 @@ async def _close_quietly(stream: INetStream) -> None:
     try:
         with trio.move_on_after(2):
             await stream.close()
-    except Exception:
-        pass
-
-
-async def _reset_quietly(stream: INetStream) -> None:
-    try:
-        await stream.reset()
     except Exception:
         pass

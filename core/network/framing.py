@@ -8,6 +8,7 @@ exception the callers handle.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import struct
 from typing import Any, Protocol
@@ -191,3 +192,17 @@ def decode_json_object(payload: bytes) -> dict[str, Any]:
 def dumps(value: Any) -> bytes:
     """Compact JSON as Go's encoding/json writes it, so frames match byte for byte."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Resettable(Protocol):
+    async def reset(self) -> None: ...
+
+
+async def reset_quietly(stream: Resettable) -> None:
+    """Reset a stream we give up on (bad input, a deadline): it may be gone already, which is
+    no news, and a peer that stops answering must not hold us here."""
+    try:
+        with trio.move_on_after(2):
+            await stream.reset()
+    except Exception:
+        logging.getLogger(__name__).debug("reset failed", exc_info=True)

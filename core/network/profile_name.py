@@ -34,6 +34,7 @@ from core.network.framing import (
     dumps,
     encode_frame,
     read_frame,
+    reset_quietly,
 )
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class ProfileNames:
         finally:
             if stream is not None:
                 with trio.CancelScope(shield=True):
-                    await _reset(stream)
+                    await reset_quietly(stream)
 
     async def _handle(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
@@ -142,15 +143,7 @@ class ProfileNames:
                 await stream.close()
         except (FrameError, trio.TooSlowError) as exc:
             log.info("profile request from %s refused: %s", peer, exc)
-            await _reset(stream)
+            await reset_quietly(stream)
         except Exception:
             log.debug("answering %s's profile request failed", peer, exc_info=True)
-            await _reset(stream)
-
-
-async def _reset(stream: INetStream) -> None:
-    try:
-        with trio.move_on_after(2):
-            await stream.reset()
-    except Exception:
-        log.debug("reset failed", exc_info=True)
+            await reset_quietly(stream)
