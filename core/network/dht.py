@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 PROVIDER_TTL = 3 * 3600.0
 READY_WAIT = 30.0
 BOOTSTRAP_SUCCESSES = 3
+REDISCOVER_FIRST = 5.0
+REDISCOVER_MAX = 120.0
+"""While we are in a topic its providers are looked up again, 5 s after the first lookup and
+then with the pause doubling up to 2 min: one lookup finds only who advertised before it, and
+returns a bounded batch (at 50 peers in the swarm lab, lists stayed a third complete)."""
 
 Operation = Callable[[], Awaitable[None]]
 
@@ -51,6 +56,7 @@ class Dht:
         *,
         ready_wait: float = READY_WAIT,
         reprovide_interval: float = PROVIDER_TTL / 2,
+        rediscover_first: float = REDISCOVER_FIRST,
     ) -> None:
         self.host = host
         self.emit = emit
@@ -58,10 +64,12 @@ class Dht:
         self.bootstrap_addrs = bootstrap_addrs
         self.ready_wait = ready_wait
         self.reprovide_interval = reprovide_interval
+        self.rediscover_first = rediscover_first
         self.kad = KadDHT(host, DHTMode.SERVER)
         self.ready = trio.Event()
         self._queue: list[Operation] = []
         self._advertising: dict[str, trio.CancelScope] = {}
+        self._discovering: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -170,16 +178,35 @@ class Dht:
         self.enqueue(advertise)
 
     def stop_advertising(self, topic: str) -> None:
-        scope = self._advertising.pop(topic, None)
-        if scope is not None:
-            scope.cancel()
+        """We left the topic: stop advertising it and looking for its peers."""
+        for scopes in (self._advertising, self._discovering):
+            scope = scopes.pop(topic, None)
+            if scope is not None:
+                scope.cancel()
 
     def discover_topic_peers(self, topic: str) -> None:
+        """Dial the topic's providers we are not connected to, now and again while we are in
+        the topic (``REDISCOVER_FIRST``, doubling to ``REDISCOVER_MAX``)."""
+        if topic in self._discovering:
+            return
+        scope = trio.CancelScope()
+        self._discovering[topic] = scope
+
         async def discover() -> None:
-            found = await self.find_topic_peers(topic)
-            async with trio.open_nursery() as nursery:
-                for info in found:
-                    nursery.start_soon(self.dial, info)
+            pause = self.rediscover_first
+            with scope:
+                while True:
+                    try:
+                        connected = set(self.host.get_connected_peers())
+                        found = await self.find_topic_peers(topic)
+                        async with trio.open_nursery() as nursery:
+                            for info in found:
+                                if info.peer_id not in connected:
+                                    nursery.start_soon(self.dial, info)
+                    except Exception as exc:  # a lookup failing now may work next time
+                        log.debug("looking for the peers of %s failed: %s", topic, exc)
+                    await trio.sleep(pause)
+                    pause = min(pause * 2, REDISCOVER_MAX)
 
         self.enqueue(discover)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
 from core.events import DhtReady, PeerConnected, TopicData
 from core.network.dht import namespace_cid, rendezvous_namespaces
@@ -53,6 +55,47 @@ async def test_peers_introduced_only_by_a_bootstrap_peer_find_each_other() -> No
         await recs[0].wait_for(lambda: recs[0].of(TopicData))
         assert recs[0].of(TopicData)[0].data == "found you"
         for p in (a, b, boot):
+            p.stop()
+
+
+async def test_a_topic_member_keeps_looking_for_peers_that_advertise_later() -> None:
+    """One lookup finds only who advertised before it: a member that joined first looks
+    again, and so finds a peer that only advertises afterwards and never looks itself."""
+    async with trio.open_nursery() as nursery:
+        boot = await nursery.start(new_peer(fast_config()).run)
+        boot_addr = boot.listen_addrs()[0]
+        recs = [Recorder(), Recorder()]
+        early = await nursery.start(
+            new_peer(fast_config(bootstrap=[boot_addr], dht_ready_wait=5.0), recs[0]).run
+        )
+        late = await nursery.start(
+            new_peer(fast_config(bootstrap=[boot_addr], dht_ready_wait=5.0), recs[1]).run
+        )
+        lookups: list[set[ID]] = []
+        look = early.dht.find_topic_peers
+
+        async def recorded(topic: str) -> list[PeerInfo]:
+            found = await look(topic)
+            lookups.append({info.peer_id for info in found})
+            return found
+
+        early.dht.find_topic_peers = recorded  # type: ignore[method-assign]
+        early.dht.rediscover_first = 0.5
+        await recs[0].wait_for(lambda: recs[0].of(DhtReady))
+        await early.subscribe("chatroom")
+        with trio.fail_after(10):
+            while not lookups:
+                await trio.sleep(0.05)
+        assert late.peer_id not in lookups[0]  # nobody else advertises yet
+        await recs[1].wait_for(lambda: recs[1].of(DhtReady))
+        late.dht.advertise_topic("chatroom")  # advertises, never looks for anyone
+        with trio.fail_after(20):
+            while not any(late.peer_id in found for found in lookups):
+                await trio.sleep(0.1)
+        assert len(lookups) >= 2
+        await early.unsubscribe("chatroom")
+        assert "chatroom" not in early.dht._discovering
+        for p in (early, late, boot):
             p.stop()
 
 
