@@ -210,9 +210,15 @@ class FilesController(QObject):
             op, "Download", dest.name, future.cancel, total=self._known_size(cid), where=str(dest)
         )
         self.transfers.start(op)
+        await self._tracked(op, future, sized=True)
+        return dest
+
+    async def _tracked(self, op: str, future: asyncio.Future[Any], *, sized: bool = False) -> None:
+        """Await a transfer and end its Transfers row (``sized``: the future's result is the
+        byte count it ended with) and its progress row, however it ends."""
         try:
-            written = await future
-            self.transfers.finish(op, "done", size=written)
+            result = await future
+            self.transfers.finish(op, "done", size=result if sized else None)
         except asyncio.CancelledError:
             self.transfers.finish(op, "cancelled")
             raise
@@ -221,7 +227,6 @@ class FilesController(QObject):
             raise
         finally:
             self.pane.finish_progress(op)
-        return dest
 
     def _known_size(self, cid: str) -> int:
         """The size the listing gave for ``cid`` (a fetch learns it only as blocks come)."""
@@ -266,21 +271,7 @@ class FilesController(QObject):
         row.cancelled.connect(future.cancel)
         self.transfers.add(op, "Get", cid, future.cancel)
         self.transfers.start(op)
-
-        async def go() -> None:
-            try:
-                await future
-                self.transfers.finish(op, "done")
-            except asyncio.CancelledError:
-                self.transfers.finish(op, "cancelled")
-                raise
-            except Exception as exc:
-                self.transfers.finish(op, "failed", str(exc))
-                raise
-            finally:
-                self.pane.finish_progress(op)
-
-        self.run(go(), what=f"get {cid}")
+        self.run(self._tracked(op, future), what=f"get {cid}")
 
     def _got_file(self, event: ev.GotFile) -> None:
         """Non-modal: the window keeps working while the user decides."""
