@@ -56,9 +56,9 @@ from core.libp2p_compat.pubsub import (
     mesh_peers,
     recording_recipients,
     remove_direct_peer,
-    resync_subscriptions,
     topic_peers,
 )
+from core.libp2p_compat.pubsub_sync import resync_subscriptions
 from core.libp2p_compat.quic import quic_transport
 from core.libp2p_compat.yamux import (
     WindowExceeded,
