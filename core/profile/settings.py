@@ -28,10 +28,14 @@ DEFAULT_BOOTSTRAP = [
 @dataclass
 class Settings:
     listen_port: int = 0
-    """TCP port on every interface. 0: the desktop app picks a free one on its first start
-    and keeps it (``Profile.listen_addrs_for_start``), so the addresses you shared stay good."""
+    """TCP port on every interface, and the same UDP port for QUIC. 0: the desktop app picks
+    a port free for both on its first start and keeps it (``Profile.listen_addrs_for_start``),
+    so the addresses you shared stay good."""
+    quic: bool = True
+    """Listen on QUIC (``/udp/<listen_port>/quic-v1``) beside TCP. Peers that offer both are
+    dialled over TCP first (faster in py-libp2p), QUIC when TCP does not get through."""
     listen_addrs: list[str] = field(default_factory=list)
-    """Explicit listen multiaddrs; when set they replace ``listen_port``."""
+    """Explicit listen multiaddrs; when set they replace ``listen_port`` and ``quic``."""
     bootstrap: list[str] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP))
     mdns: bool = True
     relays: list[str] = field(
@@ -53,9 +57,12 @@ class Settings:
     """The name other Peerdesk users see for this peer (core/network/profile_name.py)."""
 
     def effective_listen_addrs(self) -> list[str]:
+        """TCP, and QUIC on the same port number (a taken UDP port moves QUIC to another one:
+        ``libp2p_compat/quic.py``; a peer whose QUIC cannot listen at all runs on TCP)."""
         if self.listen_addrs:
             return list(self.listen_addrs)
-        return [f"/ip4/0.0.0.0/tcp/{self.listen_port}"]
+        tcp = f"/ip4/0.0.0.0/tcp/{self.listen_port}"
+        return [tcp, f"/ip4/0.0.0.0/udp/{self.listen_port}/quic-v1"] if self.quic else [tcp]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
@@ -114,8 +121,18 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def pick_free_port() -> int:
-    """A port the system considers free right now (it hands out an unused ephemeral one)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
+def pick_free_port(tries: int = 20) -> int:
+    """A port the system considers free right now for TCP and for UDP (QUIC takes the same
+    number): an unused ephemeral TCP port whose UDP twin nobody holds either."""
+    port = 0
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("0.0.0.0", 0))
+            port = int(sock.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        return port
+    return port  # UDP twins all taken: QUIC will listen on another port

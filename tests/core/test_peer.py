@@ -77,7 +77,8 @@ def test_serve_options_override_profile_settings(tmp_path) -> None:
     profile = Profile.open(tmp_path)
     profile.save_settings(Settings(listen_port=4444, mdns=True, file_update_topic="files"))
     cfg = peer_config(profile, ServeOptions())
-    assert cfg.listen_addrs == ["/ip4/0.0.0.0/tcp/4444"] and cfg.mdns
+    assert cfg.listen_addrs == ["/ip4/0.0.0.0/tcp/4444", "/ip4/0.0.0.0/udp/4444/quic-v1"]
+    assert cfg.mdns
     assert cfg.file_update_topic == "files" and cfg.bootstrap == Settings().bootstrap
     cfg = peer_config(
         profile, ServeOptions(listen=["/ip4/127.0.0.1/tcp/0"], no_mdns=True, no_bootstrap=True)

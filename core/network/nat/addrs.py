@@ -1,10 +1,10 @@
 """The addresses this peer advertises (identify, the DHT, mDNS).
 
-Listening on ``/ip4/0.0.0.0/tcp/PORT`` makes py-libp2p advertise ``/ip4/0.0.0.0/...`` itself:
-a peer that dials it lands on its own listener. We advertise instead every concrete interface
-address with that port and the observed (public) addresses the library confirmed — never an
-unspecified one. Our relay (``/p2p-circuit``) addresses are added after this, by
-``libp2p_compat.advertise_circuits``.
+Listening on ``/ip4/0.0.0.0/tcp/PORT`` (or ``/udp/PORT/quic-v1``) makes py-libp2p advertise
+``/ip4/0.0.0.0/...`` itself: a peer that dials it lands on its own listener. We advertise
+instead every concrete interface address with that port and the observed (public) addresses
+the library confirmed — never an unspecified one. Our relay (``/p2p-circuit``) addresses are
+added after this, by ``libp2p_compat.advertise_circuits``.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ class AddressPolicy:
 
     def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
         """Loopback last: DCUtR binds its hole-punch dials to the first address we advertise,
-        and a socket bound to 127.0.0.1 cannot reach the other peer."""
+        and a socket bound to 127.0.0.1 cannot reach the other peer. QUIC after TCP of the
+        same kind: peers that dial the first address they are given get the faster one
+        (``libp2p_compat/quic.py``)."""
         unique = list({str(a): a for a in expand_unspecified(list(candidates))}.values())
-        return sorted(unique, key=_is_loopback)
+        return sorted(unique, key=lambda a: (_is_loopback(a), "/quic" in str(a)))

@@ -61,3 +61,149 @@ async def test_two_peers_talk_over_quic_and_tcp_still_works() -> None:
             await c.connect(tcp[0])
             links = [c_["links"] for c_ in c.info()["connections"] if c_["peer"] == str(a.peer_id)]
             assert links and all("/tcp/" in addr for link in links[0] for addr in link["addrs"])
+
+
+def test_library_still_fails_the_peer_on_a_taken_udp_port_and_shares_reuseport() -> None:
+    # What PeerdeskQuic corrects: the QUIC listener's bind error is no OSError, which is all
+    # the swarm's listen catches, and the listener binds with SO_REUSEPORT.
+    from libp2p.transport.quic.exceptions import QUICListenError
+    from libp2p.transport.quic.listener import QUICListener
+
+    assert not issubclass(QUICListenError, OSError)
+    assert "except (OSError, OpenConnectionError, SwarmException)" in inspect.getsource(
+        Swarm.listen
+    )
+    assert "SO_REUSEPORT" in inspect.getsource(QUICListener._create_socket)
+    # What the TCP-first dial rests on: QUIC ranked first, each address dialled through
+    # _dial_with_retry, a second dial of a peer waiting for the first.
+    source = inspect.getsource(Swarm.dial_peer)
+    assert '"quic-v1" in protos' in source and "self._dial_with_retry(" in source
+    assert "_ongoing_dials" in source
+    assert "transport_manager.set_swarm(self)" in inspect.getsource(Swarm.run)
+
+
+def _kinds(peer: object, other: object) -> list[str]:
+    info = peer.info()  # type: ignore[attr-defined]
+    return [
+        "quic" if "/quic-v1" in addr else "tcp"
+        for c in info["connections"]
+        if c["peer"] == str(other.peer_id)  # type: ignore[attr-defined]
+        for link in c["links"]
+        for addr in link["addrs"][:1]
+    ]
+
+
+def _split(peer: object) -> tuple[str, str]:
+    addrs = peer.listen_addrs()  # type: ignore[attr-defined]
+    return next(a for a in addrs if "/quic-v1" in a), next(a for a in addrs if "/tcp/" in a)
+
+
+def _add(peer: object, other: object, *addrs: str) -> None:
+    import multiaddr
+
+    from core.libp2p_compat import strip_p2p
+
+    plain = strip_p2p([multiaddr.Multiaddr(a) for a in addrs])
+    peer.host.get_peerstore().add_addrs(other.peer_id, plain, 600)  # type: ignore[attr-defined]
+
+
+async def test_a_peer_offering_tcp_and_quic_is_dialled_over_tcp() -> None:
+    async with peer_group(2, config=_both) as [(a, _), (b, _)]:
+        quic, tcp = _split(a)
+        _add(b, a, quic, tcp)
+        with trio.fail_after(30):
+            await b.connect(tcp)
+        assert _kinds(b, a) == ["tcp"]
+
+
+async def test_quic_carries_the_dial_when_tcp_is_refused_or_stalls() -> None:
+    import socket
+
+    async with peer_group(3, config=_both) as [(a, rec_a), (b, _), (c, _)]:
+        a.start_protocol(CHAT)
+        quic = _split(a)[0]
+        # b: a's TCP address leads nowhere (refused at once).
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            dead = closed.getsockname()[1]
+        _add(b, a, quic, f"/ip4/127.0.0.1/tcp/{dead}")
+        # c: a's TCP address accepts and then says nothing (a middlebox eating the handshake).
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            _add(c, a, quic, f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}")
+            with trio.fail_after(30):
+                await b.send(str(a.peer_id), CHAT, "by quic after a refusal")
+                await c.send(str(a.peer_id), CHAT, "by quic after a stall")
+                await rec_a.wait_for(lambda: len(rec_a.of(PeerData)) >= 2)
+            assert _kinds(b, a) == ["quic"] and _kinds(c, a) == ["quic"]
+
+
+async def test_a_taken_udp_port_moves_quic_and_the_peer_starts() -> None:
+    import socket
+
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as shared,
+    ):
+        plain.bind(("127.0.0.1", 0))
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        shared.bind(("127.0.0.1", 0))
+        ports = [plain.getsockname()[1], shared.getsockname()[1]]
+
+        def on_taken_ports() -> PeerConfig:
+            port = ports.pop(0)
+            return fast_config(
+                listen_addrs=[f"/ip4/127.0.0.1/tcp/{port}", f"/ip4/127.0.0.1/udp/{port}/quic-v1"]
+            )
+
+        held = list(ports)
+        async with peer_group(2, config=on_taken_ports) as [(a, rec_a), (b, _)]:
+            for peer, port in zip((a, b), held, strict=True):
+                quic, tcp = _split(peer)
+                assert f"/tcp/{port}/" in tcp and f"/udp/{port}/" not in quic
+            a.start_protocol(CHAT)
+            with trio.fail_after(30):
+                await b.connect(_split(a)[0])  # QUIC, on the port it moved to
+                await b.send(str(a.peer_id), CHAT, "hi")
+                await rec_a.wait_for(lambda: rec_a.of(PeerData))
+            assert _kinds(b, a) == ["quic"]
+
+
+async def test_a_peer_whose_quic_cannot_listen_runs_on_tcp() -> None:
+    # 198.18.255.1 is on no interface here: the UDP bind fails (EADDRNOTAVAIL).
+    def tcp_and_unbindable_quic() -> PeerConfig:
+        return fast_config(listen_addrs=["/ip4/127.0.0.1/tcp/0", "/ip4/198.18.255.1/udp/0/quic-v1"])
+
+    async with peer_group(1, config=tcp_and_unbindable_quic) as [(a, _)]:
+        async with peer_group(1) as [(b, rec_b)]:
+            assert a.running and all("/quic-v1" not in x for x in a.listen_addrs())
+            b.start_protocol(CHAT)
+            with trio.fail_after(30):
+                await a.connect(b.listen_addrs()[0])
+                await a.send(str(b.peer_id), CHAT, "tcp only")
+                await rec_b.wait_for(lambda: rec_b.of(PeerData))
+
+
+def test_tcp_is_advertised_before_quic_and_loopback_last() -> None:
+    import multiaddr
+
+    from core.network.nat.addrs import AddressPolicy
+
+    out = [
+        str(a)
+        for a in AddressPolicy()(
+            [
+                multiaddr.Multiaddr("/ip4/127.0.0.1/udp/4001/quic-v1"),
+                multiaddr.Multiaddr("/ip4/10.0.0.7/udp/4001/quic-v1"),
+                multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001"),
+                multiaddr.Multiaddr("/ip4/10.0.0.7/tcp/4001"),
+            ]
+        )
+    ]
+    assert out == [
+        "/ip4/10.0.0.7/tcp/4001",
+        "/ip4/10.0.0.7/udp/4001/quic-v1",
+        "/ip4/127.0.0.1/tcp/4001",
+        "/ip4/127.0.0.1/udp/4001/quic-v1",
+    ]

@@ -23,10 +23,44 @@ def test_settings_round_trip(tmp_path) -> None:
 def test_defaults_use_public_bootstrap_and_all_interfaces() -> None:
     s = Settings()
     assert s.bootstrap == DEFAULT_BOOTSTRAP
-    assert s.effective_listen_addrs() == ["/ip4/0.0.0.0/tcp/0"]
+    assert s.effective_listen_addrs() == ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
     assert Settings(listen_addrs=["/ip4/127.0.0.1/tcp/5"]).effective_listen_addrs() == [
         "/ip4/127.0.0.1/tcp/5"
     ]
+
+
+def test_quic_takes_the_tcp_port_number_and_can_be_switched_off() -> None:
+    assert Settings(listen_port=4001).effective_listen_addrs() == [
+        "/ip4/0.0.0.0/tcp/4001",
+        "/ip4/0.0.0.0/udp/4001/quic-v1",
+    ]
+    assert Settings(listen_port=4001, quic=False).effective_listen_addrs() == [
+        "/ip4/0.0.0.0/tcp/4001"
+    ]
+
+
+def test_a_picked_port_is_free_for_udp_too(monkeypatch) -> None:
+    import socket
+
+    from core.profile import settings
+
+    # The first ephemeral TCP port handed out has its UDP twin taken: it is passed over.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("0.0.0.0", 0))
+        taken = held.getsockname()[1]
+        real_socket = socket.socket
+        handed: list[int] = []
+
+        class FirstTaken(real_socket):  # type: ignore[misc, valid-type]
+            def bind(self, address: tuple[str, int]) -> None:
+                if self.type == socket.SOCK_STREAM and address[1] == 0 and not handed:
+                    handed.append(taken)
+                    address = (address[0], taken)
+                super().bind(address)
+
+        monkeypatch.setattr(settings.socket, "socket", FirstTaken)
+        port = settings.pick_free_port()
+    assert handed == [taken] and port != taken and port > 0
 
 
 def test_broken_or_mistyped_settings_fall_back_to_defaults(tmp_path) -> None:
@@ -53,7 +87,8 @@ def test_listen_port_is_picked_once_and_kept(tmp_path) -> None:
     profile = Profile.open(tmp_path)
     addrs, notice = profile.listen_addrs_for_start(profile.load_settings())
     port = profile.load_settings().listen_port
-    assert port > 0 and notice == "" and addrs == [f"/ip4/0.0.0.0/tcp/{port}"]
+    assert port > 0 and notice == ""
+    assert addrs == [f"/ip4/0.0.0.0/tcp/{port}", f"/ip4/0.0.0.0/udp/{port}/quic-v1"]
     again, notice = Profile.open(tmp_path).listen_addrs_for_start(profile.load_settings())
     assert again == addrs and notice == ""
 
