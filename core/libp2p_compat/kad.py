@@ -1,42 +1,184 @@
-"""Kademlia DHT internals: provider look-ups and provider record addresses."""
+"""Kademlia DHT internals: provider records kept as go keeps them, and lookups that ask the
+network instead of answering from what this peer happens to remember.
+
+py-libp2p 0.8.1's provider store differs from go-libp2p-kad-dht in ways a swarm notices:
+
+- its record lifetime is a module constant (48 h), so nothing shorter can be tested, and its
+  own republish pass (every 10 min, for keys not provided for 22 h) re-advertises keys we have
+  stopped advertising: ``ExpiringProviderStore`` has a TTL per store, and leaves re-providing
+  to the caller (``core/network/dht.py`` re-advertises each topic it is in);
+- it keeps at most 20 providers per key and refuses the 21st, so in a topic of 50 the late
+  joiners are stored nowhere and never found; go keeps them all. We keep up to
+  ``MAX_PROVIDERS_PER_KEY``, dropping the oldest record when full (the newest is likelier alive);
+- ``find_providers`` answers from the local store alone whenever it holds any record (our own
+  advertisement included), and stores every provider a lookup returns with a fresh timestamp,
+  so a peer that left is re-stored by each lookup and never expires anywhere. Ours asks the
+  network every time and stores nothing it was told (go stores only what ADD_PROVIDER brings).
+
+``find_peer_network`` is a walk for a peer id that counts only what the network answers: the
+library's ``find_peer`` returns the routing table's or peerstore's addresses when it has any,
+stale or not, and the peer's own entry in our table would count as "found" in its walk.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import multiaddr
+import trio
+from libp2p.kad_dht.common import ALPHA, BUCKET_SIZE, QUERY_TIMEOUT
 from libp2p.kad_dht.kad_dht import KadDHT, _encode_key
+from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
+from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+PROVIDER_TTL = 48 * 3600.0
+"""go-libp2p-kad-dht's (and py-libp2p's) provider record validity."""
+REPROVIDE_INTERVAL = 22 * 3600.0
+"""go's re-provide interval: well before the records expire."""
+MAX_PROVIDERS_PER_KEY = 500
+"""Records kept per key; a GET_PROVIDERS answer with all of them stays far below the 4 MiB
+message limit (a record is a few hundred bytes)."""
+WALK_ROUNDS = 20
+
+
+class ExpiringProviderStore(ProviderStore):
+    """The library's provider store with a TTL of its own, no cap of 20 per key, no republish
+    pass of its own, and provider lookups that ask the network and cache nothing."""
+
+    ttl: float = PROVIDER_TTL
+
+    def _prune(self, key: bytes) -> None:
+        records = self.providers.get(key)
+        if records is None:
+            return
+        oldest = time.time() - self.ttl
+        for peer in [p for p, r in records.items() if r.timestamp <= oldest]:
+            del records[peer]
+        if not records:
+            del self.providers[key]
+
+    def add_provider(self, key: bytes, provider: PeerInfo) -> None:
+        if not provider or not provider.peer_id:
+            return
+        self._prune(key)
+        records = self.providers.setdefault(key, {})
+        name = str(provider.peer_id)
+        if name not in records and len(records) >= MAX_PROVIDERS_PER_KEY:
+            del records[min(records, key=lambda p: records[p].timestamp)]
+        records[name] = ProviderRecord(provider, time.time())
+        self._save()
+
+    def get_providers(self, key: bytes) -> list[PeerInfo]:
+        self._prune(key)
+        return super().get_providers(key)
+
+    def cleanup_expired(self) -> None:
+        for key in list(self.providers):
+            self._prune(key)
+        super().cleanup_expired()
+
+    async def _republish_provider_records(self) -> None:
+        """Re-providing is the caller's: it knows which keys it still wants to be found by."""
+
+    async def find_providers(self, key: bytes, count: int = 20) -> list[PeerInfo]:
+        """Providers of ``key`` from the peers closest to it (and, while walking, the closer
+        ones they name), merged with the records other peers gave us; nothing is stored."""
+        found: dict[ID, PeerInfo] = {}
+
+        def merge(infos: Sequence[PeerInfo]) -> None:
+            for info in infos:
+                known = found.setdefault(info.peer_id, PeerInfo(info.peer_id, []))
+                known.addrs.extend(a for a in info.addrs if a not in known.addrs)
+
+        me = self.host.get_id()
+        merge([i for i in self.get_providers(key) if i.peer_id != me])
+        candidates = list(await self.peer_routing.find_closest_peers_network(key))
+        queried: set[ID] = {me}
+        while len(found) < count:
+            batch = [p for p in candidates if p not in queried][:ALPHA]
+            if not batch:
+                break
+            queried.update(batch)
+            closer: list[ID] = []
+
+            async def ask(peer: ID, closer: list[ID] = closer) -> None:
+                with trio.move_on_after(QUERY_TIMEOUT):
+                    providers, more = await self._get_providers_from_peer_with_closers(peer, key)
+                    merge(providers)
+                    closer.extend(more)
+
+            async with trio.open_nursery() as nursery:
+                for peer in batch:
+                    nursery.start_soon(ask, peer)
+            fresh = [p for p in dict.fromkeys(closer) if p not in queried and p not in candidates]
+            candidates = sort_peer_ids_by_distance(key, candidates + fresh)
+        return list(found.values())
+
+
+def install_provider_store(dht: KadDHT, ttl: float = PROVIDER_TTL) -> ExpiringProviderStore:
+    """Put an ``ExpiringProviderStore`` in place of the one ``KadDHT`` made (before the DHT
+    runs: the stream handler and the maintenance loop look it up on the DHT each time)."""
+    old = dht.provider_store
+    store = ExpiringProviderStore(host=dht.host, peer_routing=dht.peer_routing)
+    store.providers = old.providers
+    store.providing_keys = old.providing_keys
+    store.ttl = ttl
+    dht.provider_store = store
+    return store
+
 
 async def find_providers_network(dht: KadDHT, key: str, count: int = 20) -> list[PeerInfo]:
-    """``find_providers`` answers from the local store alone whenever it holds any record (our
-    own advertisement included), so a peer that advertised first never finds anyone. Ask the
-    network too, and merge with what the local store knows of other peers."""
+    """Providers of ``key`` as the network knows them (``ExpiringProviderStore``)."""
     store = dht.provider_store
-    encoded = _encode_key(key)
-    local = list(store.get_providers(encoded))
+    if not isinstance(store, ExpiringProviderStore):
+        store = install_provider_store(dht)
+    return await store.find_providers(_encode_key(key), count)
 
-    def _skip_local_once(_key: bytes) -> list[PeerInfo]:
-        del store.get_providers  # back to the class method for everybody else
-        return []
 
-    # find_providers() consults get_providers() synchronously before its first await.
-    store.get_providers = _skip_local_once  # type: ignore[method-assign,assignment]
+async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:
+    """Walk towards ``target``'s id, asking ``ALPHA`` peers at a time for the peers closest
+    to it, until one names ``target`` itself (a DHT server that knows its addresses puts it
+    first); its answer puts the addresses in our peerstore. Only answers count: ``target``
+    is never asked about itself, and what our routing table knows of it is not used."""
+    key = target.to_bytes()
+    me = dht.host.get_id()
+    start = dht.routing_table.find_local_closest_peers(key, BUCKET_SIZE)
+    if len(start) < ALPHA:
+        start += dht.host.get_connected_peers()
+    candidates = sort_peer_ids_by_distance(
+        key, [p for p in dict.fromkeys(start) if p not in (target, me)]
+    )
+    queried: set[ID] = set()
+    named = False
+    for _round in range(WALK_ROUNDS):
+        batch = [p for p in candidates[:BUCKET_SIZE] if p not in queried][:ALPHA]
+        if not batch or named:
+            break
+        queried.update(batch)
+        answers: list[ID] = []
+
+        async def ask(peer: ID, nursery: trio.Nursery, answers: list[ID] = answers) -> None:
+            answer = await dht.peer_routing._query_peer_for_closest(peer, key)
+            answers.extend(answer)
+            if target in answer:  # found: the rest of the batch is not waited for
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for peer in batch:
+                nursery.start_soon(ask, peer, nursery)
+        named = target in answers
+        fresh = [p for p in dict.fromkeys(answers) if p not in (target, me)]
+        candidates = sort_peer_ids_by_distance(key, list(dict.fromkeys(candidates + fresh)))
+    if not named:
+        return None
     try:
-        remote = await store.find_providers(encoded, count)
-    finally:
-        store.__dict__.pop("get_providers", None)
-    seen: dict[ID, PeerInfo] = {}
-    for info in [*remote, *local]:
-        if info.peer_id not in seen:
-            seen[info.peer_id] = info
-        else:
-            seen[info.peer_id].addrs.extend(
-                a for a in info.addrs if a not in seen[info.peer_id].addrs
-            )
-    return list(seen.values())
+        addrs = list(dht.host.get_peerstore().addrs(target))
+    except Exception:
+        addrs = []
+    return PeerInfo(target, addrs) if addrs else None
 
 
 def strip_p2p(addrs: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:

@@ -23,11 +23,12 @@ from core.ipfs import dagpb
 
 log = logging.getLogger(__name__)
 
-PROVIDER_TTL = 3 * 3600.0
 READY_WAIT = 30.0
 BOOTSTRAP_SUCCESSES = 3
 REDISCOVER_FIRST = 5.0
 REDISCOVER_MAX = 120.0
+TOPIC_LOOKUP_COUNT = 100
+"""Providers a topic lookup stops at (the library's default, 20, is a small topic)."""
 """While we are in a topic its providers are looked up again, 5 s after the first lookup and
 then with the pause doubling up to 2 min: one lookup finds only who advertised before it, and
 returns a bounded batch (at 50 peers in the swarm lab, lists stayed a third complete)."""
@@ -55,7 +56,8 @@ class Dht:
         bootstrap_addrs: list[str],
         *,
         ready_wait: float = READY_WAIT,
-        reprovide_interval: float = PROVIDER_TTL / 2,
+        reprovide_interval: float = compat.REPROVIDE_INTERVAL,
+        provider_ttl: float = compat.PROVIDER_TTL,
         rediscover_first: float = REDISCOVER_FIRST,
     ) -> None:
         self.host = host
@@ -66,6 +68,7 @@ class Dht:
         self.reprovide_interval = reprovide_interval
         self.rediscover_first = rediscover_first
         self.kad = KadDHT(host, DHTMode.SERVER)
+        self.providers = compat.install_provider_store(self.kad, provider_ttl)
         self.ready = trio.Event()
         self._queue: list[Operation] = []
         self._advertising: dict[str, trio.CancelScope] = {}
@@ -78,6 +81,13 @@ class Dht:
             nursery.start_soon(self._bootstrap)
             task_status.started()
             await trio.sleep_forever()
+
+    def set_record_times(self, provider_ttl: float, reprovide_interval: float) -> None:
+        """How long the provider records we store stay valid, and how often we advertise
+        ours again (go's 48 h and 22 h by default; the swarm lab makes them seconds, to see
+        records refreshed and expiring). Takes effect at the next advertisement."""
+        self.providers.ttl = provider_ttl
+        self.reprovide_interval = reprovide_interval
 
     def routing_table_size(self) -> int:
         return self.kad.get_routing_table_size()
@@ -214,14 +224,23 @@ class Dht:
         me = self.host.get_id()
         found: dict[ID, PeerInfo] = {}
         for ns in rendezvous_namespaces(topic):
-            for info in await compat.find_providers_network(self.kad, namespace_cid(ns)):
+            providers = await compat.find_providers_network(
+                self.kad, namespace_cid(ns), TOPIC_LOOKUP_COUNT
+            )
+            for info in providers:
                 if info.peer_id != me and info.peer_id not in found:
                     found[info.peer_id] = PeerInfo(info.peer_id, _dialable(info.addrs))
         return list(found.values())
 
     async def find_peer(self, peer: ID) -> PeerInfo | None:
+        """Where ``peer`` is: its connection's addresses if we are connected, else what a walk
+        through the DHT finds (never the peerstore's old addresses: callers ask the DHT
+        because those failed)."""
         await self.ready.wait()
-        return await self.kad.find_peer(peer)
+        if self.host.get_network().get_connections(peer):
+            return PeerInfo(peer, compat.known_addrs(self.host, peer))
+        info = await compat.find_peer_network(self.kad, peer)
+        return PeerInfo(peer, _dialable(info.addrs)) if info is not None else None
 
 
 def _dialable(addrs: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from core.events import DhtReady, PeerConnected, TopicData
+from core.libp2p_compat.kad import MAX_PROVIDERS_PER_KEY, ExpiringProviderStore
 from core.network.dht import namespace_cid, rendezvous_namespaces
 from core.peer import new_peer
 from tests.conftest import Recorder, fast_config
+
+UNKNOWN = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 
 
 def test_namespace_key_matches_go_routing_discovery() -> None:
@@ -101,7 +105,7 @@ async def test_a_topic_member_keeps_looking_for_peers_that_advertise_later() -> 
 
 async def test_peer_without_network_starts_at_once_and_reports_ready() -> None:
     rec = Recorder()
-    unreachable = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+    unreachable = f"/ip4/127.0.0.1/tcp/9/p2p/{UNKNOWN}"
     async with trio.open_nursery() as nursery:
         with trio.fail_after(3):
             peer = await nursery.start(
@@ -111,3 +115,100 @@ async def test_peer_without_network_starts_at_once_and_reports_ready() -> None:
         await rec.wait_for(lambda: rec.of(DhtReady), timeout=15)
         assert rec.of(DhtReady)[0].routing_table_size == 0
         peer.stop()
+
+
+async def test_find_peer_walks_the_dht_to_a_peer_we_are_not_connected_to() -> None:
+    """``a`` and ``b`` know only the bootstrap peer; ``a`` hangs up on ``b`` and forgets its
+    addresses, so only the bootstrap peer's answer can tell ``a`` where ``b`` is."""
+    async with trio.open_nursery() as nursery:
+        boot = await nursery.start(new_peer(fast_config()).run)
+        boot_addr = boot.listen_addrs()[0]
+        recs = [Recorder(), Recorder()]
+        a, b = [
+            await nursery.start(
+                new_peer(fast_config(bootstrap=[boot_addr], dht_ready_wait=5.0), rec).run
+            )
+            for rec in recs
+        ]
+        for rec in recs:
+            await rec.wait_for(lambda rec=rec: rec.of(DhtReady))
+        if a.host.get_network().get_connections(b.peer_id):
+            await a.host.disconnect(b.peer_id)
+        a.host.get_peerstore().clear_addrs(b.peer_id)
+        a.dht.kad.routing_table.remove_peer(b.peer_id)
+        assert not a.host.get_network().get_connections(b.peer_id)
+        with trio.fail_after(10):
+            info = await a.dht.find_peer(b.peer_id)
+        assert info is not None and info.addrs
+        assert {str(x) for x in info.addrs} & {x.split("/p2p/")[0] for x in b.listen_addrs()}
+        # A peer nobody knows is not found, in bounded time.
+        with trio.fail_after(15):
+            assert await a.dht.find_peer(ID.from_base58(UNKNOWN)) is None
+        for p in (a, b, boot):
+            p.stop()
+
+
+async def test_provider_records_are_refreshed_and_expire_for_a_peer_that_left() -> None:
+    """With a 3 s record lifetime and advertisements every second: a member still in the
+    topic is found long after its first record expired (it re-advertised), and one that
+    left stops being found once its last record expired, although others keep looking
+    (a lookup must not store what it was told, or askers would hand the record on)."""
+    ttl, reprovide = 3.0, 1.0
+    async with trio.open_nursery() as nursery:
+        boot = await nursery.start(new_peer(fast_config()).run)
+        boot.dht.set_record_times(ttl, reprovide)
+        boot_addr = boot.listen_addrs()[0]
+        recs = [Recorder() for _ in range(3)]
+        asker, stays, leaves = [
+            await nursery.start(
+                new_peer(fast_config(bootstrap=[boot_addr], dht_ready_wait=5.0), rec).run
+            )
+            for rec in recs
+        ]
+        for peer, rec in zip((asker, stays, leaves), recs, strict=True):
+            peer.dht.set_record_times(ttl, reprovide)
+            await rec.wait_for(lambda rec=rec: rec.of(DhtReady))
+        stays.dht.advertise_topic("room")
+        leaves.dht.advertise_topic("room")
+        first_advert = trio.current_time()
+
+        async def found() -> set[ID]:
+            return {i.peer_id for i in await asker.dht.find_topic_peers("room")}
+
+        with trio.fail_after(10):
+            while (await found()) != {stays.peer_id, leaves.peer_id}:
+                await trio.sleep(0.2)
+        leaves.stop()
+        await leaves.stopped.wait()
+        gone_at = trio.current_time()
+        with trio.fail_after(ttl * 4 + 10):
+            while leaves.peer_id in (now := await found()):
+                await trio.sleep(0.2)
+        assert trio.current_time() - gone_at >= ttl - 1.5  # it expired; it was not dropped
+        assert stays.peer_id in now
+        # Long past the first record's lifetime, the member that stayed is still found.
+        while trio.current_time() - first_advert < 3 * ttl:
+            await trio.sleep(0.5)
+        assert await found() == {stays.peer_id}
+        for p in (asker, stays, boot):
+            p.stop()
+
+
+def test_provider_store_keeps_more_than_twenty_providers_and_drops_the_oldest_when_full() -> None:
+    """py-libp2p refuses the 21st provider of a key; a topic has more members than that."""
+
+    class _Host:
+        def get_id(self) -> ID:
+            return ID.from_pubkey(create_new_key_pair().public_key)
+
+    store = ExpiringProviderStore(_Host())  # type: ignore[arg-type]
+    ids = [
+        ID.from_pubkey(create_new_key_pair().public_key) for _ in range(MAX_PROVIDERS_PER_KEY + 1)
+    ]
+    for peer in ids:
+        store.add_provider(b"key", PeerInfo(peer, []))
+    kept = {info.peer_id for info in store.get_providers(b"key")}
+    assert len(kept) == MAX_PROVIDERS_PER_KEY
+    assert ids[0] not in kept and ids[-1] in kept
+    store.ttl = 0.0
+    assert store.get_providers(b"key") == []

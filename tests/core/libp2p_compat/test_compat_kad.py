@@ -1,0 +1,45 @@
+"""The Kademlia internals core/libp2p_compat/kad.py leans on (py-libp2p 0.8.1): these fail if
+the library changes under them, so an upgrade is looked at on purpose."""
+
+from __future__ import annotations
+
+import inspect
+
+from libp2p.kad_dht import kad_dht, peer_routing, provider_store
+from libp2p.kad_dht.kad_dht import KadDHT, _encode_key
+from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
+
+from core import libp2p_compat as compat
+
+
+def test_the_store_traps_we_work_round_are_still_there() -> None:
+    # The record lifetime is a module constant, and the store caps a key at 20 providers.
+    assert provider_store.PROVIDER_RECORD_EXPIRATION_INTERVAL == compat.PROVIDER_TTL
+    assert provider_store.PROVIDER_RECORD_REPUBLISH_INTERVAL == compat.REPROVIDE_INTERVAL
+    assert "BUCKET_SIZE" in inspect.getsource(ProviderStore.add_provider)
+    # find_providers answers from the local store when it has anything, and caches answers.
+    source = inspect.getsource(ProviderStore.find_providers)
+    assert "local_providers = self.get_providers(key)" in source
+    assert "self.add_provider(key, provider)" in source
+    # The maintenance loop calls the republish pass and the cleanup on the DHT's store.
+    loop = inspect.getsource(KadDHT._run_main_loop)
+    assert "self.provider_store._republish_provider_records()" in loop
+    assert "self.provider_store.cleanup_expired()" in loop
+
+
+def test_the_internals_we_call_keep_their_shape() -> None:
+    for name in ("providers", "providing_keys", "peer_routing", "host"):
+        assert name in inspect.getsource(ProviderStore.__init__)
+    params = inspect.signature(ProviderStore._get_providers_from_peer_with_closers).parameters
+    assert list(params) == ["self", "peer_id", "key"]
+    params = inspect.signature(peer_routing.PeerRouting._query_peer_for_closest).parameters
+    assert list(params) == ["self", "peer", "target_key"]
+    assert "add_addrs(" in inspect.getsource(peer_routing.PeerRouting._query_peer_for_closest)
+    assert list(inspect.signature(ProviderRecord).parameters) == ["provider_info", "timestamp"]
+    # The stream handler stores and answers through the DHT's provider_store attribute.
+    handler = inspect.getsource(kad_dht.KadDHT._do_handle_stream)
+    assert "self.provider_store.add_provider(key, provider_info)" in handler
+    assert "self.provider_store.get_providers(key)" in handler
+    # FIND_NODE answers put the target first when its addresses are known (go does too).
+    assert "closest_peers = [target] + [" in handler
+    assert "def _encode_key(key: str) -> bytes" in inspect.getsource(_encode_key)
