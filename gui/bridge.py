@@ -355,6 +355,6 @@ class CoreBridge(ClientSignals):
         result: int = await self.call(self._peer().require_files().save, cid, dest, peer, op)
         return result
 
-    async def get_file(self, cid: str, fallback: str) -> None:
+    async def get_file(self, cid: str, fallback: str, op: str) -> None:
         # Under this call, so that cancelling it (Stop) cancels the fetch.
-        await self.call(self._peer().require_files().answer_get, cid, fallback)
+        await self.call(self._peer().require_files().answer_get, cid, fallback, op)

@@ -110,8 +110,9 @@ class PeerClient(Protocol):
         awaiting task stops the transfer in the core."""
         ...
 
-    async def get_file(self, cid: str, fallback: str) -> None:
-        """Fetch a CID; the content comes as a ``GotFile`` event. Cancelling the awaiting task
+    async def get_file(self, cid: str, fallback: str, op: str) -> None:
+        """Fetch a CID; the content comes as a ``GotFile`` event, progress events (bytes so
+        far, the size once the root block is in) carry ``op``. Cancelling the awaiting task
         stops the fetch (a CID nobody has would otherwise wait out its timeout)."""
         ...
 

@@ -141,8 +141,8 @@ class FakeClient(ClientSignals):
         await self.get_gate.wait()
         return 0
 
-    async def get_file(self, cid: str, fallback: str) -> None:
-        self.calls.append(("get_file", cid, fallback))
+    async def get_file(self, cid: str, fallback: str, op: str) -> None:
+        self.calls.append(("get_file", cid, fallback, op))
         await self.get_gate.wait()
 
 

@@ -12,6 +12,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +79,62 @@ class _FetchGuard:
         (self.session or self.store).put(cid, data, links)
 
 
-def _node_links(cid: bytes, data: bytes) -> list[dagpb.Link]:
+def _decoded(cid: bytes, data: bytes) -> dagpb.PBNode | None:
+    """The dag-pb node of a block, None for any other codec or a block that does not parse."""
     try:
         if dagpb.cid_parts(cid).codec != dagpb.DAG_PB:
-            return []
-        return dagpb.PBNode.decode(data).links
+            return None
+        return dagpb.PBNode.decode(data)
     except ValueError:
-        return []
+        return None
+
+
+def _node_links(cid: bytes, data: bytes) -> list[dagpb.Link]:
+    node = _decoded(cid, data)
+    return node.links if node is not None else []
 
 
 def _links(cid: bytes, data: bytes) -> list[bytes]:
     return [link.cid for link in _node_links(cid, data)]
+
+
+class _FetchMeter:
+    """How far one fetch got, counted at the DAG walk as its blocks arrive: the file bytes
+    each leaf carries (a raw block whole, a dag-pb leaf its UnixFS data), so ``done`` ends at
+    the file's size; ``total`` is that size, read from the root node (its filesize, else its
+    blocksizes) once the root block is here, 0 while unknown and for folders. Written by the
+    worker thread that accepts blocks, read on the trio thread between batches."""
+
+    def __init__(self, root: bytes) -> None:
+        self.root = root
+        self.done = 0
+        self.total = 0
+
+    def measure_root(self, get: unixfs.GetBlock) -> None:
+        """The total from a root block we already hold (an earlier, interrupted fetch)."""
+        try:
+            self.total = unixfs.file_size(get, self.root)
+        except (unixfs.UnixFSError, LookupError, ValueError):
+            self.total = 0  # not here yet, or not a file: unknown
+
+    def arrived(self, cid: bytes, data: bytes, node: dagpb.PBNode | None) -> None:
+        if node is None:  # raw leaf (or not dag-pb at all: its bytes are its content)
+            self.done += len(data)
+            if cid == self.root:
+                self.total = len(data)
+            return
+        if node.links and cid != self.root:
+            return  # an inner node: its leaves carry the bytes
+        try:
+            info = unixfs.UnixFSData.decode(node.data or b"")
+        except unixfs.UnixFSError:
+            return
+        if info.type not in (unixfs.DataType.FILE, unixfs.DataType.RAW):
+            return
+        own = len(info.data or b"")
+        self.done += own
+        if cid == self.root:
+            self.total = info.filesize if info.filesize is not None else own + sum(info.blocksizes)
 
 
 def _estimate(link: dagpb.Link) -> int:
@@ -219,12 +265,12 @@ class Files:
         assert self._nursery is not None
         self._nursery.start_soon(self.answer_get, cid, fallback)
 
-    async def answer_get(self, cid: str, fallback: str = "") -> None:
+    async def answer_get(self, cid: str, fallback: str = "", op: str = "") -> None:
         """What ``get_file`` does, under the caller: cancelling the caller cancels the fetch
-        (the desktop's Stop button)."""
+        (the desktop's Stop button). Progress events carry ``op``."""
         try:
             key = dagpb.parse_cid(cid)
-            await self.fetch(key, fallback)
+            await self.fetch(key, fallback, op)
             content = await trio.to_thread.run_sync(self._gotfile_content, key)
             self.emit(GotFile(cid, True, content))
         except (FetchError, ValueError, LookupError, FileTreeError) as exc:
@@ -268,7 +314,7 @@ class Files:
                 await self._keep(cid)
                 return
         if fallback:
-            await self._fetch_fallback(cid, parse_peer_id(fallback))
+            await self._fetch_fallback(cid, parse_peer_id(fallback), op)
             await self._keep(cid)
             return
         raise FetchError(f"{dagpb.cid_str(cid)} is not stored here and no peer provided it")
@@ -319,47 +365,62 @@ class Files:
                 stack += [(link.cid, _estimate(link)) for link in links]
         return out
 
-    def _accept(self, blocks: list[tuple[bytes, bytes]]) -> list[tuple[bytes, int]]:
-        """Worker thread: store blocks bitswap verified, return what is missing below them."""
+    def _accept(
+        self, meter: _FetchMeter, blocks: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, int]]:
+        """Worker thread: store blocks bitswap verified, count them on ``meter``, return what
+        is missing below them."""
         below: list[tuple[bytes, int]] = []
         assert self._guard.session is not None  # fetch() holds the guard
         with self._guard.session.batch() as batch:
             for cid, data in blocks:
-                links = _node_links(cid, data)
+                node = _decoded(cid, data)
+                links = node.links if node is not None else []
                 batch.put(cid, data, [link.cid for link in links])
                 below += [(link.cid, _estimate(link)) for link in links]
+                meter.arrived(cid, data, node)
         return self._missing(below)
 
     async def _fetch_bitswap(self, cid: bytes, timeout: float, op: str = "") -> bool:
+        """Progress events carry the file bytes fetched so far and, once the root block is
+        here, the file's size (a get by CID knows no size before that)."""
         op = op or f"fetch:{next(_ops)}:{dagpb.cid_str(cid)}"
-        done = 0
+        meter = _FetchMeter(cid)
 
-        def progress(size: int) -> None:
-            nonlocal done
-            done += size
-            self.emit(Progress(op, done, 0))
+        def progress(_block_bytes: int) -> None:
+            self.emit(Progress(op, meter.done, meter.total))
+
+        def missing_below() -> list[tuple[bytes, int]]:
+            meter.measure_root(self.store.get)
+            return self._missing([(cid, DEFAULT_ESTIMATE)])
 
         try:
-            missing = await trio.to_thread.run_sync(self._missing, [(cid, DEFAULT_ESTIMATE)])
+            missing = await trio.to_thread.run_sync(missing_below)
+            if meter.total:
+                self.emit(Progress(op, 0, meter.total))
             return await self.bitswap.fetch(
-                missing, self._accept, timeout=timeout, progress=progress
+                missing, partial(self._accept, meter), timeout=timeout, progress=progress
             )
         except Exception as exc:
             log.info("bitswap fetch of %s failed: %s", dagpb.cid_str(cid), exc)
             return False
         finally:
-            self.emit(Progress(op, done, done, finished=True))
+            self.emit(Progress(op, meter.done, meter.total or meter.done, finished=True))
 
-    async def _fetch_fallback(self, cid: bytes, peer: ID) -> None:
+    async def _fetch_fallback(self, cid: bytes, peer: ID, op: str = "") -> None:
+        """The answer is one frame: its size is reported once, when it is in and verified."""
         try:
             reply = await self.service.request_content(peer, dagpb.cid_str(cid))
         except FileProtocolError as exc:
             raise FetchError(str(exc)) from exc
         if "error" in reply:
             raise FetchError(f"{peer} could not provide it: {reply['error']}")
-        await trio.to_thread.run_sync(self._accept_fallback, cid, reply)
+        size = await trio.to_thread.run_sync(self._accept_fallback, cid, reply)
+        if op:
+            self.emit(Progress(op, size, size, finished=True))
 
-    def _accept_fallback(self, cid: bytes, reply: dict[str, Any]) -> None:
+    def _accept_fallback(self, cid: bytes, reply: dict[str, Any]) -> int:
+        """Returns the file bytes the answer brought (0 for a folder)."""
         """Trust nothing the fallback peer says that the CID cannot confirm."""
         try:
             raw = base64.b64decode(reply.get("rawNode", ""), validate=True)
@@ -378,7 +439,7 @@ class Files:
                 }
                 while len(self._remote_entries) > KEEP_FETCHED:
                     self._remote_entries.popitem(last=False)
-            return
+            return 0
         try:
             content = base64.b64decode(reply.get("content", ""), validate=True)
         except (binascii.Error, ValueError, TypeError) as exc:
@@ -395,6 +456,7 @@ class Files:
                 batch.put(c, d, ln)
             if result.cid != cid:  # same DAG under another CID version: keep the asked one too
                 batch.put(cid, raw, _links(cid, raw))
+        return len(content)
 
     async def _keep(self, cid: bytes) -> None:
         """Pin what we fetched so garbage collection leaves it, up to the newest few hundred."""

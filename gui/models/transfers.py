@@ -69,6 +69,30 @@ class Transfer:
             return None
         return (self.total - self.done) / speed
 
+    @property
+    def fraction(self) -> float | None:
+        """Done, from 0 to 1; None while the total is unknown."""
+        if self.state == "done":
+            return 1.0
+        return min(1.0, self.done / self.total) if self.total > 0 else None
+
+    def summary(self, now: float) -> str:
+        """One line for a progress bar outside the Transfers pane (the Files pane's rows):
+        "42% · 12.0 MiB of 28.5 MiB · 6.1 MiB/s · 3 s left", with the same speed and time
+        left as the pane's columns, so the two never disagree."""
+        if self.total > 0:
+            percent = 100 * min(self.done, self.total) // self.total
+            parts = [f"{percent}%", f"{human_size(self.done)} of {human_size(self.total)}"]
+        else:
+            parts = [human_size(self.done) if self.done else "starting…"]
+        speed = self.speed(now)
+        if speed is not None:
+            parts.append(rate_text(speed))
+        left = self.time_left(now)
+        if left is not None:
+            parts.append(f"{duration_text(left)} left")
+        return " · ".join(parts)
+
 
 def duration_text(seconds: float) -> str:
     if seconds < 90:
@@ -184,9 +208,7 @@ class TransfersModel(RowsModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._text(job, col)
         if role == FRACTION_ROLE and col == 2:
-            if job.state == "done":
-                return 1.0
-            return min(1.0, job.done / job.total) if job.total > 0 else None
+            return job.fraction
         if role == Qt.ItemDataRole.ToolTipRole:
             return "\n".join(t for t in (job.name, job.where, job.detail) if t)
         if role == Qt.ItemDataRole.UserRole:

@@ -3,7 +3,6 @@ peer's tree; save, open and copy CIDs; progress bars with cancel for long work."
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +86,9 @@ class FileTreeView(QTreeView):
 
 
 class ProgressRow(QWidget):
+    """A running job under the tree: its label, a bar and Cancel. What the bar says comes
+    from the job's row in the Transfers model (``show``), the one place speed is measured."""
+
     cancelled = Signal()
 
     def __init__(self, label: str) -> None:
@@ -101,30 +103,14 @@ class ProgressRow(QWidget):
         row.addWidget(self.label, 2)
         row.addWidget(self.bar, 3)
         row.addWidget(cancel)
-        self.started = time.monotonic()
 
-    def set_progress(self, done: int, total: int, now: float | None = None) -> None:
-        if total > 0:
+    def show_progress(self, fraction: float | None, text: str) -> None:
+        """``fraction`` None: the total is not known yet (the bar keeps moving)."""
+        if fraction is not None:
             self.bar.setRange(0, 1000)
-            self.bar.setValue(int(1000 * min(done, total) / total))
-        text = progress_text(done, total, (now or time.monotonic()) - self.started)
+            self.bar.setValue(int(1000 * fraction))
         self.bar.setFormat(text)
         self.bar.setToolTip(text)
-
-
-def progress_text(done: int, total: int, elapsed: float) -> str:
-    """ "42%  12.0 of 28.5 MiB · 6.1 MiB/s · 3 s left": speed and time left once measurable."""
-    mib = 1048576
-    text = (
-        f"{done / mib:.1f} MiB" if total <= 0 else f"%p%  {done / mib:.1f} of {total / mib:.1f} MiB"
-    )
-    if elapsed >= 0.5 and done > 0:
-        speed = done / elapsed
-        text += f" · {speed / mib:.1f} MiB/s"
-        if total > done:
-            left = (total - done) / speed
-            text += f" · {left:.0f} s left" if left < 120 else f" · {left / 60:.0f} min left"
-    return text
 
 
 class FilesPane(QWidget):

@@ -81,6 +81,7 @@ class FilesController(QObject):
         pane.saveRequested.connect(self.save)
         pane.openRequested.connect(self.open)
         pane.getByCid.connect(self.get_by_cid)
+        transfers.dataChanged.connect(self._show_progress)
 
     # -- listings -----------------------------------------------------------------------------
 
@@ -107,9 +108,6 @@ class FilesController(QObject):
             else:
                 self.pane.show_listing(event.cid, event.entries, read_only=True)
         elif isinstance(event, ev.Progress):
-            row = self.pane.progress.get(event.op)
-            if row is not None:
-                row.set_progress(event.done, event.total)
             self.transfers.progress(event.op, event.done, event.total)
         elif isinstance(event, ev.GotFile):
             self._got_file(event)
@@ -119,6 +117,15 @@ class FilesController(QObject):
                 self.refresh()
             if peer and peer != self.own_id:
                 self.notify("Files changed", f"{peer[:12]}… updated their files")
+
+    def _show_progress(self, *_changed: object) -> None:
+        """The Files pane's progress rows say what their jobs' Transfers rows say (the model
+        measures speed and time left; it changes on each report and once a second)."""
+        now = self.transfers.clock()
+        for op, row in self.pane.progress.items():
+            job = self.transfers.find(op)
+            if job is not None:
+                row.show_progress(job.fraction, job.summary(now))
 
     # -- changes ------------------------------------------------------------------------------
 
@@ -267,7 +274,7 @@ class FilesController(QObject):
             return
         op = f"gui-get:{next(_ops)}"
         row = self.pane.progress_row(op, f"Fetching {cid}")
-        future = asyncio.ensure_future(self.client.get_file(cid, fallback))
+        future = asyncio.ensure_future(self.client.get_file(cid, fallback, op))
         row.cancelled.connect(future.cancel)
         self.transfers.add(op, "Get", cid, future.cancel)
         self.transfers.start(op)

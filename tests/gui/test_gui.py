@@ -245,6 +245,32 @@ def test_ipfs_link_is_fetched_and_offered(app: Any, other: OtherPeer, qtbot: Any
     files.dialog.reject()
 
 
+def test_a_get_by_cid_from_a_real_peer_learns_its_size_and_counts_its_bytes(
+    app: Any, other: OtherPeer, qtbot: Any
+) -> None:
+    import os
+
+    other.call(other.peer.connect, my_addr(app))
+    content = os.urandom(3 * 1048576 + 5)  # 13 leaves: several reports
+    cid, _ = other.call(other.peer.files.store_file, "big.bin", content)
+    files, model = app.window.files, app.window.transfers_model
+    seen: list[tuple[int, int]] = []
+    model.dataChanged.connect(
+        lambda *_: seen.append((model.rows[0].done, model.rows[0].total)) if model.rows else None
+    )
+    files.get_by_cid(cid, "")
+
+    def finished() -> bool:
+        return getattr(model.newest("Get", cid), "state", "") == "done"
+
+    qtbot.waitUntil(finished, timeout=WAIT_MS)
+    job = model.newest("Get", cid)
+    assert files.last_got is not None and files.last_got.success
+    assert job.done == job.total == len(content)
+    assert any(0 < done < len(content) and total == len(content) for done, total in seen)
+    files.dialog.reject()
+
+
 def test_a_second_start_forwards_its_link_to_the_running_app(app: Any, qtbot: Any) -> None:
     from gui.links import LinkServer, forward
 

@@ -72,13 +72,3 @@ def test_chat_input_and_rendering() -> None:
     assert parse_input("plain words") == "plain words"
     assert render({"text": "hi"}) == "hi"
     assert render({"a": 1}) == '{"a": 1}'
-
-
-def test_progress_text_has_speed_and_time_left_once_measurable() -> None:
-    from gui.panes.files import progress_text
-
-    mib = 1048576
-    assert progress_text(0, 10 * mib, 0.0) == "%p%  0.0 of 10.0 MiB"
-    assert progress_text(2 * mib, 10 * mib, 1.0) == "%p%  2.0 of 10.0 MiB · 2.0 MiB/s · 4 s left"
-    assert progress_text(mib, 0, 2.0) == "1.0 MiB · 0.5 MiB/s"
-    assert progress_text(mib, 1000 * mib, 1.0).endswith("· 17 min left")

@@ -373,7 +373,8 @@ def test_get_by_cid_has_a_cancel_that_stops_the_fetch(
 ) -> None:
     online(client, qtbot, window)
     window.files.get_by_cid("bafymissing", "")
-    qtbot.waitUntil(lambda: ("get_file", "bafymissing", "") in client.calls, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "get_file" in client.names(), timeout=WAIT_MS)
+    assert [c[:3] for c in client.calls if c[0] == "get_file"] == [("get_file", "bafymissing", "")]
     (row,) = window.files_pane.progress.values()
     row.cancelled.emit()
     qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
@@ -386,7 +387,8 @@ def test_a_link_before_the_peer_runs_is_fetched_once_it_does(
     window.files.open_cid("bafylink")
     assert "get_file" not in client.names()
     online(client, qtbot, window)
-    qtbot.waitUntil(lambda: ("get_file", "bafylink", "") in client.calls, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "get_file" in client.names(), timeout=WAIT_MS)
+    assert [c[:3] for c in client.calls if c[0] == "get_file"] == [("get_file", "bafylink", "")]
     client.get_gate.set()  # no task left pending for the garbage collector to end later
     qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
 
@@ -614,6 +616,45 @@ def test_a_get_that_found_nothing_is_listed_as_failed(
     client.get_gate.set()
     qtbot.waitUntil(lambda: _states(window) == {"bafynone": "failed"}, timeout=WAIT_MS)
     assert window.transfers_model.rows[0].detail == "not found"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_get_by_cid_shows_bytes_the_size_once_known_and_one_speed(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    """The Files pane's row and the Transfers row read the same job: the same speed and time
+    left (measured once, in the model), the size as soon as the core knows it."""
+    online(client, qtbot, window)
+    model = window.transfers_model
+    clock = model.clock = Clock()
+    window.files.get_by_cid("bafybig", "")
+    qtbot.waitUntil(lambda: "get_file" in client.names(), timeout=WAIT_MS)
+    op = client.calls[-1][3]
+    assert model.find(op) is not None and model.find(op).kind == "Get"
+    (row,) = window.files_pane.progress.values()
+    assert row.bar.maximum() == 0  # no size yet: a busy bar
+    mib = 1048576
+    for done in (0, 2 * mib, 4 * mib):  # the root block told the size: 10 MiB
+        clock.now += 1
+        client.event_received.emit(ev.Progress(op, done, 10 * mib))
+    speed = model.data(model.index(0, model.COLUMNS.index("Speed")))
+    left = model.data(model.index(0, model.COLUMNS.index("Time left")))
+    assert speed == "1.3 MiB/s" and left == "4 s"  # over the last 3 s, not since the start
+    assert row.bar.format() == f"40% · 4.0 MiB of 10.0 MiB · {speed} · {left} left"
+    assert row.bar.value() == 400
+    clock.now += 10  # a stall: no report, both say so after the next tick
+    model.tick()
+    assert model.data(model.index(0, model.COLUMNS.index("Speed"))) == "0 B/s"
+    assert row.bar.format() == "40% · 4.0 MiB of 10.0 MiB · 0 B/s"
+    client.get_gate.set()
+    qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
 
 
 # -- names peers chose ------------------------------------------------------------------------

@@ -456,3 +456,47 @@ async def test_bitswap_mixed_dag_from_two_peers(tmp_path: Path) -> None:
         sent = a.require_files().bitswap.blocks_sent + b.require_files().bitswap.blocks_sent
         await fc.fetch(root)
         assert a.require_files().bitswap.blocks_sent + b.require_files().bitswap.blocks_sent == sent
+
+
+async def test_a_get_by_cid_reports_bytes_and_learns_the_total_from_the_root(
+    tmp_path: Path,
+) -> None:
+    """A get by CID knows no size when it starts: once the root block is in, the progress
+    events carry the file's size, and the bytes counted (file bytes of each leaf as it
+    arrives) rise to it; a fallback-only get reports its size once, when verified."""
+    from core.events import Progress
+
+    async with (
+        peer_group(1, config=files_config(tmp_path, "a")) as [(a, _)],
+        peer_group(1, config=files_config(tmp_path, "b")) as [(b, rb)],
+    ):
+        await connect(b, a)
+        fa, fb = a.require_files(), b.require_files()
+        size = 40 * 262_144 + 12_345  # 41 leaves under one root
+        content = os.urandom(size)
+        file_cid, _ = await fa.store_file("big.bin", content)
+
+        await fb.answer_get(file_cid, op="get-1")
+        got = rb.of(GotFile)[-1]
+        assert got.success and base64.b64decode(got.content["content"]) == content
+        reports = [e for e in rb.of(Progress) if e.op == "get-1"]
+        assert reports[-1].finished and reports[-1].done == reports[-1].total == size
+        moving = [e for e in reports if not e.finished]
+        assert moving and all(e.total == size for e in moving)  # the root comes first
+        dones = [e.done for e in moving]
+        assert dones == sorted(dones) and len(set(dones)) > 2  # it rose, batch by batch
+
+        # A folder has no file size: bytes only, never a made-up total.
+        await fa.store_file("dir/x.bin", os.urandom(300_000))
+        listing = await fa.tree.entries()
+        await fb.answer_get(listing["dir"].cid, op="get-2")
+        folder = [e for e in rb.of(Progress) if e.op == "get-2" and not e.finished]
+        assert folder and all(e.total == 0 for e in folder)
+        assert max(e.done for e in folder) == 300_000
+
+        # Only the fallback peer: one report, when the answer is in and verified.
+        await b.host.disconnect(a.peer_id)
+        small_cid, _ = await fa.store_file("note.txt", b"a small note\n")
+        await connect(b, a)
+        await fb.answer_get(small_cid, str(a.peer_id), op="get-3")
+        assert [(e.done, e.total) for e in rb.of(Progress) if e.op == "get-3"] == [(13, 13)]
