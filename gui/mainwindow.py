@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 from core import events as ev
 from core.profile.history import History
 from core.snapshots import NetworkState, PeerIdentity
-from gui import geometry
+from gui import geometry, transfer_log
 from gui.client import NotDelivered, PeerClient
 from gui.models.reachability import reachability_text, reachability_tooltip
 from gui.models.transfers import TransfersModel
@@ -73,10 +73,10 @@ class MainWindow(QMainWindow):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._topic_ops: dict[str, asyncio.Future[Any]] = {}
         self.has_bootstrap = True
+        """Whether the peer has DHT bootstrap peers (the app says; without, no "bootstrapping")."""
         self.close_to_tray = False
         """Set by the app when the setting is on and a tray exists to come back from."""
         self._quitting = False
-        """Whether the peer has DHT bootstrap peers (the app says; without, no "bootstrapping")."""
         self.setWindowTitle("Peerdesk")
         self.history = History(data_dir / "history.sqlite")
         self.history_timer = QTimer(self)
@@ -90,6 +90,10 @@ class MainWindow(QMainWindow):
         self.monitor = MonitorPane()
         self.files_pane = FilesPane()
         self.transfers_model = TransfersModel()
+        self.transfers_model.restore(transfer_log.load(data_dir))
+        self._transfers_ended = False
+        self.transfers_model.endedChanged.connect(self._note_transfers_ended)
+        self.history_timer.timeout.connect(self.save_transfers)
         self.transfers = TransfersPane(self.transfers_model)
         self.log_view = log_view
         self.conversations = QTabWidget()
@@ -640,6 +644,16 @@ class MainWindow(QMainWindow):
         self.history.set_state("monitored", self.monitor.topics)
         self.history.commit()
 
+    def _note_transfers_ended(self) -> None:
+        self._transfers_ended = True
+
+    def save_transfers(self) -> None:
+        """The finished transfers to ``transfers.json``, at most once a second (a dropped
+        folder of thousands of small files ends thousands of transfers) and on close."""
+        if self._transfers_ended:
+            self._transfers_ended = False
+            transfer_log.save(self.data_dir, self.transfers_model.ended())
+
     def _restore_session(self) -> None:
         self._restoring = True
         try:
@@ -708,6 +722,8 @@ class MainWindow(QMainWindow):
             return
         self.save_layout()
         self._save_session()
+        self.transfers_model.interrupt("stopped: Peerdesk was closed")
+        self.save_transfers()
         self.info_timer.stop()
         super().closeEvent(event)
 

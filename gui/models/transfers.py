@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QDateTime, QModelIndex, Qt, Signal
 
 from gui.models.files import human_size
 from gui.models.rows import Index, RowsModel
+from gui.transfer_log import KEPT, Record
 
 SPEED_WINDOW = 5.0
 """Seconds of progress reports the speed is measured over."""
@@ -44,6 +45,10 @@ class Transfer:
     """The local file, when there is one (a download's destination), for the tooltip."""
     started: float = 0.0
     ended: float = 0.0
+    took: float = 0.0
+    """Seconds from start to end, once ended (0 if it never started)."""
+    ended_at: float = 0.0
+    """When it ended, as a Unix time (what a restart still knows of it)."""
     samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     @property
@@ -106,12 +111,23 @@ def rate_text(speed: float | None) -> str:
     return "" if speed is None else f"{human_size(int(speed))}/s"
 
 
+def _nothing_to_cancel() -> None:
+    """The cancel of a transfer from an earlier session: it has ended."""
+
+
 class TransfersModel(RowsModel):
     COLUMNS = ["Name", "Kind", "Progress", "Speed", "Time left", "State"]
+    endedChanged = Signal()
+    """The finished transfers changed (one ended, or they were cleared): time to save them."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__()
         self.clock = clock
+        self.wall = wall
         self.rows: list[Transfer] = []
 
     # -- what the controller reports ----------------------------------------------------------
@@ -159,12 +175,69 @@ class TransfersModel(RowsModel):
         job = self.find(op)
         if job is None or not (job.active or (job.state == "done" and state == "failed")):
             return
-        job.state, job.detail, job.ended = state, detail, self.clock()
+        if job.active:
+            job.ended, job.ended_at = self.clock(), self.wall()
+            job.took = job.ended - job.started if job.started else 0.0
+        job.state, job.detail = state, detail
         if size is not None:
             job.done = job.total = size
         elif state == "done" and job.total:
             job.done = job.total
         self._changed(job)
+        self.endedChanged.emit()
+
+    def interrupt(self, reason: str) -> None:
+        """The app is closing: what still runs or waits ends here, cancelled for ``reason``."""
+        for job in [j for j in self.rows if j.active]:
+            self.finish(job.op, "cancelled", reason)
+
+    # -- what a restart keeps -----------------------------------------------------------------
+
+    def ended(self) -> list[Record]:
+        """The newest ``KEPT`` finished transfers, newest first, for the transfer log."""
+        out = []
+        for job in self.rows:
+            if not job.active:
+                out.append(
+                    Record(
+                        job.kind,
+                        job.name,
+                        job.state,
+                        job.detail,
+                        job.where,
+                        job.done,
+                        job.total,
+                        job.took,
+                        job.ended_at,
+                    )
+                )
+                if len(out) == KEPT:
+                    break
+        return out
+
+    def restore(self, records: list[Record]) -> None:
+        """Transfers of earlier sessions, below this session's (they are older)."""
+        if not records:
+            return
+        first = len(self.rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(records) - 1)
+        for i, r in enumerate(records):
+            self.rows.append(
+                Transfer(
+                    f"earlier:{first + i}",
+                    r.kind,
+                    r.name,
+                    _nothing_to_cancel,
+                    total=r.total,
+                    done=r.done,
+                    state=r.state,
+                    detail=r.detail,
+                    where=r.where,
+                    took=r.took,
+                    ended_at=r.ended_at,
+                )
+            )
+        self.endInsertRows()
 
     # -- what the user does -------------------------------------------------------------------
 
@@ -177,6 +250,7 @@ class TransfersModel(RowsModel):
         self.beginResetModel()
         self.rows = [job for job in self.rows if job.active]
         self.endResetModel()
+        self.endedChanged.emit()
 
     def tick(self) -> None:
         """Once a second: speeds and times left move on even without a new report."""
@@ -210,7 +284,7 @@ class TransfersModel(RowsModel):
         if role == FRACTION_ROLE and col == 2:
             return job.fraction
         if role == Qt.ItemDataRole.ToolTipRole:
-            return "\n".join(t for t in (job.name, job.where, job.detail) if t)
+            return "\n".join(t for t in (job.name, job.where, job.detail, _ended(job)) if t)
         if role == Qt.ItemDataRole.UserRole:
             return job.op
         return None
@@ -233,6 +307,13 @@ class TransfersModel(RowsModel):
             return "" if left is None else duration_text(left)
         if job.state == "failed":
             return f"failed: {job.detail}" if job.detail else "failed"
-        if job.state in ("done", "cancelled") and job.ended and job.started:
-            return f"{job.state} in {duration_text(job.ended - job.started)}"
+        if job.state in ("done", "cancelled") and job.took:
+            return f"{job.state} in {duration_text(job.took)}"
         return job.state
+
+
+def _ended(job: Transfer) -> str:
+    if job.active or not job.ended_at:
+        return ""
+    when = QDateTime.fromSecsSinceEpoch(int(job.ended_at)).toString("yyyy-MM-dd hh:mm:ss")
+    return f"ended {when}"

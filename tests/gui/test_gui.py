@@ -581,6 +581,27 @@ def test_transfers_list_real_imports_and_downloads_and_the_download_folder(
     assert model.newest("Download", dest.name).done == 300_000  # what was written, in the end
 
 
+def test_finished_transfers_survive_a_restart_of_the_app(
+    app: Any, qtbot: Any, tmp_path: Path
+) -> None:
+    local = tmp_path / "kept.bin"
+    local.write_bytes(b"k" * 300_000)
+    app.window.files.store_paths("", [local])
+    model = app.window.transfers_model
+    qtbot.waitUntil(
+        lambda: getattr(model.newest("Import", "kept.bin"), "state", "") == "done",
+        timeout=WAIT_MS,
+    )
+    again = _restart(app, qtbot)
+    try:
+        job = again.window.transfers_model.newest("Import", "kept.bin")
+        assert job is not None and (job.state, job.done, job.total) == ("done", 300_000, 300_000)
+        assert (app.data_dir / "transfers.json").is_file()
+    finally:
+        again.window.close()
+        again.shutdown()
+
+
 def test_each_side_sees_the_name_the_other_chose(app: Any, other: OtherPeer, qtbot: Any) -> None:
     profile = Profile.open(app.data_dir)
     profile.save_settings(replace(profile.load_settings(), display_name="Ada"))

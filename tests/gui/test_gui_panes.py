@@ -657,6 +657,51 @@ def test_a_get_by_cid_shows_bytes_the_size_once_known_and_one_speed(
     qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
 
 
+def test_finished_transfers_are_listed_again_after_a_restart(
+    qtbot: Any, client: FakeClient, tmp_path: Path
+) -> None:
+    """The window writes them to the profile's transfers.json (at most once a second and
+    on close); the next window lists them; a broken file is an empty list, not a crash."""
+    from gui.mainwindow import MainWindow
+    from gui.panes.log import LogView, QtLogHandler
+
+    def open_window() -> Any:
+        win = MainWindow(client, tmp_path, LogView(QtLogHandler()))
+        qtbot.addWidget(win)
+        return win
+
+    first = open_window()
+    model = first.transfers_model
+    model.add("x", "Import", "kept.bin", lambda: None, total=5)
+    model.start("x")
+    model.finish("x", "done")
+    model.add("y", "Get", "bafyfailed", lambda: None)
+    model.finish("y", "failed", "no peer has it")
+    model.add("z", "Download", "running.bin", lambda: None)
+    model.start("z")
+    qtbot.waitUntil(lambda: (tmp_path / "transfers.json").exists(), timeout=WAIT_MS)  # 1 s
+    first.info_timer.stop()
+    first.close()
+
+    second = open_window()
+    assert _states(second) == {
+        "kept.bin": "done",
+        "bafyfailed": "failed",
+        "running.bin": "cancelled",  # it was running when the window closed
+    }
+    assert second.transfers_model.active_count == 0
+    assert second.docks["Transfers"].windowTitle() == "Transfers"
+    second.info_timer.stop()
+    second.close()
+
+    (tmp_path / "transfers.json").write_text('{"transfers": [{"kind": ')
+    third = open_window()
+    assert third.transfers_model.rows == []
+    assert (tmp_path / "transfers.json.broken").exists()
+    third.info_timer.stop()
+    third.close()
+
+
 # -- names peers chose ------------------------------------------------------------------------
 
 

@@ -77,7 +77,8 @@ def test_cancel_reaches_only_active_jobs_and_clear_keeps_them(qapp: Any) -> None
         model.cancel(rows[op])
     assert cancelled == ["a", "b"]  # the failed one has nothing left to cancel
     assert cell(model, rows["c"], "State") == "failed: no peer has it"
-    assert cell(model, rows["c"], "Name", Qt.ItemDataRole.ToolTipRole) == "c.bin\nno peer has it"
+    tooltip = cell(model, rows["c"], "Name", Qt.ItemDataRole.ToolTipRole).split("\n")
+    assert tooltip[:2] == ["c.bin", "no peer has it"] and tooltip[2].startswith("ended 20")
     model.finish("a", "cancelled")
     model.clear_finished()
     assert [job.op for job in model.rows] == ["b"]
@@ -110,3 +111,36 @@ def test_the_summary_line_reads_the_same_speed_and_time_left_as_the_columns(qapp
     speed, left = cell(model, 0, "Speed"), cell(model, 0, "Time left")
     assert (speed, left) == ("1.3 MiB/s", "12 min")
     assert job.summary(clock.now) == f"0% · 4.0 MiB of 1000.0 MiB · {speed} · {left} left"
+
+
+def test_finished_jobs_are_kept_with_how_they_ended_and_restored_below_new_ones(
+    qapp: Any,
+) -> None:
+    clock = Clock()
+    model = TransfersModel(clock, wall=lambda: 1_700_000_000.0)
+    model.add("a", "Import", "a.bin", lambda: None, total=10)
+    model.add("b", "Get", "bafyb", lambda: None)
+    model.add("c", "Download", "c.bin", lambda: None, where="/home/u/c.bin")
+    model.start("a")
+    clock.now += 3
+    model.finish("a", "done")
+    model.finish("b", "cancelled")  # never started: no duration
+    model.start("c")
+    kept = model.ended()
+    assert [(r.name, r.state, r.took, r.ended_at) for r in kept] == [
+        ("bafyb", "cancelled", 0.0, 1_700_000_000.0),
+        ("a.bin", "done", 3.0, 1_700_000_000.0),
+    ]
+    model.interrupt("stopped: Peerdesk was closed")  # the running one ends too
+    assert model.ended()[0].detail == "stopped: Peerdesk was closed"
+
+    again = TransfersModel(Clock())
+    again.add("new", "Import", "new.bin", lambda: None)
+    again.restore(model.ended())
+    assert [j.name for j in again.rows] == ["new.bin", "c.bin", "bafyb", "a.bin"]
+    assert cell(again, 3, "State") == "done in 3 s" and cell(again, 3, "Progress") == "100% of 10 B"
+    assert cell(again, 1, "Name", Qt.ItemDataRole.ToolTipRole).startswith("c.bin\n/home/u/c.bin")
+    again.cancel(1)  # an earlier session's: nothing to cancel, nothing happens
+    assert again.active_count == 1
+    again.clear_finished()
+    assert [j.name for j in again.rows] == ["new.bin"] and again.ended() == []
