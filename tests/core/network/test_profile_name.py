@@ -143,3 +143,104 @@ def test_the_setting_reaches_the_peer(tmp_path: Path) -> None:
         Settings(display_name="Ada"), tmp_path, listen_addrs=["/ip4/127.0.0.1/tcp/0"]
     )
     assert config.display_name == "Ada"
+
+
+async def test_questions_past_a_peers_limits_are_reset_at_once_and_others_still_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that opens many questions and never finishes them holds at most PER_PEER of
+    ours; the rest are reset before a byte is read, well within TIMEOUT, and a third peer is
+    answered meanwhile."""
+    monkeypatch.setattr(profile_name, "TIMEOUT", 4.0)
+    async with peer_group(3, config=named("Ada", "Mallory", "Bob")) as [(a, _), (m, _), (c, _)]:
+        await connect(m, a)
+        await connect(c, a)
+        held = []
+        for _ in range(profile_name.PER_PEER):
+            held.append(await m.host.new_stream(a.peer_id, [PROTOCOL]))  # never asks
+        await trio.sleep(0.3)
+        assert a.profile_names._handling == {m.peer_id: profile_name.PER_PEER}
+        with trio.fail_after(2):  # far less than TIMEOUT: refused, not timed out
+            for _ in range(5):
+                with pytest.raises(Exception):  # noqa: B017  (reset: the library's own error)
+                    stream = await m.host.new_stream(a.peer_id, [PROTOCOL])
+                    await stream.write(encode_frame(dumps({})))
+                    await read_frame(stream, 1024)
+        assert a.profile_names.refused == 5
+        with trio.fail_after(2):
+            assert await c.profile_names.ask(a.peer_id) == "Ada"
+        for stream in held:
+            await stream.reset()
+        with trio.fail_after(5):
+            while a.profile_names._handling:
+                await trio.sleep(0.05)
+
+
+async def test_a_peer_asking_in_a_loop_gets_its_burst_then_one_answer_per_refill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(profile_name, "REFILL", 2.0)
+    async with peer_group(3, config=named("Ada", "Mallory", "Bob")) as [(a, _), (m, _), (c, _)]:
+        await connect(m, a)
+        await connect(c, a)
+        answered = refused = 0
+        with trio.fail_after(10):
+            for _ in range(profile_name.BURST + 10):
+                try:
+                    assert await m.profile_names.ask(a.peer_id) == "Ada"
+                    answered += 1
+                except Exception:
+                    refused += 1
+        # the question m asked on connect took one of its burst; a little refill in between
+        assert answered >= profile_name.BURST - 1 and refused >= 5
+        assert await c.profile_names.ask(a.peer_id) == "Ada"  # others keep their allowance
+        await trio.sleep(2.5)
+        assert await m.profile_names.ask(a.peer_id) == "Ada"  # and it comes back in time
+
+
+async def test_questions_we_ask_are_capped_and_the_overflow_asked_on_reconnect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Six peers connect at once, each answering slowly: at most ASKERS questions are out at a
+    time, at most MAX_QUEUED wait, the rest are not asked; a peer left out is asked when it
+    connects again, and every asked name arrives."""
+    monkeypatch.setattr(profile_name, "ASKERS", 2)
+    monkeypatch.setattr(profile_name, "MAX_QUEUED", 2)
+    names = ("Ada", "P1", "P2", "P3", "P4", "P5", "P6")
+    async with peer_group(7, config=named(*names)) as group:
+        (a, _), others = group[0], [p for p, _ in group[1:]]
+        out = peak = 0
+
+        def slow(peer: Peer):  # type: ignore[no-untyped-def]
+            async def handler(stream: INetStream) -> None:
+                nonlocal out, peak
+                out += 1
+                peak = max(peak, out)
+                try:
+                    await trio.sleep(0.5)
+                    await peer.profile_names._handle(stream)
+                finally:
+                    out -= 1
+
+            return handler
+
+        for peer in others:
+            peer.host.set_stream_handler(PROTOCOL, slow(peer))
+        async with trio.open_nursery() as nursery:
+            for peer in others:
+                nursery.start_soon(connect, a, peer)
+        assert a.profile_names.asking <= 4
+        with trio.fail_after(10):
+            while a.profile_names.asking:
+                await trio.sleep(0.05)
+        assert 1 <= peak <= 2
+        known = [p for p in others if a.profile_names.name_of(str(p.peer_id))]
+        left_out = [p for p in others if p not in known]
+        assert len(known) == 4 and len(left_out) == 2
+        for peer in left_out:  # not marked as asked: a new connection asks
+            await a.host.disconnect(peer.peer_id)
+            with trio.fail_after(5):
+                while peer.peer_id in a.host.get_connected_peers():
+                    await trio.sleep(0.05)
+            await connect(a, peer)
+            await wait_name(a, peer, names[1 + others.index(peer)])
