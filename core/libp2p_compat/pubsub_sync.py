@@ -1,31 +1,184 @@
 """Keeping pubsub subscriptions known between connected peers.
 
-py-libp2p 0.8.1 can leave a connected peer's subscriptions unknown to us (or ours to it): the
-hello packet races the stream registration. Everything that repairs that lives here.
+py-libp2p 0.8.1 can leave a connected peer's subscriptions unknown to us, or ours to it, for
+as long as the connection lasts. Three ways, each reproduced with two real hosts in
+tests/core/libp2p_compat/test_compat_pubsub_sync.py:
+
+1. **The hello race.** ``Pubsub._handle_new_peer`` builds the hello packet (our topics)
+   *before* it registers the peer's outbound queue; a topic joined in between is announced to
+   everyone but that peer.
+2. **Giving up on a failed stream.** ``_handle_new_peer_with_retry`` retries only
+   ``SwarmException`` and ``StreamClosed``. A failed protocol negotiation (``StreamFailure``,
+   a ``HostException``) or a reset while the hello is written ends the attempts for good: we
+   have no outbound stream, so the peer never learns our topics. If both sides fail (as when
+   both open their streams while a duplicate connection is being closed under them), neither
+   knows the other.
+3. **Forgetting on a restarted writer.** When our outbound stream dies while the peer stays
+   connected (the connection it was on closed, another remains), ``_handle_dead_peer``
+   forgets every topic the peer announced on *its* stream, then opens a new outbound stream.
+   The peer never announces again: its reader ends quietly on the old stream's EOF (go's
+   reader declares the peer dead and respawns its writer with a hello). We have the stream
+   and never the peer's topics.
+
+The repair, ``resync_subscriptions``: make sure we have an outbound stream to the peer (after
+the library's own attempt, reopen it with backoff for as long as the peer stays connected and
+speaks pubsub, up to ``PATIENCE``), then announce our topics on it (receivers treat repeats as
+no-ops). It runs on each first connection to a peer (core/peer.py) and whenever the peer
+opens a new pubsub stream to us: a new writer on its side is either a first one (case 1) or
+a restarted one that just forgot our topics (case 3 seen from the other side). For that, the
+pubsub stream handlers are wrapped (``_AnnouncingHandler``) on first use. Every repair is
+logged.
 """
 
 from __future__ import annotations
 
+import logging
+from weakref import WeakKeyDictionary
+
 import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import StreamHandlerFn
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
+log = logging.getLogger(__name__)
 
-async def resync_subscriptions(pubsub: Pubsub, peer: ID, timeout: float = 10.0) -> None:
-    """Pubsub builds a new peer's hello packet *before* registering the peer's stream; a topic
-    joined between the two is announced to everyone but that peer, which then never learns
-    of it (seen with peers that connect and subscribe at once). Once the stream is registered,
-    announce every current subscription to that peer again; receivers treat repeats as no-ops.
-    """
+FIRST_WAIT = 10.0
+"""Seconds we leave the library's own stream registration before we step in."""
+PATIENCE = 120.0
+"""Seconds after ``FIRST_WAIT`` we keep reopening a missing stream to a connected peer."""
+BACKOFF = (1.0, 16.0)
+"""First and longest pause between our own attempts."""
+ATTEMPT_BOUND = 60.0
+"""One attempt's bound (the library's negotiation alone may take 30 s under load)."""
+ANNOUNCE_TRIES = 5
+"""A full outbound queue refuses the announcement; tried again a second later, this often."""
+
+_locks: WeakKeyDictionary[Pubsub, dict[ID, trio.Lock]] = WeakKeyDictionary()
+
+
+async def resync_subscriptions(pubsub: Pubsub, peer: ID) -> None:
+    """Make sure ``peer`` has our outbound stream and knows our topics (module doc). Called
+    for each new connection; also watches, from now on, for new pubsub streams from peers."""
+    _install_inbound_hook(pubsub)
+    await _sync(pubsub, peer, speaks_pubsub=False)
+
+
+async def _sync(pubsub: Pubsub, peer: ID, *, speaks_pubsub: bool) -> None:
+    """One repair at a time per peer: a second trigger waits and then announces again (the
+    peer may have forgotten our topics in between). Never raises: it runs in the peer's and
+    the pubsub service's nurseries, where an error would stop everything."""
+    locks = _locks.setdefault(pubsub, {})
+    lock = locks.setdefault(peer, trio.Lock())
     try:
-        await pubsub.wait_for_peer(peer, timeout=timeout)
+        async with lock:
+            if await _ensure_stream(pubsub, peer, speaks_pubsub):
+                await _announce(pubsub, peer)
+    except Exception:
+        log.warning("pubsub: subscription repair with %s failed", peer, exc_info=True)
+    finally:
+        if locks.get(peer) is lock and not lock.locked() and not lock.statistics().tasks_waiting:
+            del locks[peer]
+
+
+async def _ensure_stream(pubsub: Pubsub, peer: ID, speaks_pubsub: bool) -> bool:
+    """Whether we have an outbound pubsub stream to ``peer`` (opened here if the library
+    gave up on it). The module's timings are read at each call (tests shorten them)."""
+    wait, patience = FIRST_WAIT, PATIENCE
+    try:
+        await pubsub.wait_for_peer(peer, timeout=wait)
+        return True
     except trio.TooSlowError:
-        return
-    topics = list(pubsub.topic_ids)
-    queue = pubsub.peer_queues.get(peer)
-    if not topics or queue is None:
-        return
-    packet = rpc_pb2.RPC()
-    packet.subscriptions.extend(rpc_pb2.RPC.SubOpts(subscribe=True, topicid=t) for t in topics)
-    queue.push(packet, priority=True)
+        pass
+    started = trio.current_time()
+    deadline = started + patience
+    delay, attempts = BACKOFF[0], 0
+    while True:
+        if peer in pubsub.peers:
+            log.info("pubsub: stream to %s registered %.0f s late", peer, wait + _since(started))
+            return True
+        if not pubsub.host.get_network().get_connections(peer):
+            log.debug("pubsub: %s left before it had our stream", peer)
+            return False
+        if pubsub.is_peer_blacklisted(peer):
+            return False
+        if speaks_pubsub or _speaks_pubsub(pubsub, peer):
+            attempts += 1
+            log.info(
+                "pubsub: %s is connected and speaks pubsub but has no stream from us "
+                "%.0f s after connecting; opening one (attempt %d)",
+                peer,
+                wait + _since(started),
+                attempts,
+            )
+            with trio.move_on_after(ATTEMPT_BOUND):
+                if await pubsub.ensure_peer_stream(peer, timeout=ATTEMPT_BOUND / 2):
+                    log.info("pubsub: stream to %s opened on attempt %d", peer, attempts)
+                    return True
+        if trio.current_time() + delay > deadline:
+            log.warning(
+                "pubsub: no stream to %s after %.0f s and %d attempts of ours; its "
+                "subscriptions and ours stay unknown to each other",
+                peer,
+                wait + _since(started),
+                attempts,
+            )
+            return False
+        await trio.sleep(delay)
+        delay = min(2 * delay, BACKOFF[1])
+
+
+def _since(started: float) -> float:
+    return trio.current_time() - started
+
+
+def _speaks_pubsub(pubsub: Pubsub, peer: ID) -> bool:
+    """Identify says so, or the peer announced a topic to us (identify may have run while
+    its pubsub was not up yet). Neither yet: asked again next round."""
+    if any(peer in peers for peers in list(pubsub.peer_topics.values())):
+        return True
+    store = pubsub.host.get_peerstore()
+    return bool(store.supports_protocols(peer, [str(p) for p in pubsub.protocols]))
+
+
+async def _announce(pubsub: Pubsub, peer: ID) -> None:
+    """Every current topic of ours to ``peer``, ahead of queued traffic."""
+    for _ in range(ANNOUNCE_TRIES):
+        topics = list(pubsub.topic_ids)
+        queue = pubsub.peer_queues.get(peer)
+        if not topics or queue is None:
+            return
+        packet = rpc_pb2.RPC()
+        packet.subscriptions.extend(rpc_pb2.RPC.SubOpts(subscribe=True, topicid=t) for t in topics)
+        if queue.push(packet, priority=True):
+            return
+        await trio.sleep(1.0)
+    log.warning("pubsub: %s's outbound queue stayed full; our topics not re-announced", peer)
+
+
+class _AnnouncingHandler:
+    """A pubsub stream handler that first starts a ``_sync`` with the stream's peer."""
+
+    def __init__(self, pubsub: Pubsub, inner: StreamHandlerFn) -> None:
+        self.pubsub = pubsub
+        self.inner = inner
+
+    async def __call__(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        if self.pubsub.manager.is_running:
+            self.pubsub.manager.run_task(self._sync, peer)
+        await self.inner(stream)
+
+    async def _sync(self, peer: ID) -> None:
+        await _sync(self.pubsub, peer, speaks_pubsub=True)
+
+
+def _install_inbound_hook(pubsub: Pubsub) -> None:
+    """Wrap whatever handles our pubsub protocols now (once; idempotent)."""
+    handlers = pubsub.host.get_mux().handlers
+    for protocol in pubsub.protocols:
+        inner = handlers.get(protocol)
+        if inner is None or isinstance(inner, _AnnouncingHandler):
+            continue
+        pubsub.host.set_stream_handler(protocol, _AnnouncingHandler(pubsub, inner))
