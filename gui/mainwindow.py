@@ -72,6 +72,8 @@ class MainWindow(QMainWindow):
         self.state: NetworkState | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._topic_ops: dict[str, asyncio.Future[Any]] = {}
+        self._online_at = time.monotonic()
+        """When the peer came up (how long reachability has been checked)."""
         self.has_bootstrap = True
         """Whether the peer has DHT bootstrap peers (the app says; without, no "bootstrapping")."""
         self.close_to_tray = False
@@ -315,6 +317,7 @@ class MainWindow(QMainWindow):
 
     def _on_started(self, me: PeerIdentity) -> None:
         self.peer_id = me.peer_id
+        self._online_at = time.monotonic()
         self.statusBar().showMessage(f"Peer {short_id(self.peer_id)} started", 5000)
         self.files.own_id = self.peer_id
         # A new peer (first start, or a restart after new settings) rejoins what the user had.
@@ -373,7 +376,7 @@ class MainWindow(QMainWindow):
         )
         lan = "LAN discovery on" if info.mdns else "LAN discovery off"
         state = f"Online — {online} peer{'s' if online != 1 else ''} · {dht} · {lan}"
-        reach = reachability_text(info, self.peers_model.alias)
+        reach = reachability_text(info, self.peers_model.alias, time.monotonic() - self._online_at)
         if state != self.state_label.text() or reach != self.reach_label.text():
             self.state_label.setText(state)
             self.reach_label.setText(reach)

@@ -171,8 +171,10 @@ class FilesModel(QAbstractItemModel):
                 return node.cid
         if role == Qt.ItemDataRole.DecorationRole and col == 0:
             return self._dir_icon if node.kind == "directory" else self._file_icon
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{node.path}\n{node.cid}"
+        if role == Qt.ItemDataRole.ToolTipRole:  # everything a narrow dock's columns hide
+            kind = "folder" if node.kind == "directory" else (node.mime.split(";")[0] or "file")
+            size = f" · {human_size(node.size)}" if node.kind == "file" and node.size else ""
+            return f"{node.path}\n{kind}{size}\n{node.cid}"
         return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:

@@ -22,9 +22,15 @@ def relay_of(circuit_addr: str) -> str:
     return ""
 
 
-def reachability_text(info: PeerInfo, name: Callable[[str], str]) -> str:
-    """ "Public", "Behind NAT — reachable via relay <name>" or "Checking reachability…"
-    (``name`` turns a relay's peer id into what the user calls it)."""
+PATIENCE = 60.0
+"""Seconds online without a verdict after which "Checking…" becomes "unknown" (a verdict
+needs two AutoNAT servers that agree; a peer with fewer may never get one)."""
+
+
+def reachability_text(info: PeerInfo, name: Callable[[str], str], waited: float = 0.0) -> str:
+    """ "Public", "Behind NAT — reachable via relay <name>", "Checking reachability…" or,
+    ``waited`` past ``PATIENCE`` seconds with no verdict, "Reachability unknown" (``name``
+    turns a relay's peer id into what the user calls it)."""
     if info.reachability == "public":
         return "Public" + (" · relay service on" if info.relay_service else "")
     if info.reachability == "private":
@@ -33,7 +39,7 @@ def reachability_text(info: PeerInfo, name: Callable[[str], str]) -> str:
             return "Behind NAT — no relay yet"
         more = f" (+{len(relays) - 1})" if len(relays) > 1 else ""
         return f"Behind NAT — reachable via relay {name(relays[0])}{more}"
-    return "Checking reachability…"
+    return "Checking reachability…" if waited < PATIENCE else "Reachability unknown"
 
 
 def reachability_tooltip(info: PeerInfo) -> str:
@@ -42,6 +48,10 @@ def reachability_tooltip(info: PeerInfo) -> str:
         "public": "Other peers can dial this peer directly.",
         "private": "Other peers reach this peer through a relay, then try a direct "
         "connection (hole punching).",
-    }.get(info.reachability, "AutoNAT is asking other peers to dial back; no verdict yet.")
+    }.get(
+        info.reachability,
+        "No verdict yet: two connected peers that offer AutoNAT must agree on whether they "
+        "can dial this peer back.\nIt asks again every 5 minutes and when its addresses change.",
+    )
     addrs = [*info.relay_addrs] if info.reachability == "private" else [*info.addrs]
     return "\n".join([lines, *addrs])

@@ -100,6 +100,8 @@ class Transfer:
 
 
 def duration_text(seconds: float) -> str:
+    if seconds < 1:
+        return "<1 s"  # "done in 0 s" read as if nothing had happened
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt, Signal
-from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QGuiApplication
+from PySide6.QtGui import (
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QGuiApplication,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -29,6 +35,9 @@ from gui.models.files import FilesModel, Node
 from gui.widgets.elide import ElidedLabel
 
 OWN = ""
+WIDE_ENOUGH_FOR_CIDS = 440
+"""Pixels of tree below which the CID column is hidden (names were cut to "ta…ng")."""
+WIDE_ENOUGH_FOR_TYPES = 300
 
 
 class FileTreeView(QTreeView):
@@ -56,6 +65,14 @@ class FileTreeView(QTreeView):
         header.resizeSection(2, 76)
         header.resizeSection(3, 84)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """A narrow dock keeps the names readable: the CID column goes first, then the type
+        (both stay in each row's tooltip, and Copy CID copies the CID)."""
+        super().resizeEvent(event)
+        width = self.viewport().width()
+        self.setColumnHidden(3, width < WIDE_ENOUGH_FOR_CIDS)
+        self.setColumnHidden(2, width < WIDE_ENOUGH_FOR_TYPES)
 
     def _local_paths(self, event: QDropEvent | QDragEnterEvent | QDragMoveEvent) -> list[Path]:
         data = event.mimeData()

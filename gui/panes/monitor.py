@@ -56,6 +56,8 @@ class TimelineModel(RowsModel):
         super().__init__()
         self.paused = False
         self._held: list[TimelineEvent] = []
+        self.alias: dict[str, str] = {}
+        """peer id → the name the window shows for it (the id's tail when it has none)."""
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -66,7 +68,7 @@ class TimelineModel(RowsModel):
                 time.strftime("%H:%M:%S", time.localtime(ev.at)),
                 ev.topic,
                 ev.kind,
-                short_id(ev.peer),
+                self.alias.get(ev.peer) or short_id(ev.peer),
                 ev.detail,
             ][index.column()]
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == 2:
@@ -185,7 +187,7 @@ class MonitorPane(QWidget):
         self.members: dict[str, dict[str, float]] = {}
         self.mesh: dict[str, set[str]] = {}
         """topic → the peers in our GossipSub mesh for it (only for topics we also joined)."""
-        self.alias: dict[str, str] = {}
+        self._alias: dict[str, str] = {}
 
         self.topic_input = QLineEdit()
         self.topic_input.setPlaceholderText("Topic to monitor")
@@ -251,6 +253,22 @@ class MonitorPane(QWidget):
         layout.addWidget(split, 1)
 
     @property
+    def alias(self) -> dict[str, str]:
+        return self._alias
+
+    @alias.setter
+    def alias(self, names: dict[str, str]) -> None:
+        """The names the window shows for peers: the timeline and the graph use them."""
+        changed = names != self._alias
+        self._alias = self.timeline.alias = self.graph.alias = names
+        if changed and self.timeline.rows:
+            column = self.timeline.COLUMNS.index("Peer")
+            last = len(self.timeline.rows) - 1
+            self.timeline.dataChanged.emit(
+                self.timeline.index(0, column), self.timeline.index(last, column)
+            )
+
+    @property
     def topics(self) -> list[str]:
         return [self.topic_pick.itemText(i) for i in range(self.topic_pick.count())]
 
@@ -310,7 +328,6 @@ class MonitorPane(QWidget):
         self.members[topic] = dict(members)
         if topic == self.topic_pick.currentText():
             self._show_members(topic)
-            self.graph.alias = self.alias
             self.graph.set_members(list(members), self.mesh.get(topic, set()))
 
     def set_mesh(self, topic: str, mesh: list[str]) -> None:
@@ -322,7 +339,6 @@ class MonitorPane(QWidget):
 
     def _show_topic(self, topic: str) -> None:
         self._show_members(topic)
-        self.graph.alias = self.alias
         self.graph.show_topic(topic, list(self.members.get(topic, {})), self.mesh.get(topic, set()))
         self.tick()
 

@@ -88,7 +88,9 @@ class PeersModel(RowsModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
-                name = f"{row.alias}  {short_id(row.peer)}"
+                # The id's tail tells two peers of one name apart; its head "12D3KooW" is the
+                # same for every peer and pushed the tail out of a narrow dock.
+                name = f"{row.alias}  …{row.peer[-6:]}"
                 if row.contact:
                     name = "★ " + name
                 if row.unread:

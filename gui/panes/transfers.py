@@ -78,7 +78,8 @@ class TransfersPane(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Cancel the selected transfers")
         self.cancel_button.clicked.connect(self.cancel_selected)
-        clear = QPushButton("Clear finished")
+        self.clear_button = clear = QPushButton("Clear finished")
+        clear.setToolTip("Remove the transfers that ended from the list (and from the profile)")
         clear.clicked.connect(model.clear_finished)
         self.folder = ElidedLabel("")
         change = QPushButton("Download folder…")
@@ -92,6 +93,18 @@ class TransfersPane(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
         layout.addLayout(buttons)
+        # The buttons are enabled only when they would do something.
+        self.table.selectionModel().selectionChanged.connect(self._update_buttons)
+        for changed in (model.endedChanged, model.rowsInserted, model.modelReset):
+            changed.connect(self._update_buttons)
+        self._update_buttons()
+
+    def _update_buttons(self, *_changed: object) -> None:
+        rows = self.model.rows
+        self.cancel_button.setEnabled(
+            any(0 <= r < len(rows) and rows[r].active for r in self.selected_rows())
+        )
+        self.clear_button.setEnabled(any(not job.active for job in rows))
 
     def set_download_folder(self, folder: str) -> None:
         self.folder.setText(f"Downloads: {folder}")

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 import qasync
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from core import events as ev
@@ -32,6 +33,7 @@ from core.snapshots import (
     peer_info,
 )
 from gui.client import NotDelivered, PeerClient, ProfileClient
+from gui.panes.peers import short_id
 from tests.fake_client import ME, FakeClient, FakeProfile
 
 WAIT_MS = 10_000
@@ -469,6 +471,12 @@ def test_status_bar_says_how_others_reach_us(window: Any, client: FakeClient, qt
     client.network = replace(client.network, info=replace(info, reachability="public"))
     client.event_received.emit(ev.ReachabilityChanged("public"))
     qtbot.waitUntil(lambda: window.reach_label.text() == "Public", timeout=WAIT_MS)
+    # No verdict for a minute: no longer "checking" for ever, and the tooltip says why.
+    client.network = replace(client.network, info=replace(info, reachability="unknown"))
+    window._online_at -= 61
+    client.event_received.emit(ev.ReachabilityChanged("unknown"))
+    qtbot.waitUntil(lambda: window.reach_label.text() == "Reachability unknown", timeout=WAIT_MS)
+    assert "two connected peers that offer AutoNAT" in window.reach_label.toolTip()
 
 
 def test_relay_of_reads_the_relay_from_a_circuit_address() -> None:
@@ -700,6 +708,64 @@ def test_finished_transfers_are_listed_again_after_a_restart(
     assert (tmp_path / "transfers.json.broken").exists()
     third.info_timer.stop()
     third.close()
+
+
+def test_a_narrow_files_tree_hides_cids_then_types_so_names_stay_readable(
+    qtbot: Any,
+) -> None:
+    from gui.panes.files import WIDE_ENOUGH_FOR_CIDS, WIDE_ENOUGH_FOR_TYPES, FilesPane
+
+    pane = FilesPane()
+    qtbot.addWidget(pane)
+    entries = {"board-game-rules.txt": {"type": "file", "cid": "bafyrules", "size": 1000}}
+    pane.show_listing("bafyroot", entries, read_only=False)
+    pane.show()
+    view = pane.view
+    for width, cids, types in ((900, True, True), (WIDE_ENOUGH_FOR_CIDS - 40, False, True)):
+        pane.resize(width, 400)
+        qtbot.waitUntil(lambda w=width: abs(pane.width() - w) < 2)
+        assert (not view.isColumnHidden(3), not view.isColumnHidden(2)) == (cids, types)
+    pane.resize(WIDE_ENOUGH_FOR_TYPES - 40, 400)
+    qtbot.waitUntil(lambda: view.isColumnHidden(2))
+    name = pane.model.index(0, 0)
+    assert view.columnWidth(0) > view.fontMetrics().horizontalAdvance("board-game-rules.txt")
+    assert pane.model.data(name, Qt.ItemDataRole.ToolTipRole).split("\n") == [
+        "board-game-rules.txt",
+        "file · 1000 B",
+        "bafyrules",
+    ]
+
+
+def test_the_monitor_timeline_names_peers_as_the_window_does(
+    window: Any, client: FakeClient, qtbot: Any
+) -> None:
+    window.monitor.add_topic("lobby")
+    window.monitor.on_message("lobby", ALICE, "hi")
+    model = window.monitor.timeline
+    peer = model.index(0, model.COLUMNS.index("Peer"))
+    assert model.data(peer) == short_id(ALICE)  # no name known yet
+    window.monitor.alias = {ALICE: "Alice"}
+    assert model.data(peer) == "Alice"
+    assert model.data(peer, Qt.ItemDataRole.ToolTipRole) == ALICE
+
+
+def test_transfer_buttons_are_enabled_only_when_they_would_do_something(
+    window: Any, qtbot: Any
+) -> None:
+    pane, model = window.transfers, window.transfers_model
+    assert not pane.cancel_button.isEnabled() and not pane.clear_button.isEnabled()
+    model.add("a", "Import", "a.bin", lambda: None)
+    model.add("b", "Get", "bafyb", lambda: None)
+    model.finish("b", "failed", "not found")
+    assert pane.clear_button.isEnabled()
+    pane.table.selectRow(0)  # the failed one: nothing to cancel
+    assert not pane.cancel_button.isEnabled()
+    pane.table.selectRow(1)
+    assert pane.cancel_button.isEnabled()
+    model.finish("a", "cancelled")
+    assert not pane.cancel_button.isEnabled()
+    model.clear_finished()
+    assert not pane.clear_button.isEnabled()
 
 
 # -- names peers chose ------------------------------------------------------------------------
