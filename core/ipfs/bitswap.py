@@ -8,9 +8,15 @@ was asked for. Each peer's ledger is capped (``MAX_WANTS_PER_PEER``, ``MAX_ENTRI
 ``MESSAGE_BLOCK_BYTES``, and dropped when the peer disconnects.
 
 Fetching: a DAG is fetched with no fixed waits. WANT-HAVE goes to every connected peer until
-some say HAVE; then WANT-BLOCKs are spread over every peer known to have blocks of this DAG
-(least bytes in flight first), many at once, bounded by ``INFLIGHT_BYTES``. DONT_HAVE moves a
-want to another peer at once; when every peer said DONT_HAVE the fetch fails at once. Only
+some say HAVE; then WANT-BLOCKs are spread over the peers known to have that block, else over
+every peer known to have blocks of this DAG (least bytes in flight first, then the one known
+to hold the fewest: the peer that has everything is everybody's last choice), many at once,
+bounded by ``INFLIGHT_BYTES`` in all and ``PEER_INFLIGHT_BYTES`` per peer. The other peers of
+the DAG are asked WANT-HAVE for each block, and keep that want until they get the block (as
+boxo and Helia do), so the peers fetching the same file at once learn what each other has and
+serve each other; sibling blocks are asked for in random order, so they hold different ones.
+DONT_HAVE moves a want to another peer at once; when every peer said DONT_HAVE the fetch fails
+at once. Only
 blocks we asked for are accepted (unsolicited ones are dropped, never stored), and every block
 is checked against its hash before the caller stores it.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +67,12 @@ WRITE_TIMEOUT = 20.0
 
 INFLIGHT_BYTES = 16 * 1024 * 1024
 INFLIGHT_BLOCKS = 512
+PEER_INFLIGHT_BYTES = 1024 * 1024
+"""Block bytes asked of one peer at a time. Without it the first peer that has a DAG is asked
+for all of it at once, and a swarm fetching one file at the same moment all download it from
+that one peer; with it the rest waits until others say HAVE (or the first answers)."""
+DISCOVER_KEYS = 256
+"""Blocks one peer is asked WANT-HAVE about at a time, to learn who else has them."""
 DEFAULT_ESTIMATE = 256 * 1024
 UNUSABLE_FOR = 30.0
 STALL = 3.0
@@ -109,6 +122,10 @@ class Bitswap:
         self.unsolicited = 0
         """Blocks that arrived without being asked for (dropped)."""
         self.blocks_sent = 0
+        self.bytes_sent = 0
+        """Block bytes served to other peers (how much of a swarm's fetches we carried)."""
+        self.duplicate_bytes = 0
+        """Block bytes that came after the same block had come from another peer."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -322,6 +339,7 @@ class Bitswap:
         async for blocks, presences in outbox:
             if await self._send(state, blocks=blocks, presences=presences):
                 self.blocks_sent += len(blocks)
+                self.bytes_sent += sum(len(data) for _, data in blocks)
             else:
                 state.wants.clear()  # the peer does not take our messages
 
@@ -405,6 +423,11 @@ class Bitswap:
 
     # -- fetching ------------------------------------------------------------------------
 
+    def _presences(self, peer: ID) -> bool:
+        """Whether the peer answers HAVE / DONT_HAVE (1.2.0; assumed until a stream says)."""
+        state = self._peers.get(peer)
+        return state is None or not state.protocol or state.protocol == BITSWAP_120
+
     def _bitswap_peers(self) -> list[ID]:
         out = []
         for peer in self.host.get_connected_peers():
@@ -463,15 +486,24 @@ class _Fetch:
         self.asked: dict[ID, set[bytes]] = {}  # for the cancels at the end
         self.session: list[ID] = []
         self.load: dict[ID, int] = {}
+        self.holders: dict[bytes, set[ID]] = {}
+        """Who said HAVE (or sent the block): WANT-BLOCKs go to them first."""
+        self.held: dict[ID, int] = {}
+        self.discovering: dict[ID, set[bytes]] = {}
+        self.arrived_keys: list[bytes] = []
+        """Blocks in since the last round of wants: the others asked for them get a cancel
+        (a peer that said DONT_HAVE keeps the want, and would send the block when it gets it)."""
+        """Keys each session peer was asked WANT-HAVE about, to learn whether it holds them."""
         self.inflight_bytes = 0
         self.failed = False
-        self.rebalance = False
         self.resend = False
 
     def post(self, event: tuple[str, ID, bytes, bytes]) -> None:
         self._send.send_nowait(event)
 
     def _want(self, items: list[tuple[bytes, int]]) -> None:
+        items = list(items)
+        random.shuffle(items)  # peers fetching the same DAG at once start on different blocks
         for cid, estimate in items:
             try:
                 key = wire.multihash_key(cid)
@@ -531,13 +563,23 @@ class _Fetch:
                         self._release(k)
                         self.pending.appendleft(k)
                 continue
-            if kind in ("block", "have") and peer not in self.session and key in self.cids:
-                self.session.append(peer)  # it has blocks of this DAG: ask it for more
-                self.rebalance = len(self.session) > 1
+            if kind in ("block", "have") and key in self.cids:
+                if peer not in self.session:
+                    self.session.append(peer)  # it has blocks of this DAG: ask it for more
+                holders = self.holders.setdefault(key, set())
+                if peer not in holders:
+                    holders.add(peer)
+                    self.held[peer] = self.held.get(peer, 0) + 1
+                self.lacks.get(key, set()).discard(peer)
             if key not in self.cids or key in self.done:
+                if kind == "block" and key in self.cids:
+                    self.engine.duplicate_bytes += len(data)
                 continue  # done already (a late duplicate)
             if kind == "block":
                 self.done.add(key)  # still registered: a late HAVE adds its sender
+                for keys in self.discovering.values():
+                    keys.discard(key)
+                self.arrived_keys.append(key)
                 self._release(key)
                 self.waiting.discard(key)
                 self.asked.get(peer, set()).discard(key)
@@ -546,9 +588,8 @@ class _Fetch:
                 if key in self.waiting:
                     self.waiting.discard(key)
                     self.pending.appendleft(key)
-            else:  # DONT_HAVE
+            else:  # DONT_HAVE (its want stays there: cancelled when the block comes)
                 self.lacks.setdefault(key, set()).add(peer)
-                self.asked.get(peer, set()).discard(key)
                 if self.inflight.get(key) == peer:
                     self._release(key)
                     self.pending.appendleft(key)
@@ -580,8 +621,10 @@ class _Fetch:
         connected = self.engine._bitswap_peers()
         live = set(connected)
         self.session = [p for p in self.session if p in live]
-        if self.rebalance:
-            self._take_from_busiest(out)
+        if len(self.session) > 1:  # rarest first: what only one peer has goes to it
+            self.pending = deque(
+                sorted(self.pending, key=lambda k: len(self.holders.get(k, ())) or math.inf)
+            )
         deferred: list[bytes] = []
         while (
             self.pending
@@ -596,7 +639,10 @@ class _Fetch:
             lacks = self.lacks.get(key, set())
             candidates = [p for p in self.session if p not in lacks]
             if candidates:
-                peer = min(candidates, key=lambda p: self.load.get(p, 0))
+                peer = self._pick(key, candidates)
+                if peer is None:
+                    deferred.append(key)  # every peer that may have it is busy: wait
+                    continue
                 size = self.estimate[key]
                 self.inflight[key] = peer
                 self.inflight_bytes += size
@@ -620,9 +666,57 @@ class _Fetch:
             else:
                 deferred.append(key)  # nobody connected: wait (bounded by the timeout)
         self.pending.extendleft(reversed(deferred))
+        self._cancel_arrived(out)
+        self._discover(out)
         async with trio.open_nursery() as nursery:  # a slow peer does not hold up the others
             for peer, entries in out.items():
                 nursery.start_soon(self._send_wants, peer, entries)
+
+    def _pick(self, key: bytes, candidates: list[ID]) -> ID | None:
+        """The peer to ask for ``key``: one that said it has it, else any of the DAG's peers
+        that cannot say (an old peer); below its share of bytes in flight; the one known to hold
+        the fewest blocks (a peer with everything is left to what nobody else has), then the
+        least loaded."""
+        holders = self.holders.get(key, set())
+        # A 1.2.0 peer is asked WANT-HAVE first (``_discover``), never for a block blindly: it
+        # keeps a want it cannot answer and sends the block when it gets it, by then a
+        # duplicate. Older peers cannot say HAVE, so they are asked for the block itself.
+        blind = [p for p in candidates if p not in holders and not self.engine._presences(p)]
+        for pool in ([p for p in candidates if p in holders], blind):
+            open_ = [p for p in pool if self.load.get(p, 0) < PEER_INFLIGHT_BYTES]
+            if open_:
+                return min(open_, key=lambda p: (self.held.get(p, 0), self.load.get(p, 0)))
+        return None
+
+    def _cancel_arrived(self, out: dict[ID, list[tuple[bytes, bool, bool, bool]]]) -> None:
+        arrived, self.arrived_keys = self.arrived_keys, []
+        for peer, keys in self.asked.items():
+            for key in arrived:
+                if key in keys:
+                    keys.discard(key)
+                    out.setdefault(peer, []).append((self.cids[key], False, True, False))
+
+    def _discover(self, out: dict[ID, list[tuple[bytes, bool, bool, bool]]]) -> None:
+        """Ask each peer of the DAG WANT-HAVE about the blocks still to come that it has not
+        been asked about (a bounded number at a time): it answers HAVE now or when it gets one,
+        and so becomes a place to fetch that block from."""
+        todo = [k for k in self.cids if k not in self.done]
+        for peer in self.session:
+            asked = self.discovering.setdefault(peer, set())
+            room = DISCOVER_KEYS - len(asked)
+            if room <= 0:
+                continue
+            for key in todo:
+                if room <= 0:
+                    break
+                if key in asked or peer in self.holders.get(key, ()):
+                    continue
+                if self.inflight.get(key) == peer or peer in self.lacks.get(key, ()):
+                    continue
+                asked.add(key)
+                room -= 1
+                out.setdefault(peer, []).append((self.cids[key], False, False, True))
+                self.asked.setdefault(peer, set()).add(key)
 
     async def _send_wants(self, peer: ID, entries: list[tuple[bytes, bool, bool, bool]]) -> None:
         if await self.engine._send(self.engine._state(peer), entries=entries):
@@ -637,18 +731,6 @@ class _Fetch:
             elif key in self.waiting and not (self.asked_have.get(key, set()) - self.lacks[key]):
                 self.waiting.discard(key)
                 self.pending.appendleft(key)
-
-    def _take_from_busiest(self, out: dict[ID, list[tuple[bytes, bool, bool, bool]]]) -> None:
-        """A peer joined the session while another holds every want in flight: give it half
-        of them (cancelled at the busy peer; a block already on its way is just a duplicate)."""
-        self.rebalance = False
-        busiest = max(self.session, key=lambda p: self.load.get(p, 0))
-        keys = [k for k, p in self.inflight.items() if p == busiest]
-        for key in keys[len(keys) // 2 :]:
-            self._release(key)
-            self.pending.appendleft(key)
-            self.asked.get(busiest, set()).discard(key)
-            out.setdefault(busiest, []).append((self.cids[key], False, True, False))
 
     async def close(self) -> None:
         for key in self.cids:
