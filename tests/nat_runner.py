@@ -20,6 +20,7 @@ import trio
 from core.libp2p_compat import quiet_library_logging
 from core.network.direct import DirectConfig
 from core.peer import Peer, PeerConfig, new_peer
+from core.profile.settings import Settings
 
 
 def _write(msg: dict[str, Any]) -> None:
@@ -77,7 +78,7 @@ async def _serve(peer: Peer, nursery: trio.Nursery) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     config = PeerConfig(
-        listen_addrs=["/ip4/0.0.0.0/tcp/0"],
+        listen_addrs=Settings().effective_listen_addrs(),  # TCP and QUIC, as a desktop peer
         bootstrap=args.bootstrap,
         relays=args.relay,
         relay_service=args.relay_service,

@@ -1,14 +1,16 @@
 """Port mapping on the home router (UPnP IGD, else NAT-PMP), like go-libp2p's ``NATPortMap``.
 
-A router that speaks UPnP forwards our TCP listen port from its public address to us; the
-mapped address (``/ip4/<router's external IP>/tcp/<port>``) is then advertised (identify, the
-DHT) and so claimed to AutoNAT, whose servers dial it back on a new connection: only their
-confirmation makes us ``public``. The library's own UPnP (nat-notes trap 6) blocks start-up
-for seconds, maps TCP only and never advertises the mapping, so Peerdesk does its own.
+A router that speaks UPnP forwards our TCP listen port, and our QUIC (UDP) one, from its
+public address to us; the mapped addresses (``/ip4/<router's external IP>/tcp/<port>``,
+``/ip4/<…>/udp/<port>/quic-v1``) are then advertised (identify, the DHT) and so claimed to
+AutoNAT, whose servers dial the TCP one back on a new connection: only their confirmation
+makes us ``public``. The library's own UPnP (nat-notes trap 6) blocks start-up for seconds,
+maps TCP only and never advertises the mapping, so Peerdesk does its own.
 
 The UPnP client is ``miniupnpc`` (the MiniUPnP project's, already a py-libp2p dependency).
 Its calls block, so each runs in a worker thread under a bound; a LAN without a UPnP gateway
-gets a NAT-PMP try (``natpmp.py``, async, bounded too): start-up never waits for a
+gets a NAT-PMP try (``natpmp.py``, async, bounded too; its default gateway found on
+Linux, macOS and Windows): start-up never waits for a
 gateway, and a gateway that stops answering costs one bounded call. What the gateway says is
 checked before use (an external IP that is private, loopback or not IPv4 is refused: behind
 a second NAT a mapping reaches nobody). Mappings are leased, renewed at half the lease, and
@@ -71,10 +73,13 @@ class Mapping:
     external_ip: str
     external_port: int
     internal_port: int
+    protocol: str = "tcp"
+    """``tcp``, or ``udp`` for QUIC."""
 
     @property
     def addr(self) -> multiaddr.Multiaddr:
-        return multiaddr.Multiaddr(f"/ip4/{self.external_ip}/tcp/{self.external_port}")
+        where = f"/ip4/{self.external_ip}/{self.protocol}/{self.external_port}"
+        return multiaddr.Multiaddr(where + ("/quic-v1" if self.protocol == "udp" else ""))
 
 
 class UpnpClient:
@@ -104,9 +109,9 @@ class UpnpClient:
     def external_ip(self) -> object:
         return self._upnp.externalipaddress()
 
-    def add(self, external_port: int, internal_port: int) -> bool:
+    def add(self, protocol: str, external_port: int, internal_port: int) -> bool:
         """Ask for the mapping; a gateway that only knows permanent leases gets one."""
-        args = (external_port, "TCP", self.lan_ip, internal_port, "peerdesk", "")
+        args = (external_port, protocol.upper(), self.lan_ip, internal_port, "peerdesk", "")
         try:
             return bool(self._upnp.addportmapping(*args, LEASE))
         except Exception as exc:
@@ -114,8 +119,8 @@ class UpnpClient:
                 raise
         return bool(self._upnp.addportmapping(*args, 0))
 
-    def remove(self, external_port: int) -> None:
-        self._upnp.deleteportmapping(external_port, "TCP")
+    def remove(self, protocol: str, external_port: int) -> None:
+        self._upnp.deleteportmapping(external_port, protocol.upper())
 
 
 async def _in_thread(fn: Callable[[], Any], timeout: float = CALL_TIMEOUT) -> Any:
@@ -129,10 +134,12 @@ class Gateway(Protocol):
 
     async def external_ip(self) -> object: ...
 
-    async def add(self, external_port: int, internal_port: int, lease: int) -> int | None:
-        """The external port granted, or None."""
+    async def add(
+        self, protocol: str, external_port: int, internal_port: int, lease: int
+    ) -> int | None:
+        """The external port granted (``protocol``: tcp or udp), or None."""
 
-    async def remove(self, external_port: int, internal_port: int) -> None: ...
+    async def remove(self, protocol: str, external_port: int, internal_port: int) -> None: ...
 
 
 class UpnpGateway:
@@ -142,12 +149,14 @@ class UpnpGateway:
     async def external_ip(self) -> object:
         return await _in_thread(self.client.external_ip)
 
-    async def add(self, external_port: int, internal_port: int, lease: int) -> int | None:
-        done = await _in_thread(partial(self.client.add, external_port, internal_port))
+    async def add(
+        self, protocol: str, external_port: int, internal_port: int, lease: int
+    ) -> int | None:
+        done = await _in_thread(partial(self.client.add, protocol, external_port, internal_port))
         return external_port if done else None
 
-    async def remove(self, external_port: int, internal_port: int) -> None:
-        await _in_thread(partial(self.client.remove, external_port))
+    async def remove(self, protocol: str, external_port: int, internal_port: int) -> None:
+        await _in_thread(partial(self.client.remove, protocol, external_port))
 
 
 class BoundedNatPmp:
@@ -160,13 +169,15 @@ class BoundedNatPmp:
         with trio.fail_after(CALL_TIMEOUT):
             return await self.gateway.external_ip()
 
-    async def add(self, external_port: int, internal_port: int, lease: int) -> int | None:
+    async def add(
+        self, protocol: str, external_port: int, internal_port: int, lease: int
+    ) -> int | None:
         with trio.fail_after(CALL_TIMEOUT):
-            return await self.gateway.add(external_port, internal_port, lease)
+            return await self.gateway.add(external_port, internal_port, lease, protocol)
 
-    async def remove(self, external_port: int, internal_port: int) -> None:
+    async def remove(self, protocol: str, external_port: int, internal_port: int) -> None:
         with trio.fail_after(CALL_TIMEOUT):
-            await self.gateway.remove(internal_port)
+            await self.gateway.remove(internal_port, protocol)
 
 
 async def find_gateway() -> Gateway | None:
@@ -174,7 +185,7 @@ async def find_gateway() -> Gateway | None:
     client = await _in_thread(UpnpClient.discover)
     if client is not None:
         return UpnpGateway(client)
-    router = default_gateway()
+    router = await _in_thread(default_gateway)  # runs a routing tool off Linux
     if router is not None:
         natpmp = BoundedNatPmp(NatPmpGateway(router))
         if await natpmp.external_ip() is not None:
@@ -182,26 +193,29 @@ async def find_gateway() -> Gateway | None:
     return None
 
 
-def listen_ports(host: IHost) -> list[int]:
-    """TCP ports we listen on beyond loopback (a loopback-only peer has nothing to map)."""
-    ports: list[int] = []
+def listen_ports(host: IHost) -> list[tuple[str, int]]:
+    """``(protocol, port)`` we listen on beyond loopback: TCP, and UDP for QUIC (a
+    loopback-only peer has nothing to map)."""
+    ports: list[tuple[str, int]] = []
     for addr in host.get_transport_addrs():
         parts = str(addr).split("/")
-        if len(parts) > 4 and parts[1] == "ip4" and parts[3] == "tcp":
+        if len(parts) > 4 and parts[1] == "ip4" and parts[3] in ("tcp", "udp"):
+            if parts[3] == "udp" and "quic-v1" not in parts:
+                continue
             if not parts[2].startswith("127.") and parts[4].isdigit():
-                ports.append(int(parts[4]))
+                ports.append((parts[3], int(parts[4])))
     return list(dict.fromkeys(ports))
 
 
 class PortMapping:
-    """Keeps our TCP listen ports mapped on the LAN's UPnP gateway while enabled."""
+    """Keeps our TCP and QUIC listen ports mapped on the LAN's gateway while enabled."""
 
     def __init__(self, host: IHost, *, enabled: bool, on_change: Callable[[], None]) -> None:
         self.host = host
         self.enabled = enabled
         self.on_change = on_change
-        self.mappings: dict[int, Mapping] = {}
-        """Internal port -> its mapping on the gateway."""
+        self.mappings: dict[tuple[str, int], Mapping] = {}
+        """(protocol, internal port) -> its mapping on the gateway."""
 
     def addrs(self) -> list[multiaddr.Multiaddr]:
         return [m.addr for m in self.mappings.values()]
@@ -236,25 +250,26 @@ class PortMapping:
             log.info("the gateway has no public external address: not mapping")
             self._set({})
             return
-        mapped: dict[int, Mapping] = {}
-        for port in listen_ports(self.host):
-            old = self.mappings.get(port)
+        mapped: dict[tuple[str, int], Mapping] = {}
+        for key in listen_ports(self.host):
+            protocol, port = key
+            old = self.mappings.get(key)
             tries = [old.external_port] if old else []
             tries += [port] + [random.randint(1024, 65535) for _ in range(ATTEMPTS - 1)]
             for external in dict.fromkeys(tries):
                 try:
-                    granted = await gateway.add(external, port, LEASE)
+                    granted = await gateway.add(protocol, external, port, LEASE)
                 except trio.TooSlowError:
                     raise
                 except Exception as exc:  # e.g. 718 ConflictInMappingEntry: try another
-                    log.debug("mapping %d -> %d refused: %s", external, port, exc)
+                    log.debug("mapping %s %d -> %d refused: %s", protocol, external, port, exc)
                     continue
                 if granted:
-                    mapped[port] = Mapping(external_ip, granted, port)
+                    mapped[key] = Mapping(external_ip, granted, port, protocol)
                     break
         self._set(mapped)
 
-    def _set(self, mapped: dict[int, Mapping]) -> None:
+    def _set(self, mapped: dict[tuple[str, int], Mapping]) -> None:
         if mapped != self.mappings:
             self.mappings = mapped
             log.info("port mapping: %s", [str(a) for a in self.addrs()] or "none")
@@ -264,7 +279,9 @@ class PortMapping:
         with trio.move_on_after(REMOVE_TIMEOUT):
             for mapping in list(self.mappings.values()):
                 try:
-                    await gateway.remove(mapping.external_port, mapping.internal_port)
+                    await gateway.remove(
+                        mapping.protocol, mapping.external_port, mapping.internal_port
+                    )
                 except Exception as exc:
                     log.debug("removing port mapping %s failed: %s", mapping, exc)
         self.mappings = {}

@@ -26,9 +26,16 @@ async def test_a_mapped_address_is_advertised_after_our_own_and_reaches_other_pe
     async with peer_group(2) as [(a, _), (b, _)]:
         assert listen_ports(a.host) == []  # loopback only: nothing to map, no discovery
         before = [str(x) for x in a.host.get_addrs()]
-        a.portmap.mappings = {4001: Mapping("198.18.0.9", 4001, 4001)}
+        a.portmap.mappings = {
+            ("tcp", 4001): Mapping("198.18.0.9", 4001, 4001),
+            ("udp", 4001): Mapping("198.18.0.9", 4002, 4001, "udp"),
+        }
         after = [str(x) for x in a.host.get_addrs()]
-        assert after == [*before, f"/ip4/198.18.0.9/tcp/4001/p2p/{a.peer_id}"]
+        assert after == [
+            *before,
+            f"/ip4/198.18.0.9/tcp/4001/p2p/{a.peer_id}",
+            f"/ip4/198.18.0.9/udp/4002/quic-v1/p2p/{a.peer_id}",
+        ]
         await b.connect(before[0])
         with trio.fail_after(15):  # b learns it through identify
             while not any(
@@ -36,3 +43,17 @@ async def test_a_mapped_address_is_advertised_after_our_own_and_reaches_other_pe
                 for x in b.host.get_peerstore().addrs(a.peer_id)
             ):
                 await trio.sleep(0.1)
+
+
+async def test_tcp_and_quic_listen_ports_are_both_to_be_mapped() -> None:
+    from core.peer import PeerConfig
+    from tests.conftest import fast_config
+
+    def wildcard() -> PeerConfig:
+        return fast_config(listen_addrs=["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])
+
+    async with peer_group(1, config=wildcard) as [(a, _)]:
+        ports = listen_ports(a.host)
+        assert sorted(proto for proto, _ in ports) == ["tcp", "udp"]
+        for proto, port in ports:
+            assert any(f"/{proto}/{port}" in str(x) for x in a.host.get_transport_addrs())

@@ -49,6 +49,111 @@ def test_the_default_gateway_comes_from_the_route_table(tmp_path: Path) -> None:
     assert default_gateway(tmp_path / "missing") is None
 
 
+# Outputs of the routing tools as they print them (formats as published from real machines:
+# the route(8) page of real-world-systems.com for macOS, O'Reilly's "Running Mac OS X" for
+# netstat -rn, simplified.guide and windowsitpro.com for Windows' route print), addresses ours.
+MACOS_ROUTE_GET = """   route to: default
+destination: default
+       mask: default
+    gateway: 192.168.1.1
+  interface: en0
+      flags: <UP,GATEWAY,DONE,STATIC,PRCLONING>
+ recvpipe  sendpipe  ssthresh  rtt,msec    rttvar  hopcount      mtu     expire
+       0         0         0         0         0         0      1500         0
+"""
+MACOS_NO_DEFAULT = "route: writing to routing socket: not in table\n"
+MACOS_VPN_ROUTE_GET = """   route to: default
+destination: default
+       mask: default
+  interface: utun3
+      flags: <UP,DONE,STATIC,PRCLONING>
+"""
+MACOS_NETSTAT = """Routing tables
+
+Internet:
+Destination        Gateway            Flags        Netif Expire
+default            link#17            UCSg         utun3
+default            10.10.10.1         UGScg          en0
+10.10.10/24        link#4             UCS            en0      !
+10.10.10.1/32      link#4             UCS            en0      !
+127                127.0.0.1          UCS            lo0
+127.0.0.1          127.0.0.1          UH             lo0
+224.0.0/4          link#4             UmCS           en0      !
+
+Internet6:
+Destination                             Gateway                         Flags         Netif Expire
+default                                 fe80::1%en0                     UGcg            en0
+::1                                     ::1                             UHL             lo0
+"""
+WINDOWS_ROUTE_PRINT = """===========================================================================
+Interface List
+ 15...3c 52 82 aa bb cc ......Intel(R) Ethernet Connection
+ 11...f0 9f c2 12 34 56 ......Intel(R) Wi-Fi 6 AX201 160MHz
+  1...........................Software Loopback Interface 1
+===========================================================================
+
+IPv4 Route Table
+===========================================================================
+Active Routes:
+Network Destination        Netmask          Gateway       Interface  Metric
+          0.0.0.0          0.0.0.0      192.168.0.1    192.168.0.23     50
+          0.0.0.0          0.0.0.0     192.168.1.1    192.168.1.50     25
+        127.0.0.0        255.0.0.0         On-link         127.0.0.1    331
+      192.168.1.0    255.255.255.0         On-link      192.168.1.50    281
+     192.168.1.50  255.255.255.255         On-link      192.168.1.50    281
+===========================================================================
+Persistent Routes:
+  Network Address          Netmask  Gateway Address  Metric
+          0.0.0.0          0.0.0.0       10.9.9.1       1
+===========================================================================
+"""
+WINDOWS_ON_LINK_ONLY = """IPv4 Route Table
+===========================================================================
+Active Routes:
+Network Destination        Netmask          Gateway       Interface  Metric
+          0.0.0.0          0.0.0.0         On-link       10.8.0.6     35
+===========================================================================
+Persistent Routes:
+  None
+"""
+
+
+def test_the_default_gateway_is_found_on_macos_and_windows() -> None:
+    outputs: dict[str, str | None] = {}
+
+    def run(argv: list[str]) -> str | None:
+        return outputs.get(" ".join(argv))
+
+    outputs["route -n get default"] = MACOS_ROUTE_GET
+    assert default_gateway(system="Darwin", run=run) == "192.168.1.1"
+    # No default route, or one through a VPN with no IPv4 next hop: netstat has the answer.
+    outputs["netstat -rn -f inet"] = MACOS_NETSTAT
+    for said in (MACOS_NO_DEFAULT, MACOS_VPN_ROUTE_GET, None):
+        outputs["route -n get default"] = said
+        assert default_gateway(system="Darwin", run=run) == "10.10.10.1"
+    outputs["netstat -rn -f inet"] = None  # the tool failed or took too long
+    assert default_gateway(system="Darwin", run=run) is None
+    outputs["route print -4 0.0.0.0"] = WINDOWS_ROUTE_PRINT  # lowest metric, active only
+    assert default_gateway(system="Windows", run=run) == "192.168.1.1"
+    for said in (WINDOWS_ON_LINK_ONLY, "", None, "0.0.0.0 0.0.0.0 x y z\n" * 3):
+        outputs["route print -4 0.0.0.0"] = said
+        assert default_gateway(system="Windows", run=run) is None
+
+
+def test_a_missing_or_hanging_routing_tool_gives_no_gateway() -> None:
+    from core.network.nat import natpmp
+
+    assert natpmp.run_command(["peerdesk-no-such-tool"]) is None
+    assert natpmp.run_command(["false"]) is None
+    started = time.monotonic()
+    old, natpmp.COMMAND_TIMEOUT = natpmp.COMMAND_TIMEOUT, 0.3
+    try:
+        assert natpmp.run_command(["sleep", "10"]) is None
+    finally:
+        natpmp.COMMAND_TIMEOUT = old
+    assert time.monotonic() - started < 8
+
+
 async def _natpmp_server(
     answers: list[bytes | list[bytes]], task_status: trio.TaskStatus[int]
 ) -> None:
@@ -88,6 +193,19 @@ async def test_natpmp_believes_only_well_formed_successful_answers() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_natpmp_maps_udp_with_its_own_opcode() -> None:
+    udp = struct.pack("!BBHIHHI", 0, 129, 0, 1, 4001, 4001, 3600)  # opcode 1 (UDP) + 128
+    tcp = struct.pack("!BBHIHHI", 0, 130, 0, 1, 4001, 4001, 3600)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_natpmp_server, [[tcp, udp]])  # the TCP answer is ignored
+        with trio.fail_after(5):
+            assert await NatPmpGateway("127.0.0.1", port).add(4001, 4001, 3600, "udp") == 4001
+        port = await nursery.start(_natpmp_server, [[udp], [udp], [udp]])  # wrong opcode
+        with trio.fail_after(5):
+            assert await NatPmpGateway("127.0.0.1", port).add(4001, 4001, 3600, "tcp") is None
+        nursery.cancel_scope.cancel()
+
+
 lab_missing = netlab.unavailable() or (
     "" if shutil.which("miniupnpd") and shutil.which("nft") else "needs miniupnpd and nft"
 )
@@ -119,18 +237,28 @@ def test_a_peer_behind_a_mapping_router_is_mapped_verified_and_dialled_directly(
     mapped = next(a for a in info["addrs"] if f"/ip4/{router_ip}/tcp/" in a)
     # AutoNAT may have said private before the mapping; the new address is asked about again.
     peer.wait_info(lambda i: i["reachability"] == "public", timeout=60)
-    # A public peer that knows nothing else of it dials the mapped address: a new, direct
-    # connection from the public net (the router drops anything it was not told to forward).
-    stranger = lab.public("stranger").peer()
-    stranger.call("connect", addr=mapped, timeout=30)
-    links = next(c for c in stranger.call("info")["connections"] if c["peer"] == peer.peer_id)
-    assert [link["kind"] for link in links["links"]] == ["direct"]
-    assert any(router_ip in str(link) for link in links["links"])
+    # Its QUIC (UDP) port is mapped and advertised too.
+    quic_prefix = f"/ip4/{router_ip}/udp/"
+    info = peer.wait_info(lambda i: any(quic_prefix in a for a in i["addrs"]), 30)
+    mapped_quic = next(a for a in info["addrs"] if quic_prefix in a and "/quic-v1/" in a)
+    # Public peers that know nothing else of it dial the mapped addresses, over TCP and over
+    # QUIC: new, direct connections from the public net (the router drops anything it was
+    # not told to forward).
+    for name, addr, transport in (("stranger", mapped, "/tcp/"), ("quicker", mapped_quic, "/udp/")):
+        stranger = lab.public(name).peer()
+        stranger.call("connect", addr=addr, timeout=30)
+        conns = stranger.call("info")["connections"]
+        links = next(c for c in conns if c["peer"] == peer.peer_id)["links"]
+        assert [link["kind"] for link in links] == ["direct"]
+        assert all(router_ip in a and transport in a for link in links for a in link["addrs"])
     no_map = plain.wait_info(lambda i: i["reachability"] != "unknown", timeout=60)
     assert no_map["reachability"] == "private" and no_map["relay_addrs"]
     # Removed on exit: the router's forwarding rule goes when the peer stops.
     port = mapped.split("/tcp/")[1].split("/")[0]
-    assert f"dport {port} dnat" in _router_rules(lab)
+    udp_port = mapped_quic.split("/udp/")[1].split("/")[0]
+    rules = _router_rules(lab)
+    # miniupnpd matches the IP protocol byte: 0x6 is TCP, 0x11 UDP.
+    assert f"0x6 th dport {port} dnat" in rules and f"0x11 th dport {udp_port} dnat" in rules
     peer.close()
     assert peer.proc.returncode == 0
     assert "dnat" not in _router_rules(lab)
