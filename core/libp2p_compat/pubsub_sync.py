@@ -23,16 +23,22 @@ tests/core/libp2p_compat/test_compat_pubsub_sync.py:
 The repair, ``resync_subscriptions``: make sure we have an outbound stream to the peer (after
 the library's own attempt, reopen it with backoff for as long as the peer stays connected and
 speaks pubsub, up to ``PATIENCE``), then announce our topics on it (receivers treat repeats as
-no-ops). It runs on each first connection to a peer (core/peer.py) and whenever the peer
-opens a new pubsub stream to us: a new writer on its side is either a first one (case 1) or
-a restarted one that just forgot our topics (case 3 seen from the other side). For that, the
-pubsub stream handlers are wrapped (``_AnnouncingHandler``) on first use. Every repair is
-logged.
+no-ops). It runs
+- on each first connection to a peer (core/peer.py);
+- whenever the peer opens a new pubsub stream to us: a new writer on its side is either a
+  first one (case 1) or a restarted one that just forgot our topics (case 3 seen from the
+  other side) — the pubsub stream handlers are wrapped (``_AnnouncingHandler``);
+- whenever our own writer to a still connected peer is declared dead: the library's retry
+  of it gives up as in case 2 — ``_handle_dead_peer`` is wrapped on the instance
+  (``_RepairingDeadPeer``).
+Both wrappers are installed on the first call (idempotent). Every repair is logged.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
 import trio
@@ -61,16 +67,19 @@ _locks: WeakKeyDictionary[Pubsub, dict[ID, trio.Lock]] = WeakKeyDictionary()
 async def resync_subscriptions(pubsub: Pubsub, peer: ID) -> None:
     """Make sure ``peer`` has our outbound stream and knows our topics (module doc). Called
     for each new connection; also watches, from now on, for new pubsub streams from peers."""
-    _install_inbound_hook(pubsub)
+    _install_hooks(pubsub)
     await _sync(pubsub, peer, speaks_pubsub=False)
 
 
 async def _sync(pubsub: Pubsub, peer: ID, *, speaks_pubsub: bool) -> None:
     """One repair at a time per peer: a second trigger waits and then announces again (the
-    peer may have forgotten our topics in between). Never raises: it runs in the peer's and
-    the pubsub service's nurseries, where an error would stop everything."""
+    peer may have forgotten our topics in between); more triggers meanwhile add nothing (a
+    peer opening stream after stream costs one waiting task). Never raises: it runs in the
+    peer's and the pubsub service's nurseries, where an error would stop everything."""
     locks = _locks.setdefault(pubsub, {})
     lock = locks.setdefault(peer, trio.Lock())
+    if lock.statistics().tasks_waiting:
+        return
     try:
         async with lock:
             if await _ensure_stream(pubsub, peer, speaks_pubsub):
@@ -165,20 +174,39 @@ class _AnnouncingHandler:
         self.inner = inner
 
     async def __call__(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id
-        if self.pubsub.manager.is_running:
-            self.pubsub.manager.run_task(self._sync, peer)
+        _start_sync(self.pubsub, stream.muxed_conn.peer_id)
         await self.inner(stream)
 
-    async def _sync(self, peer: ID) -> None:
-        await _sync(self.pubsub, peer, speaks_pubsub=True)
+
+class _RepairingDeadPeer:
+    """``Pubsub._handle_dead_peer``, then a ``_sync`` if the peer is still connected."""
+
+    def __init__(self, pubsub: Pubsub, inner: Callable[[ID], None]) -> None:
+        self.pubsub = pubsub
+        self.inner = inner
+
+    def __call__(self, peer_id: ID) -> None:
+        self.inner(peer_id)
+        if self.pubsub.host.get_network().get_connections(peer_id):
+            _start_sync(self.pubsub, peer_id)
 
 
-def _install_inbound_hook(pubsub: Pubsub) -> None:
-    """Wrap whatever handles our pubsub protocols now (once; idempotent)."""
+def _start_sync(pubsub: Pubsub, peer: ID) -> None:
+    """A ``_sync`` in the pubsub service (it ends with the service), for a peer that has
+    shown it speaks pubsub."""
+    if pubsub.manager.is_running:
+        pubsub.manager.run_task(functools.partial(_sync, pubsub, peer, speaks_pubsub=True))
+
+
+def _install_hooks(pubsub: Pubsub) -> None:
+    """Wrap whatever handles our pubsub protocols now, and the instance's dead-peer handling
+    (once; idempotent)."""
     handlers = pubsub.host.get_mux().handlers
     for protocol in pubsub.protocols:
         inner = handlers.get(protocol)
         if inner is None or isinstance(inner, _AnnouncingHandler):
             continue
         pubsub.host.set_stream_handler(protocol, _AnnouncingHandler(pubsub, inner))
+    if not isinstance(pubsub._handle_dead_peer, _RepairingDeadPeer):
+        repairing = _RepairingDeadPeer(pubsub, pubsub._handle_dead_peer)
+        pubsub._handle_dead_peer = repairing  # type: ignore[method-assign]

@@ -59,6 +59,11 @@ def test_the_library_internals_used_are_still_there() -> None:
     assert "self.peer_queues = {}" in init and "self.peers = {}" in init
     # The pubsub protocols' handlers are looked up in the host's multiselect table.
     assert "self.host.set_stream_handler(protocol, self.stream_handler)" in init
+    # A dead writer is reported through the instance's _handle_dead_peer(peer_id), sync.
+    assert list(inspect.signature(Pubsub._handle_dead_peer).parameters) == ["self", "peer_id"]
+    assert not inspect.iscoroutinefunction(Pubsub._handle_dead_peer)
+    for caller in (Pubsub.write_msg, Pubsub.handle_sending_messages):
+        assert "self._handle_dead_peer(peer_id)" in inspect.getsource(caller)
 
 
 def test_the_library_still_has_the_three_causes() -> None:
@@ -217,6 +222,24 @@ async def test_both_sides_failing_still_ends_with_both_knowing(quick_repair: Non
         for stop in stops:
             stop()
         assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 20)
+
+
+async def test_a_dead_writer_the_library_cannot_reopen_is_reopened(quick_repair: None) -> None:
+    async with peer_group(2) as [(a, _), (b, _)]:
+        await a.subscribe(TOPIC)
+        await b.subscribe(TOPIC)
+        await connect(a, b)
+        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 10)
+        stop = fail_pubsub_streams(a.host, a.pubsub)
+        old = a.pubsub.peers[b.peer_id]
+        await old.reset()
+        await a.pubsub.publish(TOPIC, b"after the reset")
+        assert await until(lambda: b.peer_id not in a.pubsub.peers, 10)
+        await trio.sleep(1.5)  # the library's retry has given up, and our first attempt
+        assert b.peer_id not in a.pubsub.peers
+        stop()
+        assert await until(lambda: b.peer_id in a.pubsub.peers, 15), "a never reopened"
+        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 10)
 
 
 async def test_a_peer_without_pubsub_is_left_alone(
