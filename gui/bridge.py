@@ -357,4 +357,10 @@ class CoreBridge(ClientSignals):
 
     async def get_file(self, cid: str, fallback: str, op: str) -> None:
         # Under this call, so that cancelling it (Stop) cancels the fetch.
-        await self.call(self._peer().require_files().answer_get, cid, fallback, op)
+        # Not inline: the answer says the file's size; saving it streams from its blocks.
+        files = self._peer().require_files()
+
+        async def get() -> None:
+            await files.answer_get(cid, fallback, op, inline=False)
+
+        await self.call(get)

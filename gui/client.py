@@ -111,9 +111,11 @@ class PeerClient(Protocol):
         ...
 
     async def get_file(self, cid: str, fallback: str, op: str) -> None:
-        """Fetch a CID; the content comes as a ``GotFile`` event, progress events (bytes so
-        far, the size once the root block is in) carry ``op``. Cancelling the awaiting task
-        stops the fetch (a CID nobody has would otherwise wait out its timeout)."""
+        """Fetch a CID; a ``GotFile`` event then says what it is (a folder's entries, or a
+        file's type and ``size``, its bytes not inline: ``save`` writes them out), progress
+        events (bytes so far, the size once the root block is in) carry ``op``. Cancelling the
+        awaiting task stops the fetch (a CID nobody has would otherwise wait out its
+        timeout)."""
         ...
 
 

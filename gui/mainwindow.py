@@ -582,7 +582,9 @@ class MainWindow(QMainWindow):
         async def go() -> None:
             if text.startswith("/"):
                 peer_id = await self.client.dial(text)
-                self.statusBar().showMessage(f"Connected to {short_id(peer_id)}", 5000)
+                self.statusBar().showMessage(
+                    f"Connected to {_tab_text(self.peers_model.alias(peer_id))}", 5000
+                )
             else:
                 await self._contacts([text], add=True)
                 self.statusBar().showMessage(

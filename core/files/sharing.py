@@ -265,13 +265,17 @@ class Files:
         assert self._nursery is not None
         self._nursery.start_soon(self.answer_get, cid, fallback)
 
-    async def answer_get(self, cid: str, fallback: str = "", op: str = "") -> None:
+    async def answer_get(
+        self, cid: str, fallback: str = "", op: str = "", *, inline: bool = True
+    ) -> None:
         """What ``get_file`` does, under the caller: cancelling the caller cancels the fetch
-        (the desktop's Stop button). Progress events carry ``op``."""
+        (the desktop's Stop button). Progress events carry ``op``. ``inline`` False: a file's
+        answer carries its ``size`` instead of its bytes in base64 (the desktop then saves
+        it with ``save``, streamed from the fetched blocks, never whole in memory)."""
         try:
             key = dagpb.parse_cid(cid)
             await self.fetch(key, fallback, op)
-            content = await trio.to_thread.run_sync(self._gotfile_content, key)
+            content = await trio.to_thread.run_sync(self._gotfile_content, key, inline)
             self.emit(GotFile(cid, True, content))
         except (FetchError, ValueError, LookupError, FileTreeError) as exc:
             self.emit(GotFile(cid, False, {"error": str(exc)}))
@@ -279,7 +283,7 @@ class Files:
             log.exception("getting %s failed", cid)
             self.emit(GotFile(cid, False, {"error": f"{type(exc).__name__}: {exc}"}))
 
-    def _gotfile_content(self, cid: bytes) -> dict[str, Any]:
+    def _gotfile_content(self, cid: bytes, inline: bool = True) -> dict[str, Any]:
         get = self.store.get
         if unixfs.node_kind(get, cid) in ("hamt", "directory"):
             try:
@@ -293,6 +297,9 @@ class Files:
                     raise
                 entries = dict(self._remote_entries[cid])
             return {"type": "directory", "entries": entries}
+        if not inline:
+            size = unixfs.file_size(get, cid)
+            return {"type": "file", "mimeType": self.tree.mime_of(cid), "size": size}
         return {
             "type": "file",
             "mimeType": self.tree.mime_of(cid),

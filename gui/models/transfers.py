@@ -83,11 +83,11 @@ class Transfer:
 
     def summary(self, now: float) -> str:
         """One line for a progress bar outside the Transfers pane (the Files pane's rows):
-        "42% · 12.0 MiB of 28.5 MiB · 6.1 MiB/s · 3 s left", with the same speed and time
+        "42% · 12.0 of 28.5 MiB · 6.1 MiB/s · 3 s left", with the same speed and time
         left as the pane's columns, so the two never disagree."""
         if self.total > 0:
             percent = 100 * min(self.done, self.total) // self.total
-            parts = [f"{percent}%", f"{human_size(self.done)} of {human_size(self.total)}"]
+            parts = [f"{percent}%", _amount(self.done, self.total)]
         else:
             parts = [human_size(self.done) if self.done else "starting…"]
         speed = self.speed(now)
@@ -107,6 +107,17 @@ def duration_text(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _amount(done: int, total: int) -> str:
+    """ "12.0 of 200.0 MiB": the unit once when both sizes share it (a bar is narrow)."""
+    done_text, total_text = human_size(done), human_size(total)
+    number, _, unit = done_text.partition(" ")
+    return (
+        f"{number} of {total_text}"
+        if total_text.endswith(f" {unit}")
+        else (f"{done_text} of {total_text}")
+    )
 
 
 def rate_text(speed: float | None) -> str:

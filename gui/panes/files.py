@@ -115,11 +115,16 @@ class ProgressRow(QWidget):
         self.bar.setRange(0, 0)
         cancel = QPushButton("Cancel")
         cancel.clicked.connect(self.cancelled.emit)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.label, 2)
-        row.addWidget(self.bar, 3)
+        # The label above, the bar the dock's whole width below it: beside a label the bar
+        # was too narrow for "6% · 12.0 of 200.0 MiB · 9.8 MiB/s · 19 s left".
+        row = QHBoxLayout()
+        row.addWidget(self.bar, 1)
         row.addWidget(cancel)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(self.label)
+        column.addLayout(row)
 
     def show_progress(self, fraction: float | None, text: str) -> None:
         """``fraction`` None: the total is not known yet (the bar keeps moving)."""

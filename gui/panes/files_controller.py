@@ -5,7 +5,6 @@ cancel it and a row in the Transfers pane (``models/transfers.py``) that stays w
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import logging
 import tempfile
@@ -206,16 +205,16 @@ class FilesController(QObject):
     def save(self, cid: str, dest: str, peer: str) -> None:
         self.run(self._save(cid, Path(dest), peer), what=f"save {Path(dest).name}")
 
-    async def _save(self, cid: str, dest: Path, peer: str) -> Path:
+    async def _save(self, cid: str, dest: Path, peer: str, size: int = 0) -> Path:
         """Cancel stops the transfer in the core (the asyncio future's cancellation reaches
-        the trio task); nothing is left under the destination name."""
+        the trio task); nothing is left under the destination name. ``size``: the bytes
+        expected, when known other than from the listing (a get by CID's answer)."""
         op = f"gui-save:{next(_ops)}"
         row = self.pane.progress_row(op, f"Saving {dest.name}")
         future = asyncio.ensure_future(self.client.save(cid, dest, peer, op))
         row.cancelled.connect(future.cancel)
-        self.transfers.add(
-            op, "Download", dest.name, future.cancel, total=self._known_size(cid), where=str(dest)
-        )
+        total = size or self._known_size(cid)
+        self.transfers.add(op, "Download", dest.name, future.cancel, total=total, where=str(dest))
         self.transfers.start(op)
         await self._tracked(op, future, sized=True)
         return dest
@@ -300,16 +299,23 @@ class FilesController(QObject):
             self._message(QMessageBox.Icon.Information, "Folder", f"{event.cid} holds:\n{names}")
             return
         self.notify("File received", event.cid)
-        data = base64.b64decode(content.get("content", ""))
         name = _safe_name(str(content.get("name") or "")) or f"{event.cid}{_extension(content)}"
-        kind = content.get("mimeType") or "unknown type"
+        kind = str(content.get("mimeType") or "unknown type").split(";")[0]
+        size = content.get("size")
+        size = size if type(size) is int and size >= 0 else 0
         dialog = QFileDialog(
             self.window,
-            f"Save received file ({_size(len(data))}, {kind})",
+            f"Save received file ({_size(size)}, {kind})",
             str(self.pane.download_dir() / name),
         )
         dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
-        dialog.fileSelected.connect(lambda name: Path(name).write_bytes(data))
+
+        def save(dest: str) -> None:
+            """Its blocks are here now: saving streams them into the file (a Download row)."""
+            coro = self._save(event.cid, Path(dest), "", size)
+            self.run(coro, what=f"save {Path(dest).name}")
+
+        dialog.fileSelected.connect(save)
         dialog.open()
         self.dialog = dialog
 

@@ -246,7 +246,7 @@ def test_ipfs_link_is_fetched_and_offered(app: Any, other: OtherPeer, qtbot: Any
 
 
 def test_a_get_by_cid_from_a_real_peer_learns_its_size_and_counts_its_bytes(
-    app: Any, other: OtherPeer, qtbot: Any
+    app: Any, other: OtherPeer, qtbot: Any, tmp_path: Path
 ) -> None:
     import os
 
@@ -268,7 +268,18 @@ def test_a_get_by_cid_from_a_real_peer_learns_its_size_and_counts_its_bytes(
     assert files.last_got is not None and files.last_got.success
     assert job.done == job.total == len(content)
     assert any(0 < done < len(content) and total == len(content) for done, total in seen)
+    # Saved from the fetched blocks into the file the user picks, listed as a download.
+    assert "3.0 MiB" in files.dialog.windowTitle()
+    dest = tmp_path / "got.bin"
+    files.dialog.fileSelected.emit(str(dest))  # as the dialog does when the user picks it
     files.dialog.reject()
+
+    def written() -> bool:
+        return getattr(model.newest("Download", dest.name), "state", "") == "done"
+
+    qtbot.waitUntil(written, timeout=WAIT_MS)
+    assert dest.read_bytes() == content
+    assert model.newest("Download", dest.name).total == len(content)
 
 
 def test_a_second_start_forwards_its_link_to_the_running_app(app: Any, qtbot: Any) -> None:

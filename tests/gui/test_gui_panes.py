@@ -655,12 +655,12 @@ def test_a_get_by_cid_shows_bytes_the_size_once_known_and_one_speed(
     speed = model.data(model.index(0, model.COLUMNS.index("Speed")))
     left = model.data(model.index(0, model.COLUMNS.index("Time left")))
     assert speed == "1.3 MiB/s" and left == "4 s"  # over the last 3 s, not since the start
-    assert row.bar.format() == f"40% · 4.0 MiB of 10.0 MiB · {speed} · {left} left"
+    assert row.bar.format() == f"40% · 4.0 of 10.0 MiB · {speed} · {left} left"
     assert row.bar.value() == 400
     clock.now += 10  # a stall: no report, both say so after the next tick
     model.tick()
     assert model.data(model.index(0, model.COLUMNS.index("Speed"))) == "0 B/s"
-    assert row.bar.format() == "40% · 4.0 MiB of 10.0 MiB · 0 B/s"
+    assert row.bar.format() == "40% · 4.0 of 10.0 MiB · 0 B/s"
     client.get_gate.set()
     qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
 

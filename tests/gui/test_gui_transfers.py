@@ -110,7 +110,7 @@ def test_the_summary_line_reads_the_same_speed_and_time_left_as_the_columns(qapp
     model.progress("get", 4 * MIB, 1000 * MIB)
     speed, left = cell(model, 0, "Speed"), cell(model, 0, "Time left")
     assert (speed, left) == ("1.3 MiB/s", "12 min")
-    assert job.summary(clock.now) == f"0% · 4.0 MiB of 1000.0 MiB · {speed} · {left} left"
+    assert job.summary(clock.now) == f"0% · 4.0 of 1000.0 MiB · {speed} · {left} left"
 
 
 def test_finished_jobs_are_kept_with_how_they_ended_and_restored_below_new_ones(

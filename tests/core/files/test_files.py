@@ -485,6 +485,13 @@ async def test_a_get_by_cid_reports_bytes_and_learns_the_total_from_the_root(
         assert moving and all(e.total == size for e in moving)  # the root comes first
         dones = [e.done for e in moving]
         assert dones == sorted(dones) and len(set(dones)) > 2  # it rose, batch by batch
+        # The desktop's answer: the size, not the bytes (it saves them streamed).
+        await fb.answer_get(file_cid, inline=False)
+        assert rb.of(GotFile)[-1].content == {
+            "type": "file",
+            "mimeType": "application/octet-stream",
+            "size": size,
+        }
 
         # A folder has no file size: bytes only, never a made-up total.
         await fa.store_file("dir/x.bin", os.urandom(300_000))
