@@ -34,8 +34,11 @@ def main(args: argparse.Namespace) -> int:
         Settings(bootstrap=args.bootstrap, mdns=False, port_mapping=False, notifications=False)
     )
     peerdesk = App(data)
-    peerdesk.window.resize(1280, 800)
-    peerdesk.window.show()
+    if args.maximized:  # under a window manager: as a user on a 1280x800 screen sees it
+        peerdesk.window.showMaximized()
+    else:
+        peerdesk.window.resize(1280, 800)
+        peerdesk.window.show()
     peerdesk.start_core()
     window = peerdesk.window
 
@@ -73,4 +76,5 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--shot", default="")
     parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--maximized", action="store_true")
     sys.exit(main(parser.parse_args()))
