@@ -81,15 +81,18 @@ class Transfer:
             return 1.0
         return min(1.0, self.done / self.total) if self.total > 0 else None
 
-    def summary(self, now: float) -> str:
-        """One line for a progress bar outside the Transfers pane (the Files pane's rows):
-        "42% · 12.0 of 28.5 MiB · 6.1 MiB/s · 3 s left", with the same speed and time
-        left as the pane's columns, so the two never disagree."""
+    def amount_text(self) -> str:
+        """ "42% · 12.0 of 28.5 MiB", or the bytes so far while the total is unknown: with
+        ``pace_text``, what a progress bar outside the Transfers pane shows (the Files pane's
+        rows), measured as the pane's columns are, so the two never disagree."""
         if self.total > 0:
             percent = 100 * min(self.done, self.total) // self.total
-            parts = [f"{percent}%", _amount(self.done, self.total)]
-        else:
-            parts = [human_size(self.done) if self.done else "starting…"]
+            return f"{percent}% · {_amount(self.done, self.total)}"
+        return human_size(self.done) if self.done else "starting…"
+
+    def pace_text(self, now: float) -> str:
+        """ "6.1 MiB/s · 3 s left", each part once it is measurable."""
+        parts = []
         speed = self.speed(now)
         if speed is not None:
             parts.append(rate_text(speed))

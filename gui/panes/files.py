@@ -103,36 +103,41 @@ class FileTreeView(QTreeView):
 
 
 class ProgressRow(QWidget):
-    """A running job under the tree: its label, a bar and Cancel. What the bar says comes
-    from the job's row in the Transfers model (``show``), the one place speed is measured."""
+    """A running job under the tree: its label and pace on one line, then a bar the dock's
+    whole width with Cancel (beside the label the bar was too narrow for its text). What
+    they say comes from the job's row in the Transfers model (``show_progress``), the one
+    place speed is measured."""
 
     cancelled = Signal()
 
     def __init__(self, label: str) -> None:
         super().__init__()
         self.label = ElidedLabel(label)
+        self.pace = QLabel("")
         self.bar = QProgressBar()
         self.bar.setRange(0, 0)
         cancel = QPushButton("Cancel")
         cancel.clicked.connect(self.cancelled.emit)
-        # The label above, the bar the dock's whole width below it: beside a label the bar
-        # was too narrow for "6% · 12.0 of 200.0 MiB · 9.8 MiB/s · 19 s left".
-        row = QHBoxLayout()
-        row.addWidget(self.bar, 1)
-        row.addWidget(cancel)
+        top = QHBoxLayout()
+        top.addWidget(self.label, 1)
+        top.addWidget(self.pace)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.bar, 1)
+        bottom.addWidget(cancel)
         column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(2)
-        column.addWidget(self.label)
-        column.addLayout(row)
+        column.addLayout(top)
+        column.addLayout(bottom)
 
-    def show_progress(self, fraction: float | None, text: str) -> None:
+    def show_progress(self, fraction: float | None, amount: str, pace: str) -> None:
         """``fraction`` None: the total is not known yet (the bar keeps moving)."""
         if fraction is not None:
             self.bar.setRange(0, 1000)
             self.bar.setValue(int(1000 * fraction))
-        self.bar.setFormat(text)
-        self.bar.setToolTip(text)
+        self.bar.setFormat(amount)
+        self.pace.setText(pace)
+        self.bar.setToolTip(" · ".join(t for t in (amount, pace) if t))
 
 
 class FilesPane(QWidget):

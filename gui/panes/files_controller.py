@@ -124,7 +124,7 @@ class FilesController(QObject):
         for op, row in self.pane.progress.items():
             job = self.transfers.find(op)
             if job is not None:
-                row.show_progress(job.fraction, job.summary(now))
+                row.show_progress(job.fraction, job.amount_text(), job.pace_text(now))
 
     # -- changes ------------------------------------------------------------------------------
 
@@ -285,12 +285,19 @@ class FilesController(QObject):
         self.refresh()  # puts the listing's line back in place of "Fetching …"
         job = self.transfers.newest("Get", event.cid)
         if not event.success:
+            reason = _failure(event.cid, str(event.content.get("error") or ""))
             if job is not None:
-                self.transfers.finish(job.op, "failed", str(event.content.get("error") or ""))
+                self.transfers.finish(job.op, "failed", reason)
+            hint = (
+                "\n\nAsk someone who has it to connect to you, or give their peer id as the "
+                "fallback peer."
+                if "no peer provided it" in reason
+                else ""
+            )
             self._message(
                 QMessageBox.Icon.Warning,
                 "Get by CID",
-                f"Could not get {event.cid}: {event.content.get('error')}",
+                f"Could not get\n{event.cid}\n\n{reason[:1].upper()}{reason[1:]}.{hint}",
             )
             return
         content = event.content
@@ -340,6 +347,15 @@ EXTENSIONS = {
 def _extension(content: dict[str, Any]) -> str:
     mime = str(content.get("mimeType") or "").split(";")[0].strip()
     return EXTENSIONS.get(mime, "")
+
+
+def _failure(cid: str, error: str) -> str:
+    """The core's reason without the CID it starts with (the window shows the CID once):
+    "bafy… is not stored here" becomes "it is not stored here"."""
+    reason = error.removeprefix(cid).strip(" :.") if error else ""
+    if reason.startswith("is ") and reason != error:
+        reason = f"it {reason}"
+    return reason or "no reason given"
 
 
 def _safe_name(name: str) -> str:

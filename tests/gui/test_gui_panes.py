@@ -617,13 +617,18 @@ def test_a_get_that_found_nothing_is_listed_as_failed(
     window: Any, client: FakeClient, qtbot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     online(client, qtbot, window)
-    monkeypatch.setattr(window.files, "_message", lambda *_a: None)
     window.files.get_by_cid("bafynone", "")
     qtbot.waitUntil(lambda: _states(window) == {"bafynone": "running"})
-    client.event_received.emit(ev.GotFile("bafynone", False, {"error": "not found"}))
+    said: list[str] = []
+    monkeypatch.setattr(window.files, "_message", lambda _icon, _title, text: said.append(text))
+    error = "bafynone is not stored here and no peer provided it"
+    client.event_received.emit(ev.GotFile("bafynone", False, {"error": error}))
     client.get_gate.set()
     qtbot.waitUntil(lambda: _states(window) == {"bafynone": "failed"}, timeout=WAIT_MS)
-    assert window.transfers_model.rows[0].detail == "not found"
+    assert window.transfers_model.rows[0].detail == "it is not stored here and no peer provided it"
+    # The CID once, the reason as a sentence, and what the user can do about it.
+    assert said[0].count("bafynone") == 1 and "It is not stored here" in said[0]
+    assert "fallback peer" in said[0]
 
 
 class Clock:
@@ -655,12 +660,13 @@ def test_a_get_by_cid_shows_bytes_the_size_once_known_and_one_speed(
     speed = model.data(model.index(0, model.COLUMNS.index("Speed")))
     left = model.data(model.index(0, model.COLUMNS.index("Time left")))
     assert speed == "1.3 MiB/s" and left == "4 s"  # over the last 3 s, not since the start
-    assert row.bar.format() == f"40% · 4.0 of 10.0 MiB · {speed} · {left} left"
+    assert row.bar.format() == "40% · 4.0 of 10.0 MiB"
+    assert row.pace.text() == f"{speed} · {left} left"
     assert row.bar.value() == 400
     clock.now += 10  # a stall: no report, both say so after the next tick
     model.tick()
     assert model.data(model.index(0, model.COLUMNS.index("Speed"))) == "0 B/s"
-    assert row.bar.format() == "40% · 4.0 of 10.0 MiB · 0 B/s"
+    assert (row.bar.format(), row.pace.text()) == ("40% · 4.0 of 10.0 MiB", "0 B/s")
     client.get_gate.set()
     qtbot.waitUntil(lambda: window.files_pane.progress == {}, timeout=WAIT_MS)
 

@@ -96,21 +96,25 @@ def test_a_later_failure_overrides_done_but_nothing_else(qapp: Any) -> None:
     assert model.rows[0].state == "failed"
 
 
-def test_the_summary_line_reads_the_same_speed_and_time_left_as_the_columns(qapp: Any) -> None:
+def test_the_bar_texts_read_the_same_speed_and_time_left_as_the_columns(qapp: Any) -> None:
     clock = Clock()
     model = TransfersModel(clock)
     model.add("get", "Get", "bafy…", lambda: None)
     job = model.rows[0]
-    assert job.summary(clock.now) == "starting…"
+    assert (job.amount_text(), job.pace_text(clock.now)) == ("starting…", "")
     model.start("get")
     clock.now += 2
     model.progress("get", 3 * MIB, 0)
-    assert job.summary(clock.now) == "3.0 MiB · 1.5 MiB/s"  # no size known: no time left
+    # no size known: no time left
+    assert (job.amount_text(), job.pace_text(clock.now)) == ("3.0 MiB", "1.5 MiB/s")
     clock.now += 1
     model.progress("get", 4 * MIB, 1000 * MIB)
     speed, left = cell(model, 0, "Speed"), cell(model, 0, "Time left")
     assert (speed, left) == ("1.3 MiB/s", "12 min")
-    assert job.summary(clock.now) == f"0% · 4.0 of 1000.0 MiB · {speed} · {left} left"
+    assert job.amount_text() == "0% · 4.0 of 1000.0 MiB"
+    assert job.pace_text(clock.now) == f"{speed} · {left} left"
+    model.progress("get", 900 * 1024, 2 * MIB)
+    assert job.amount_text() == "43% · 900.0 KiB of 2.0 MiB"  # units differ: both said
 
 
 def test_finished_jobs_are_kept_with_how_they_ended_and_restored_below_new_ones(
