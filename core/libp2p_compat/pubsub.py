@@ -26,6 +26,17 @@ key does not decode (``validators.py`` re-raises), a GRAFT for a topic we do not
 (``peer_topics[topic]`` KeyError when answering with PX), or bytes that are not protobuf
 (``DecodeError`` is not in ``stream_handler``'s except list). ``GuardedPubsub`` isolates each
 RPC: a bad one costs its sender the stream, nothing more.
+
+And a flood of valid messages from one peer cost us memory without end (issue 10, item 3):
+``continuously_read_stream`` starts one task per message read and reads on, so a peer that
+writes faster than we validate makes tasks pile up (20 000 messages of 256 bytes: +133 MiB),
+and ``notify_subscriptions`` drops whatever does not fit our 32-slot subscription channel,
+honest peers' messages among them. go bounds this per peer: each peer's reader hands RPCs to a
+small queue and blocks when it is full, and its validation queue drops the excess of whoever
+fills it. ``GuardedPubsub`` gives each sending peer an in-flight budget (messages being
+validated or delivered): past it that peer's stream is not read until its messages drain, so
+Yamux's window stalls the flooder and nobody else; and a message that finds our subscription
+channel full waits for room (bounded) instead of being dropped.
 """
 
 from __future__ import annotations
@@ -33,10 +44,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import trio
 from libp2p.abc import INetStream
@@ -178,8 +190,78 @@ class GoLikeGossipSub(GossipSub):
         return False
 
 
+MiB = 1024 * 1024
+
+
+@dataclass
+class _Load:
+    """One peer's messages in flight: read from its streams, not yet validated and delivered."""
+
+    messages: int = 0
+    size: int = 0
+    room: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(frozen=True)
+class _Charge:
+    peer: ID
+    size: int
+    msg: rpc_pb2.Message
+
+
+class _BudgetedStream:
+    """A pubsub stream as the library's read loop sees it. The loop hands each message it
+    parsed to ``_is_subscribed_to_msg``, which keeps it here instead of letting the loop start
+    its task; the loop's next read then starts them one by one, each when the sender is within
+    its budget, and reads on only when it is. A peer over budget is simply not read."""
+
+    def __init__(self, stream: INetStream, pubsub: GuardedPubsub) -> None:
+        self._stream = stream
+        self._pubsub = pubsub
+        self.peer: ID = stream.muxed_conn.peer_id
+        self.parsed: deque[rpc_pb2.Message] = deque()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        while self.parsed:
+            await self._pubsub.wait_for_room(self.peer)
+            self._pubsub.start_push(self.peer, self.parsed.popleft())
+        await self._pubsub.wait_for_room(self.peer)
+        return await self._stream.read(n)
+
+
+_reader: contextvars.ContextVar[_BudgetedStream | None] = contextvars.ContextVar(
+    "peerdesk_pubsub_reader", default=None
+)
+"""Set in a stream's read-loop task: which stream the messages being parsed came from."""
+_charge: contextvars.ContextVar[_Charge | None] = contextvars.ContextVar(
+    "peerdesk_pubsub_charge", default=None
+)
+"""Set around ``run_task(push_msg, ...)``: trio copies the spawner's context into the new
+task, so each message's task knows what it was charged."""
+_late: contextvars.ContextVar[list[trio.MemorySendChannel[rpc_pb2.Message]] | None] = (
+    contextvars.ContextVar("peerdesk_pubsub_late", default=None)
+)
+"""Set in ``push_msg``: the subscription channels that were full when the message came."""
+
+
 class GuardedPubsub(Pubsub):
-    """Pubsub in which one peer's bad RPC costs that peer its stream, never the service."""
+    """Pubsub in which one peer's bad RPC costs that peer its stream, never the service, and
+    one peer's flood costs that peer its speed, never our memory or other peers' messages."""
+
+    peer_budget_messages = 64
+    """Messages from one peer validated or delivered at once; past it we stop reading it."""
+    peer_budget_bytes = 4 * MiB
+    """The same budget in bytes (a message can be 1 MiB)."""
+    delivery_wait = 10.0
+    """Seconds a message waits for room in our own full subscription channel before it is
+    dropped (the library drops it at once, whoever sent it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loads: dict[ID, _Load] = {}
 
     async def stream_handler(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
@@ -194,11 +276,114 @@ class GuardedPubsub(Pubsub):
                     log.debug("pubsub: stream reset failed", exc_info=True)
             self._handle_dead_peer(peer)
 
+    async def continuously_read_stream(self, stream: INetStream) -> None:
+        budgeted = _BudgetedStream(stream, self)
+        token = _reader.set(budgeted)
+        try:
+            await super().continuously_read_stream(cast(INetStream, budgeted))
+        finally:
+            _reader.reset(token)
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        if not super()._is_subscribed_to_msg(msg):
+            return False
+        reader = _reader.get()
+        if reader is None:
+            return True
+        reader.parsed.append(msg)  # started by the reader's next read, within the budget
+        return False
+
+    def _over_budget(self, load: _Load) -> bool:
+        return load.messages >= self.peer_budget_messages or load.size >= self.peer_budget_bytes
+
+    async def wait_for_room(self, peer: ID) -> None:
+        """Returns when ``peer`` has fewer messages (and bytes) in flight than its budget."""
+        while True:
+            load = self._loads.get(peer)
+            if load is None or not self._over_budget(load):
+                return
+            if load.room.is_set():
+                load.room = trio.Event()
+            await load.room.wait()
+
+    def start_push(self, peer: ID, msg: rpc_pb2.Message) -> None:
+        """Charges ``peer`` for ``msg`` and starts its validation and delivery task."""
+        if not self.manager.is_running:
+            return
+        load = self._loads.setdefault(peer, _Load())
+        charge = _Charge(peer, msg.ByteSize(), msg)
+        load.messages += 1
+        load.size += charge.size
+        token = _charge.set(charge)
+        try:
+            self.manager.run_task(self.push_msg, peer, msg)
+        except BaseException:
+            self._release(charge)
+            raise
+        finally:
+            _charge.reset(token)
+
+    def _release(self, charge: _Charge) -> None:
+        load = self._loads.get(charge.peer)
+        if load is None:
+            return
+        load.messages -= 1
+        load.size -= charge.size
+        if load.messages <= 0:
+            del self._loads[charge.peer]
+        if not self._over_budget(load):
+            load.room.set()
+
+    def in_flight(self, peer: ID) -> tuple[int, int]:
+        """(messages, bytes) from ``peer`` being validated or delivered now."""
+        load = self._loads.get(peer)
+        return (load.messages, load.size) if load else (0, 0)
+
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        charge = _charge.get()
+        late: list[trio.MemorySendChannel[rpc_pb2.Message]] = []
+        token = _late.set(late)
         try:
             await super().push_msg(msg_forwarder, msg)
+            await self._deliver_late(msg, late)
         except Exception as exc:
             log.info("pubsub: dropped a bad message forwarded by %s: %r", msg_forwarder, exc)
+        finally:
+            _late.reset(token)
+            if charge is not None and charge.msg is msg:
+                self._release(charge)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        late = _late.get()
+        for topic in publish_message.topicIDs:
+            channel = self.subscribed_topics_send.get(topic)
+            if channel is None:
+                continue
+            try:
+                channel.send_nowait(publish_message)
+            except trio.WouldBlock:
+                if late is None:
+                    log.warning("pubsub: subscription to %s full, message dropped", topic)
+                else:
+                    late.append(channel)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # unsubscribed meanwhile
+
+    async def _deliver_late(
+        self, msg: rpc_pb2.Message, channels: list[trio.MemorySendChannel[rpc_pb2.Message]]
+    ) -> None:
+        """Waits (bounded) for room in the subscriptions that were full. The wait holds the
+        sender's budget, so a flood that outruns our reader slows its sender down; trio
+        serves waiting senders in order, so an honest message waits behind at most the
+        budgets of the peers ahead of it."""
+        for channel in channels:
+            with trio.move_on_after(self.delivery_wait) as waited:
+                try:
+                    await channel.send(msg)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    continue
+            if waited.cancelled_caught:
+                log.warning("pubsub: subscription full for %.0f s, dropped", self.delivery_wait)
 
 
 def is_gossip_peer(router: GossipSub, peer: ID) -> bool:

@@ -212,3 +212,137 @@ async def test_hostile_rpcs_cost_the_sender_its_stream_not_the_victim_its_pubsub
                 assert await victim.publish("room", token) >= 1
             await rh.wait_for(lambda t=token: any(e.data == t for e in rh.of(TopicData)), 5)
         assert victim.running
+
+
+# -- the per-peer in-flight budget (a flooding peer) -----------------------------------------
+
+
+def test_the_read_loop_still_has_the_shapes_the_budget_relies_on() -> None:
+    """The budget hands the read loop a wrapped stream, takes each parsed message from the
+    loop at ``_is_subscribed_to_msg`` and starts its task itself (its context carries the
+    charge), and waits where ``notify_subscriptions`` would drop."""
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+    from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+    assert "await self.continuously_read_stream(stream)" in inspect.getsource(Pubsub.stream_handler)
+    loop = inspect.getsource(Pubsub.continuously_read_stream)
+    assert "read_varint_prefixed_bytes_limited(\n                    stream," in loop
+    assert "if not self._is_subscribed_to_msg(msg):\n                            continue" in loop
+    assert "self.manager.run_task(self.push_msg, peer_id, msg)" in loop
+    assert "await reader.read(" in inspect.getsource(read_varint_prefixed_bytes_limited)
+    assert "self.notify_subscriptions(msg)" in inspect.getsource(Pubsub.push_msg)
+    notify = inspect.getsource(Pubsub.notify_subscriptions)
+    assert "send_nowait(publish_message)" in notify and "except trio.WouldBlock" in notify
+    assert "self._schedule_task(task)" in inspect.getsource(TrioManager.run_task)
+    assert "self._task_nursery.start_soon(" in inspect.getsource(TrioManager._schedule_task)
+    assert "_is_subscribed_to_msg" in vars(Pubsub)
+
+
+async def test_a_task_started_by_the_manager_sees_the_spawners_context() -> None:
+    """The charge travels to each message's task in a context variable: true only while
+    ``run_task`` starts the task synchronously from the caller (trio copies its context)."""
+    import contextvars
+
+    from libp2p.tools.anyio_service import Service
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("probe", default="unset")
+    seen: list[str] = []
+
+    class Idle(Service):
+        async def run(self) -> None:
+            await trio.sleep_forever()
+
+    async def probe() -> None:
+        seen.append(var.get())
+
+    service = Idle()
+    async with background_trio_service(service):
+        token = var.set("the spawner's")
+        service.manager.run_task(probe)
+        var.reset(token)
+        with trio.fail_after(5):
+            while not seen:
+                await trio.sleep(0.01)
+    assert seen == ["the spawner's"]
+
+
+def _signed_rpcs(host: IHost, topic: str, count: int, size: int) -> bytes:
+    """``count`` valid signed messages of ``size`` bytes from ``host``, one RPC each."""
+    from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
+
+    key = host.get_private_key()
+    me = host.get_id().to_bytes()
+    out = b""
+    for n in range(count):
+        data = b"%d " % n + b"x" * size
+        msg = rpc_pb2.Message(data=data, topicIDs=[topic], from_id=me, seqno=os.urandom(8))
+        msg.signature = key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+        msg.key = host.get_public_key().serialize()
+        out += encode_varint_prefixed(rpc_pb2.RPC(publish=[msg]).SerializeToString())
+    return out
+
+
+FLOOD = 200
+
+
+async def _flood_a_held_validator(pubsub_cls: type[Pubsub]) -> tuple[bool, int, int]:
+    """One peer writes 200 messages of 4 KiB (3 Yamux windows) while our topic validator
+    holds every message for 1.5 s: (did the whole flood get read meanwhile, how many of its
+    messages did we hold at once, how many reached our subscription in the end)."""
+    held = trio.Event()
+    holding = most = 0
+
+    async def hold(_: object, __: object) -> bool:
+        nonlocal holding, most
+        holding += 1
+        most = max(most, holding)
+        await held.wait()
+        holding -= 1
+        return True
+
+    async with (
+        bare_pubsub(GossipSub, pubsub_cls) as (victim, pv, _),
+        bare_pubsub(GossipSub, Pubsub) as (flooder, _, _),
+    ):
+        pv._validator_semaphore = trio.Semaphore(1000)  # count the messages, not the slots
+        pv.set_topic_validator("t", hold, is_async_validator=True)
+        sub = await pv.subscribe("t")
+        await flooder.connect(info_from_p2p_addr(multiaddr.Multiaddr(_addr(victim))))
+        stream = await flooder.new_stream(victim.get_id(), [TProtocol(MESHSUB_PROTOCOLS[0])])
+        flood = _signed_rpcs(flooder, "t", FLOOD, 4096)
+        got: list[bytes] = []
+        read_all = False
+
+        async def deliveries() -> None:
+            while True:
+                got.append((await sub.get()).data)
+
+        async def write() -> None:
+            nonlocal read_all
+            await stream.write(flood)
+            read_all = not held.is_set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(deliveries)
+            nursery.start_soon(write)
+            await trio.sleep(1.5)
+            held.set()
+            with trio.move_on_after(10):
+                while len(got) < FLOOD:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        return read_all, most, len(got)
+
+
+async def test_library_reads_a_flood_without_end_and_drops_what_its_channel_cannot_take() -> None:
+    read_all, most, delivered = await _flood_a_held_validator(Pubsub)
+    assert read_all and most == FLOOD  # one task per message, all read while we were busy
+    assert delivered < FLOOD  # the 32-slot subscription channel dropped the burst's excess
+
+
+async def test_the_budget_stops_reading_a_flooder_and_delivers_every_message() -> None:
+    read_all, most, delivered = await _flood_a_held_validator(compat.GuardedPubsub)
+    assert not read_all  # its stream was not read past the budget: Yamux stalled the writer
+    assert most == compat.GuardedPubsub.peer_budget_messages
+    assert delivered == FLOOD
