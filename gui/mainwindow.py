@@ -351,6 +351,7 @@ class MainWindow(QMainWindow):
                 if before.get(peer) != name:
                     self._retitle(peer)
         aliases = {r.peer: r.alias for r in self.peers_model.rows}
+        aliases[info.peer_id] = "you"  # our own file notices come back on the topic too
         for joined in snapshot.joined:
             self.topics.set_members(joined.topic, list(joined.peers), aliases)
         self.monitor.alias = aliases

@@ -166,13 +166,13 @@ class FilesModel(QAbstractItemModel):
             if col == 1:
                 return human_size(node.size) if node.kind == "file" else ""
             if col == 2:
-                return "folder" if node.kind == "directory" else (node.mime.split(";")[0] or "")
+                return "folder" if node.kind == "directory" else _kind(node.mime)
             if col == 3:
                 return node.cid
         if role == Qt.ItemDataRole.DecorationRole and col == 0:
             return self._dir_icon if node.kind == "directory" else self._file_icon
         if role == Qt.ItemDataRole.ToolTipRole:  # everything a narrow dock's columns hide
-            kind = "folder" if node.kind == "directory" else (node.mime.split(";")[0] or "file")
+            kind = "folder" if node.kind == "directory" else (_kind(node.mime) or "file")
             size = f" · {human_size(node.size)}" if node.kind == "file" and node.size else ""
             return f"{node.path}\n{kind}{size}\n{node.cid}"
         return None
@@ -200,6 +200,13 @@ class FilesModel(QAbstractItemModel):
         if node.kind != "directory":
             node = node.parent or self.root
         return node.path
+
+
+def _kind(mime: str) -> str:
+    """A MIME type as a short word: Go's detector calls anything unrecognised
+    "application/octet-stream", which a narrow column cut to "appl…ream"."""
+    base = mime.split(";")[0].strip()
+    return "binary" if base == "application/octet-stream" else base
 
 
 def _find(root: Node, path: str) -> Node | None:

@@ -231,7 +231,8 @@ class MonitorPane(QWidget):
         # burst of 1000 messages freeze the window for seconds.
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for column, width in enumerate((70, 90, 70, 150)):
+        # Time, topic, event and a name: narrow enough that the detail stays in view.
+        for column, width in enumerate((66, 72, 66, 110)):
             header.resizeSection(column, width)
         header.setStretchLastSection(True)
         follow_bottom(self.table)

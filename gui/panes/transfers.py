@@ -66,15 +66,15 @@ class TransfersPane(QWidget):
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._menu)
         header = self.table.horizontalHeader()
-        # The name and how it ended share what is left (a long failure reason made the table
-        # scroll sideways; the whole reason is in the tooltip); the others as narrow as their
-        # content allows.
+        # The name takes what is left; how a job ended gets a fixed width (a long failure
+        # reason made the table scroll sideways; the whole reason is in the tooltip); the
+        # others as narrow as their content allows.
         header.setMinimumSectionSize(40)
+        header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
-        for column, width in ((2, 160), (3, 76), (4, 60)):
+        for column, width in ((2, 160), (3, 76), (4, 60), (5, 120)):
             header.resizeSection(column, width)
 
         self.cancel_button = QPushButton("Cancel")

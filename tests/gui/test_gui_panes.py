@@ -723,8 +723,13 @@ def test_a_narrow_files_tree_hides_cids_then_types_so_names_stay_readable(
 
     pane = FilesPane()
     qtbot.addWidget(pane)
-    entries = {"board-game-rules.txt": {"type": "file", "cid": "bafyrules", "size": 1000}}
+    entries: dict[str, dict[str, Any]] = {
+        "board-game-rules.txt": {"type": "file", "cid": "bafyrules", "size": 1000},
+        "video.bin": {"type": "file", "cid": "bafyv", "mimeType": "application/octet-stream"},
+    }
     pane.show_listing("bafyroot", entries, read_only=False)
+    video = pane.model.index_of("video.bin")
+    assert pane.model.data(video.siblingAtColumn(2)) == "binary"  # not "appl…ream"
     pane.show()
     view = pane.view
     for width, cids, types in ((900, True, True), (WIDE_ENOUGH_FOR_CIDS - 40, False, True)):
