@@ -5,7 +5,10 @@ address; time from that to a direct connection (DCUtR); direct-message rate over
 connection (B behind a port-randomizing NAT, where hole punching cannot work), over the
 hole-punched direct connection, and — the baseline, same lab, same run — between two public
 peers with no NAT in between; behind a router running miniupnpd, the time to a UPnP port
-mapping and then to AutoNAT's "public".
+mapping and then to AutoNAT's "public". Between public peers, QUIC against TCP: connect time
+(Peerdesk, measured around the runner's ``connect`` call, and bare py-libp2p connecting from
+fresh hosts in the same lab), direct-message rate and bulk rate (64 KiB messages) over each;
+the figures that decided that Peerdesk dials TCP first (core/libp2p_compat/quic.py).
 
     sudo .venv/bin/python benchmarks/bench_nat.py [--messages 300]
 """
@@ -70,6 +73,59 @@ def _port_mapping(lab: netlab.Lab, relay_addr: str, pub: netlab.RunnerPeer) -> t
     return mapped, verified
 
 
+def _bulk(sender: netlab.RunnerPeer, receiver: netlab.RunnerPeer, count: int = 48) -> float:
+    """MiB/s of direct messages of 64 KiB each."""
+    receiver.call("start", protocol=CHAT)
+    chunk = "x" * 65536
+    start = time.perf_counter()
+    delivered = sender.call(
+        "send_many", peer=receiver.peer_id, protocol=CHAT, data=[chunk] * count, timeout=300
+    )
+    took = time.perf_counter() - start
+    assert all(delivered), "bulk messages were lost"
+    return count * len(chunk) / took / 2**20
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _quic_vs_tcp(lab: netlab.Lab, messages: int, rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Connect time (median of ``rounds`` fresh dialers), message and bulk rate, per transport,
+    to one public peer listening on both; and bare py-libp2p's connect times."""
+    server = lab.public("qsrv").peer()
+    addrs = {
+        "tcp": next(a for a in server.ready["addrs"] if "198.18." in a and "/tcp/" in a),
+        "quic": next(a for a in server.ready["addrs"] if "198.18." in a and "/quic-v1" in a),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for kind, addr in addrs.items():
+        times: list[float] = []
+        dialer: netlab.RunnerPeer | None = None
+        for i in range(rounds):
+            dialer = lab.public(f"{kind}{i}").peer()
+            start = time.perf_counter()
+            dialer.call("connect", addr=addr, timeout=30)
+            times.append(time.perf_counter() - start)
+        assert dialer is not None
+        links = next(c for c in dialer.call("info")["connections"] if c["peer"] == server.peer_id)
+        used = "quic" if "/quic-v1" in links["links"][0]["addrs"][0] else "tcp"
+        assert used == kind, f"dialled {addr} but the connection is {used}"
+        out[kind] = {
+            "connect": _median(times),
+            "rate": _rate(dialer, server, messages),
+            "bulk": _bulk(dialer, server),
+        }
+    bare_node = lab.public("bareq")
+    bare = bare_node.spawn(
+        sys.executable, str(BARE), "connect", bare_node.ip, str(rounds), *addrs.values()
+    )
+    bare_times = _line(bare, timeout=120)
+    for kind, addr in addrs.items():
+        out[kind]["bare_connect"] = _median(bare_times[addr])
+    return out
+
+
 def _has_link(info: dict, peer: str, kinds: set[str]) -> bool:
     return any(
         c["peer"] == peer and any(link["kind"] in kinds for link in c["links"])
@@ -127,6 +183,7 @@ def main() -> None:
         baseline_again = _rate(pub2, pub, args.messages)
         bare_reserved, bare_relayed, bare_direct = _bare_libp2p(lab, relay_addr)
         mapped, verified = _port_mapping(lab, relay_addr, pub)
+        transports = _quic_vs_tcp(lab, args.messages)
 
     print(
         f"reservation after the peer is up     {reserved * 1000:8.0f} ms"
@@ -150,6 +207,12 @@ def main() -> None:
     )
     print(f"UPnP port mapped after the peer is up {mapped * 1000:8.0f} ms   (miniupnpd router)")
     print(f"  then AutoNAT says public           {verified * 1000:8.0f} ms")
+    for kind, row in transports.items():
+        print(
+            f"{kind:4} public <-> public: connect {row['connect'] * 1000:6.0f} ms"
+            f" (bare py-libp2p {row['bare_connect'] * 1000:.0f} ms),"
+            f" {row['rate']:6.0f} msg/s, bulk {row['bulk']:5.1f} MiB/s"
+        )
 
 
 if __name__ == "__main__":

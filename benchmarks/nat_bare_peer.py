@@ -7,6 +7,12 @@ address, since the library would advertise 0.0.0.0 and bind its hole punch to it
 Prints {"peerid", "circuit", "reserved": seconds from listening} once reserved on the
 relay. A line on stdin with a peer's circuit address dials it; then {"relayed": seconds}
 and {"direct": seconds} (or {"direct": null} after 30 s). EOF on stdin ends it.
+
+    python benchmarks/nat_bare_peer.py connect <listen ip> <rounds> <multiaddr>...
+
+Times ``host.connect`` to each multiaddr from ``rounds`` fresh hosts as the library makes
+them (``new_host()``; ``enable_quic=True`` for a QUIC address) and prints
+{"<multiaddr>": [seconds, ...], ...}.
 """
 
 from __future__ import annotations
@@ -79,5 +85,24 @@ async def _dial(host: object, transport: CircuitV2Transport, circuit: str) -> No
     _say({"direct": None})
 
 
+async def connect_times(ip: str, rounds: int, targets: list[str]) -> None:
+    times: dict[str, list[float]] = {}
+    for target in targets:
+        quic = "/quic-v1" in target
+        listen = f"/ip4/{ip}/udp/0/quic-v1" if quic else f"/ip4/{ip}/tcp/0"
+        info = info_from_p2p_addr(multiaddr.Multiaddr(target))
+        for _ in range(rounds):
+            host = new_host(key_pair=create_new_key_pair(), enable_quic=quic)
+            async with host.run([multiaddr.Multiaddr(listen)]):
+                start = time.perf_counter()
+                with trio.fail_after(30):
+                    await host.connect(info)
+                times.setdefault(target, []).append(time.perf_counter() - start)
+    _say(times)  # type: ignore[arg-type]
+
+
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "connect":
+        trio.run(connect_times, sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+    else:
+        trio.run(main, sys.argv[1], sys.argv[2])
