@@ -22,7 +22,8 @@ Two library behaviours are corrected here, by the transport itself (``PeerdeskQu
   0.6x-1.1x TCP's rate and bulk data at a quarter of it (benchmarks/bench_nat.py prints all
   three), and a file-sharing peer lives on bulk transfers: the swarm's QUIC dial gives way
   at once while TCP is tried, and QUIC is dialled only when TCP fails or has not connected
-  within ``QUIC_FALLBACK_DELAY`` (a firewall that drops TCP). A peer offering only QUIC is dialled over QUIC as before.
+  within ``QUIC_FALLBACK_DELAY`` (a firewall that drops TCP). A peer offering only QUIC is
+  dialled over QUIC as before.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def prefer_tcp(swarm: Any) -> None:
                 tcp_first[peer_id] = tcp_first.get(peer_id, 0) + 1
                 try:
                     conns = await dial_peer(peer_id)  # may look the peer up in the DHT first
-                except SwarmException as exc:
+                except Exception as exc:  # raised as it is below, not in an exception group
                     failure.append(exc)
                     tcp_failed.set()
                     return
