@@ -19,11 +19,11 @@ Two library behaviours are corrected here, by the transport itself (``PeerdeskQu
   failure reaches the swarm as ``OSError``, so the peer runs on TCP alone.
 - **TCP is preferred when a peer offers both.** The swarm ranks QUIC first and starts TCP
   250 ms later (go-libp2p's order). Here QUIC connects no faster, moves direct messages at
-  0.6x-1.1x TCP's rate and bulk data at a quarter of it (benchmarks/bench_nat.py prints all
-  three), and a file-sharing peer lives on bulk transfers: the swarm's QUIC dial gives way
-  at once while TCP is tried, and QUIC is dialled only when TCP fails or has not connected
-  within ``QUIC_FALLBACK_DELAY`` (a firewall that drops TCP). A peer offering only QUIC is
-  dialled over QUIC as before.
+  0.3x-1.1x TCP's rate and bulk data at a quarter to a tenth of it (benchmarks/bench_nat.py
+  prints all three), and a file-sharing peer lives on bulk transfers: the swarm's QUIC dial
+  gives way at once while TCP is tried, and QUIC is dialled only when TCP fails or has not
+  connected within ``QUIC_FALLBACK_DELAY`` (a firewall that drops TCP). A peer offering only
+  QUIC is dialled over QUIC as before.
 """
 
 from __future__ import annotations
