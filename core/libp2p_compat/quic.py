@@ -119,7 +119,7 @@ class PeerdeskQuic(QUICTransport):
                 log.warning("QUIC cannot listen on %s (%s): TCP only", maddr, exc)
                 raise OSError(f"QUIC cannot listen on {maddr}: {exc}") from exc
 
-        listener.listen = listen_or_give_way
+        listener.listen = listen_or_give_way  # type: ignore[method-assign]
         return listener
 
     def set_swarm(self, swarm: Any) -> None:
