@@ -232,7 +232,7 @@ class MonitorPane(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         # Time, topic, event and a name: narrow enough that the detail stays in view.
-        for column, width in enumerate((66, 72, 66, 110)):
+        for column, width in enumerate((64, 60, 64, 90)):
             header.resizeSection(column, width)
         header.setStretchLastSection(True)
         follow_bottom(self.table)
@@ -285,12 +285,19 @@ class MonitorPane(QWidget):
             self.topic_pick.addItem(topic)
             self.members.setdefault(topic, {})
         self.topic_pick.setCurrentText(topic)
+        self._topic_column()
 
     def _stop(self) -> None:
         topic = self.topic_pick.currentText()
         if topic:
             self.topic_pick.removeItem(self.topic_pick.currentIndex())
             self.unmonitorRequested.emit(topic)
+        self._topic_column()
+
+    def _topic_column(self) -> None:
+        """With one topic watched its name says nothing the picker does not: its column
+        goes, and the message text has the room."""
+        self.table.setColumnHidden(self.timeline.COLUMNS.index("Topic"), len(self.topics) < 2)
 
     def _export(self) -> None:
         name, _ = QFileDialog.getSaveFileName(

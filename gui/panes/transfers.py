@@ -74,7 +74,7 @@ class TransfersPane(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        for column, width in ((2, 160), (3, 76), (4, 60), (5, 120)):
+        for column, width in ((2, 140), (3, 70), (4, 64), (5, 104)):
             header.resizeSection(column, width)
 
         self.cancel_button = QPushButton("Cancel")

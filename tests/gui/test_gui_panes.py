@@ -758,6 +758,10 @@ def test_the_monitor_timeline_names_peers_as_the_window_does(
     window.monitor.alias = {ALICE: "Alice"}
     assert model.data(peer) == "Alice"
     assert model.data(peer, Qt.ItemDataRole.ToolTipRole) == ALICE
+    topic_column = model.COLUMNS.index("Topic")
+    assert window.monitor.table.isColumnHidden(topic_column)  # one topic: the picker says it
+    window.monitor.add_topic("other")
+    assert not window.monitor.table.isColumnHidden(topic_column)
 
 
 def test_transfer_buttons_are_enabled_only_when_they_would_do_something(
