@@ -207,3 +207,41 @@ def test_tcp_is_advertised_before_quic_and_loopback_last() -> None:
         "/ip4/127.0.0.1/tcp/4001",
         "/ip4/127.0.0.1/udp/4001/quic-v1",
     ]
+
+
+async def test_js_libp2p_peers_without_quic_still_talk_to_quic_listening_peers() -> None:
+    """js-libp2p in Node has no QUIC: it is told our QUIC addresses (identify) and must carry
+    on over TCP both ways; we reach it by its id over TCP."""
+    import pytest
+
+    from tests import test_interop_js as interop
+
+    if interop.NODE is None or not (interop.HERE / "node_modules" / "libp2p").exists():
+        pytest.skip("Node.js or the interop packages (tests/interop, npm ci) are missing")
+    async with peer_group(2, config=_both) as [(a, rec_a), (b, _)], trio.open_nursery() as n:
+        js = await interop.start_js(n)
+        js_id = js.ready["peerId"]
+        assert not any("/quic" in x for x in js.ready["addrs"])
+        a.start_protocol(CHAT)
+        await js.cmd("handle", protocol=CHAT)
+        await js.cmd("dial", addr=_split(a)[1])  # js dials us over TCP, hears of our QUIC
+        answer = await js.cmd("send", peer=str(a.peer_id), protocol=CHAT, data={"n": 1})
+        assert answer["attempts"] == 1
+        await rec_a.wait_for(lambda: rec_a.of(PeerData))
+        _add(b, _JsId(js_id), *js.ready["addrs"])  # b knows js only from its addresses
+        with trio.fail_after(30):
+            await b.send(js_id, CHAT, {"n": 2})  # dialled by id, answered by js's ack
+        assert _kinds(b, _JsId(js_id)) == ["tcp"]
+        await interop.stop_js(js)
+
+
+class _JsId:
+    """A js peer's id where the helpers above expect a peer."""
+
+    def __init__(self, text: str) -> None:
+        from libp2p.peer.id import ID
+
+        self.peer_id = ID.from_base58(text)
+
+    def __str__(self) -> str:
+        return str(self.peer_id)
