@@ -231,9 +231,15 @@ class Lab:
 
 
 class RunnerPeer:
-    """One peer process: requests are JSON lines with an id, answers and events come back."""
+    """One peer process: requests are JSON lines with an id, answers and events come back.
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    ``ready_timeout``: how long the process may take to print its ready line. 30 s covers one
+    start on an idle box (~1 s of CPU importing py-libp2p, then the peer coming up); a lab
+    that starts processes while many others run (tests/swarmlab.py) passes more."""
+
+    READY_TIMEOUT = 30.0
+
+    def __init__(self, proc: subprocess.Popen[str], ready_timeout: float = READY_TIMEOUT) -> None:
         self.proc = proc
         self._answers: dict[int, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -242,7 +248,7 @@ class RunnerPeer:
         self._next = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.ready = self._wait_answer(0, 30.0)
+        self.ready = self._wait_answer(0, ready_timeout)
         self.peer_id: str = self.ready["peerid"]
 
     def _read(self) -> None:

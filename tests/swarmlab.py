@@ -14,6 +14,7 @@ Used by tests/test_swarm.py (the reduced swarm CI runs) and benchmarks/bench_swa
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import signal
@@ -57,6 +58,16 @@ def _rss_mib() -> float:
     return 0.0
 
 
+def _conn_label(conn: Any) -> str:
+    """A connection's remote address and whether its muxer still runs (a closed one that is
+    still registered is a zombie)."""
+    try:
+        addr = str(conn.get_transport_addresses()[0])
+    except Exception:
+        addr = "?"
+    return f"{addr}{' (closed)' if getattr(conn.muxed_conn, 'is_closed', False) else ''}"
+
+
 async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
     op = req["op"]
     if op == "mesh":
@@ -64,10 +75,23 @@ async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
     if op == "pubsub_view":
         # Why a member may be missing from a topic list: no pubsub stream, or no subscription.
         network = peer.host.get_network()
+        pubsub = peer.pubsub
+        readers = {  # peers with a pubsub stream to us (other than our own writer)
+            str(p)
+            for p, cs in network.get_connections_map().items()
+            for c in cs
+            for st in c.get_streams()
+            if st.get_protocol() in pubsub.protocols and st is not pubsub.peers.get(p)
+        }
         return {
-            "streams": sorted(str(p) for p in peer.pubsub.peers),
+            "streams": sorted(str(p) for p in pubsub.peers),
+            "readers": sorted(readers),
             "subscribed": sorted(str(p) for p in peer.pubsub.peer_topics.get(req["topic"], ())),
-            "connected": {str(p): len(c) for p, c in network.get_connections_map().items() if c},
+            "connected": {
+                str(p): [_conn_label(c) for c in cs]
+                for p, cs in network.get_connections_map().items()
+                if cs
+            },
         }
     if op == "unsubscribe":
         return await peer.unsubscribe(req["topic"])
@@ -157,7 +181,16 @@ class Swarm:
     bootstrap: list[SwarmPeer] = field(default_factory=list)
     members: list[SwarmPeer] = field(default_factory=list)
     gone: list[SwarmPeer] = field(default_factory=list)
+    failed_starts: list[str] = field(default_factory=list)
+    ready_base: float = netlab.RunnerPeer.READY_TIMEOUT
+    """Seconds a process may take to come up on an idle box, plus, because every process
+    shares the same cores (2 on the build box):"""
+    ready_per_peer: float = 1.0
+    """... this much for each peer already running (their heartbeats, DHT and traffic), and"""
+    ready_per_start: float = 3.0
+    """... this much for each process starting at the same time (~1 s of CPU each)."""
     _n: int = 0
+    _starting: int = 1
 
     def __post_init__(self) -> None:
         first = self._start("boot0", public=True, args=["--relay-service"])
@@ -170,9 +203,18 @@ class Swarm:
         node = self.lab.public(name) if public else self.lab.behind_nat(name)
         return self._spawn(name, node, public, args)
 
-    def add(self, count: int, *, behind_nat: int = 0) -> list[SwarmPeer]:
+    def ready_timeout(self) -> float:
+        """The ready deadline of a process starting now: grows with the load it starts in."""
+        running = len(self.bootstrap) + len(self.live)
+        return (
+            self.ready_base + self.ready_per_peer * running + self.ready_per_start * self._starting
+        )
+
+    def add(self, count: int, *, behind_nat: int = 0, strict: bool = True) -> list[SwarmPeer]:
         """Start ``count`` members (the last ``behind_nat`` of them behind routers), in
-        parallel: each start is a Python process importing py-libp2p, ~1 s of CPU."""
+        parallel: each start is a Python process importing py-libp2p, ~1 s of CPU. A start
+        that fails raises, unless ``strict`` is off: then its name goes to ``failed_starts``
+        and the others are kept (a benchmark reports it and goes on)."""
         names = []
         for i in range(count):
             self._n += 1
@@ -193,12 +235,16 @@ class Swarm:
                 errors.append(exc)
 
         threads = [threading.Thread(target=start, args=spec) for spec in nodes]
+        self._starting = len(threads)
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        if errors:
+        self._starting = 1
+        if errors and strict:
             raise errors[0]
+        started_names = {p.name for p in started}
+        self.failed_starts += [n for n, _ in names if n not in started_names]
         order = {n: i for i, (n, _) in enumerate(names)}
         started.sort(key=lambda p: order[p.name])
         self.members.extend(started)
@@ -216,7 +262,7 @@ class Swarm:
             bufsize=1,
         )
         try:
-            runner = netlab.RunnerPeer(proc)
+            runner = netlab.RunnerPeer(proc, ready_timeout=self.ready_timeout())
         except BaseException:
             proc.kill()
             proc.wait(timeout=5)
@@ -313,6 +359,10 @@ def main() -> None:
     nat_runner._handle = _swarm_handle  # type: ignore[assignment]
     nat_runner._emit = _stamped_emit  # type: ignore[assignment]
     nat_runner.quiet_library_logging()
+    if debug := os.environ.get("NETLAB_DEBUG"):  # logger names, comma-separated, to stderr
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        for name in debug.split(","):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     trio.run(nat_runner.main, _Args(**vars(parser.parse_args())))
 
 

@@ -55,17 +55,22 @@ def _missing(swarm: Swarm, senders: list[SwarmPeer], seqs: list[int], timeout: f
         time.sleep(0.25)
 
 
-def _known_membership_defect(swarm: Swarm, wrong: dict[str, list[str]]) -> bool:
-    """The defect this swarm shows (reported in README "## Swarm"): peers connected to each
-    other, but one side never learns the other's subscription (no pubsub stream on the
-    connection, or a lost hello). Anything else missing is a different failure."""
+def _diagnosis(swarm: Swarm, wrong: dict[str, list[str]]) -> dict[str, list[str]]:
+    """For each entry a member's topic list lacks (or has too many of): is that peer
+    connected, does it have our pubsub stream, do we have its, has it announced the topic.
+    Tells a membership failure of pubsub (core/libp2p_compat/pubsub_sync.py) from one of
+    rendezvous."""
     by_name = {p.name: p for p in swarm.live}
+    out = {}
     for name, ids in wrong.items():
         view = by_name[name].runner.call("pubsub_view", topic=TOPIC)
-        for peer in ids:
-            if peer not in view["connected"] or peer in view["subscribed"]:
-                return False
-    return True
+        out[name] = [
+            f"{peer[-6:]}: connected={view['connected'].get(peer)} "
+            f"stream={peer in view['streams']} its stream={peer in view['readers']} "
+            f"subscribed={peer in view['subscribed']}"
+            for peer in ids
+        ]
+    return out
 
 
 def test_members_converge_through_rendezvous(swarm: Swarm) -> None:
@@ -84,9 +89,7 @@ def test_members_converge_through_rendezvous(swarm: Swarm) -> None:
         time.sleep(1)
     assert not missing, f"members not connected to every other member: {missing}"
     wrong = swarm.wait_members(30)
-    if wrong and _known_membership_defect(swarm, wrong):
-        pytest.xfail(f"connected members missing from topic lists (pubsub defect): {wrong}")
-    assert not wrong, f"member lists never converged: {wrong}"
+    assert not wrong, f"member lists never converged: {_diagnosis(swarm, wrong)}"
 
 
 def test_every_message_reaches_every_member(swarm: Swarm) -> None:
@@ -154,18 +157,18 @@ def test_churn_reports_joins_and_leaves_and_loses_no_live_message(swarm: Swarm) 
     # once their connections end), lists none of them, and reports the newcomers' joins.
     deadline = time.monotonic() + 60
     while True:
-        unreported = {}
+        unreported: dict[str, list[str]] = {}
         for s in survivors:
             changes = s.changes()
             seen = {p for p, joined in changes if joined}
             left = {p for p, joined in changes if not joined}
             lacking = (seen & gone) - left
             if lacking:
-                unreported[s.name] = len(lacking)
+                unreported[s.name] = sorted(lacking)
         if not unreported or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert not unreported, f"leaves not reported: {unreported}"
+    assert not unreported, f"leaves not reported: {_diagnosis(swarm, unreported)}"
     lists = swarm.each(lambda p: p.runner.call("topic_peers", topic=TOPIC), survivors)
     assert not any(set(x) & gone for x in lists), "a departed peer is still listed"
     new_ids = {n.id for n in newcomers}
@@ -174,7 +177,7 @@ def test_churn_reports_joins_and_leaves_and_loses_no_live_message(swarm: Swarm) 
         for s in survivors
         if new_ids - {p for p, j in s.changes() if j}
     }
-    assert not not_joined or _known_membership_defect(swarm, not_joined), not_joined
+    assert not not_joined, f"joins not reported: {_diagnosis(swarm, not_joined)}"
 
     # New peers' messages reach everyone, old ones' reach the new.
     _publish_round(swarm, swarm.live, 500)
@@ -182,11 +185,21 @@ def test_churn_reports_joins_and_leaves_and_loses_no_live_message(swarm: Swarm) 
 
     # No connection to a departed peer is kept, and nothing grew with the churn: as many
     # peers left as came, so tasks and connections return to their former level.
+    # A SIGKILLed peer sends no goodbye: a connection the kernel did not end (QUIC's has no
+    # FIN) lasts until its idle timeout, so this waits a bounded while.
+    deadline = time.monotonic() + 60
+    while True:
+        infos = swarm.each(lambda p: p.runner.call("info"), survivors)
+        held = {
+            peer.name: [c for c in info["connections"] if c["peer"] in gone]
+            for peer, info in zip(survivors, infos, strict=True)
+            if any(c["peer"] in gone for c in info["connections"])
+        }
+        if not held or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not held, f"connections to departed peers kept: {held}"
     after = swarm.each(lambda p: p.runner.call("stats"), survivors)
-    infos = swarm.each(lambda p: p.runner.call("info"), survivors)
-    for peer, info in zip(survivors, infos, strict=True):
-        held = {c["peer"] for c in info["connections"]} & gone
-        assert not held, f"{peer.name} still holds connections to departed peers"
     by_name_before = dict(zip([p.name for p in swarm.members[:MEMBERS]], before, strict=True))
     for peer, stats in zip(survivors, after, strict=True):
         old = by_name_before[peer.name]

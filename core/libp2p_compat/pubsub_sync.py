@@ -31,7 +31,11 @@ no-ops). It runs
 - whenever our own writer to a still connected peer is declared dead: the library's retry
   of it gives up as in case 2 — ``_handle_dead_peer`` is wrapped on the instance
   (``_RepairingDeadPeer``).
-Both wrappers are installed on the first call (idempotent). Every repair is logged.
+- and every ``REFRESH`` seconds for every peer: our topics are announced again to each peer
+  we have a stream to (one small RPC each; whatever lost an announcement, it heals within a
+  round), and a connected pubsub peer without our stream gets a repair.
+The wrappers and the refresh task are installed on the first call (idempotent). Every
+repair is logged.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ ATTEMPT_BOUND = 60.0
 """One attempt's bound (the library's negotiation alone may take 30 s under load)."""
 ANNOUNCE_TRIES = 5
 """A full outbound queue refuses the announcement; tried again a second later, this often."""
+
+REFRESH = 20.0
+"""Seconds between two rounds of re-announcing our topics to every peer."""
 
 _locks: WeakKeyDictionary[Pubsub, dict[ID, trio.Lock]] = WeakKeyDictionary()
 
@@ -158,9 +165,7 @@ async def _announce(pubsub: Pubsub, peer: ID) -> None:
         queue = pubsub.peer_queues.get(peer)
         if not topics or queue is None:
             return
-        packet = rpc_pb2.RPC()
-        packet.subscriptions.extend(rpc_pb2.RPC.SubOpts(subscribe=True, topicid=t) for t in topics)
-        if queue.push(packet, priority=True):
+        if queue.push(_subscriptions(topics), priority=True):
             return
         await trio.sleep(1.0)
     log.warning("pubsub: %s's outbound queue stayed full; our topics not re-announced", peer)
@@ -198,9 +203,38 @@ def _start_sync(pubsub: Pubsub, peer: ID) -> None:
         pubsub.manager.run_task(functools.partial(_sync, pubsub, peer, speaks_pubsub=True))
 
 
+async def _refresh(pubsub: Pubsub) -> None:
+    """Runs in the pubsub service until it stops; a round that fails is logged and the next
+    one comes."""
+    while True:
+        await trio.sleep(REFRESH)
+        try:
+            _refresh_round(pubsub)
+        except Exception:
+            log.warning("pubsub: a subscription refresh round failed", exc_info=True)
+
+
+def _refresh_round(pubsub: Pubsub) -> None:
+    topics = list(pubsub.topic_ids)
+    for peer, queue in list(pubsub.peer_queues.items()):
+        if topics and not (pubsub.peers.get(peer) and queue.push(_subscriptions(topics))):
+            log.debug("pubsub: refresh to %s not queued", peer)
+    locks = _locks.get(pubsub, {})
+    for peer in pubsub.host.get_network().get_connections_map():
+        if peer not in pubsub.peers and peer not in locks and _speaks_pubsub(pubsub, peer):
+            log.info("pubsub: connected pubsub peer %s has no stream from us", peer)
+            _start_sync(pubsub, peer)
+
+
+def _subscriptions(topics: list[str]) -> rpc_pb2.RPC:
+    packet = rpc_pb2.RPC()
+    packet.subscriptions.extend(rpc_pb2.RPC.SubOpts(subscribe=True, topicid=t) for t in topics)
+    return packet
+
+
 def _install_hooks(pubsub: Pubsub) -> None:
-    """Wrap whatever handles our pubsub protocols now, and the instance's dead-peer handling
-    (once; idempotent)."""
+    """Wrap whatever handles our pubsub protocols now and the instance's dead-peer handling,
+    and start the refresh task (once; idempotent)."""
     handlers = pubsub.host.get_mux().handlers
     for protocol in pubsub.protocols:
         inner = handlers.get(protocol)
@@ -210,3 +244,5 @@ def _install_hooks(pubsub: Pubsub) -> None:
     if not isinstance(pubsub._handle_dead_peer, _RepairingDeadPeer):
         repairing = _RepairingDeadPeer(pubsub, pubsub._handle_dead_peer)
         pubsub._handle_dead_peer = repairing  # type: ignore[method-assign]
+        if pubsub.manager.is_running:
+            pubsub.manager.run_task(_refresh, pubsub)

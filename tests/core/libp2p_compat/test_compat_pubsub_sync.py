@@ -59,6 +59,11 @@ def test_the_library_internals_used_are_still_there() -> None:
     assert "self.peer_queues = {}" in init and "self.peers = {}" in init
     # The pubsub protocols' handlers are looked up in the host's multiselect table.
     assert "self.host.set_stream_handler(protocol, self.stream_handler)" in init
+    assert list(inspect.signature(Pubsub._forget_subscription).parameters) == [
+        "self",
+        "peer_id",
+        "topic",
+    ]  # only the refresh test uses it, to make a peer forget
     # A dead writer is reported through the instance's _handle_dead_peer(peer_id), sync.
     assert list(inspect.signature(Pubsub._handle_dead_peer).parameters) == ["self", "peer_id"]
     assert not inspect.iscoroutinefunction(Pubsub._handle_dead_peer)
@@ -240,6 +245,22 @@ async def test_a_dead_writer_the_library_cannot_reopen_is_reopened(quick_repair:
         stop()
         assert await until(lambda: b.peer_id in a.pubsub.peers, 15), "a never reopened"
         assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 10)
+
+
+async def test_a_lost_announcement_heals_within_a_refresh_round(
+    quick_repair: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever made b forget a's topic (here b is simply made to), a's next refresh round
+    tells it again."""
+    monkeypatch.setattr(pubsub_sync, "REFRESH", 1.0)
+    async with peer_group(2) as [(a, _), (b, _)]:
+        await a.subscribe(TOPIC)
+        await b.subscribe(TOPIC)
+        await connect(a, b)
+        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 10)
+        b.pubsub._forget_subscription(a.peer_id, TOPIC)
+        assert not knows(b.pubsub, a.host)
+        assert await until(lambda: knows(b.pubsub, a.host), 10), "no refresh came"
 
 
 async def test_a_peer_without_pubsub_is_left_alone(
