@@ -479,7 +479,7 @@ class MainWindow(QMainWindow):
     def _topic_message(self, event: ev.TopicData) -> None:
         notice = is_file_notice(event.data)
         self.monitor.on_message(
-            event.topic, event.peer, "(changed their files)" if notice else render(event.data)
+            event.topic, event.peer, "(files changed)" if notice else render(event.data)
         )
         if event.peer == self.peer_id or notice:
             return  # our own publication coming back (shown when sent), or a system notice
