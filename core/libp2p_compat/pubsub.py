@@ -202,11 +202,14 @@ class _Load:
     room: trio.Event = field(default_factory=trio.Event)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Charge:
+    """What one message cost its sender's budget, given back once when its task ends."""
+
     peer: ID
     size: int
     msg: rpc_pb2.Message
+    settled: bool = False
 
 
 class _BudgetedStream:
@@ -325,8 +328,9 @@ class GuardedPubsub(Pubsub):
 
     def _release(self, charge: _Charge) -> None:
         load = self._loads.get(charge.peer)
-        if load is None:
+        if load is None or charge.settled:
             return
+        charge.settled = True
         load.messages -= 1
         load.size -= charge.size
         if load.messages <= 0:
