@@ -13,7 +13,7 @@ does not flatter the next):
   behaviour, one task per message read).
 
     .venv/bin/python benchmarks/bench_hostile_memory.py [--file-mib 24] [--requests 16]
-        [--flood 20000] [--flood-size 256] [--per-rpc 100] [--only getfile|flood]
+        [--flood 20000] [--flood-size 256] [--per-rpc 500] [--only getfile|flood]
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--flood", type=int, default=20000)
     parser.add_argument("--flood-size", type=int, default=256)
-    parser.add_argument("--per-rpc", type=int, default=100)
+    parser.add_argument("--per-rpc", type=int, default=500)
     parser.add_argument("--only", choices=("getfile", "flood"))
     parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"))
     args = parser.parse_args()
