@@ -8,7 +8,9 @@ in the same run, as a ratio:
   remote's ack, exactly-once and in order; bare: a plain request → ack loop on one stream,
   Noise + Yamux, 4-byte length + ~100 B JSON each way);
 - send → ack latency p50/p99, with 32 in flight and one at a time;
-- topic messages delivered per second (GossipSub, paced publishing, 0 lost).
+- topic messages delivered per second (GossipSub, paced publishing, how many of them arrived);
+  bare py-libp2p is configured as Peerdesk is (meshsub 1.2.0, Ed25519 keys, the same JSON), and
+  once more offering meshsub 1.1 only, as this baseline did before (no IDONTWANT traffic).
 
     .venv/bin/python benchmarks/bench_messaging.py [--count N] [--ws]
 
@@ -33,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 CHAT = "/bench/1.0.0"
 TOPIC = "bench"
+IDLE = 5.0
+"""Seconds without a topic message after which a receiver reports what it has."""
 BASELINE = str(ROOT / "benchmarks" / "bench_messaging_baseline.py")
 
 
@@ -58,30 +62,36 @@ def _config() -> Any:
 
 async def peer_server(count: int) -> None:
     """Receives direct messages on CHAT and ``count`` topic messages, then says how long the
-    topic messages took from the first to the last."""
+    topic messages took from the first to the last (or how many came, if they stopped coming
+    for ``IDLE`` seconds)."""
     from core.events import Event, TopicData
     from core.peer import new_peer
 
     got = 0
-    first = 0.0
-    done = trio.Event()
+    first = last = 0.0
+    arrived = trio.Event()
 
     def sink(event: Event) -> None:
-        nonlocal got, first
+        nonlocal got, first, last, arrived
         if isinstance(event, TopicData):
             got += 1
+            last = time.perf_counter()
             if got == 1:
-                first = time.perf_counter()
-            if got == count:
-                done.set()
+                first = last
+            arrived.set()
 
     async with trio.open_nursery() as nursery:
         peer = await nursery.start(new_peer(_config(), sink).run)
         peer.start_protocol(CHAT)
         await peer.subscribe(TOPIC)
         say(addr=peer.listen_addrs()[0])
-        await done.wait()
-        say(received=got, seconds=time.perf_counter() - first)
+        while got < count:
+            arrived = trio.Event()
+            with trio.move_on_after(IDLE if got else 120) as waiting:
+                await arrived.wait()
+            if waiting.cancelled_caught:
+                break
+        say(received=got, seconds=last - first)
         peer.stop()
 
 
@@ -322,15 +332,22 @@ def main() -> None:
         [BASELINE, "topic-client", "--count", n],
         topic=True,
     )
-    assert ours_topic is not None and bare_topic is not None
+    _, bare11_topic = run_pair(
+        [BASELINE, "topic-server", "--count", n, "--meshsub", "1.1"],
+        [BASELINE, "topic-client", "--count", n, "--meshsub", "1.1"],
+        topic=True,
+    )
+    assert ours_topic is not None and bare_topic is not None and bare11_topic is not None
     ws = trio.run(ws_bench, args.count, 32) if args.ws else None
 
     def lat(r: dict[str, Any]) -> str:
         p50, p99 = pct(r["latencies"], 50) * 1e3, pct(r["latencies"], 99) * 1e3
         return f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
 
-    ours_tr = ours_topic["received"] / ours_topic["seconds"]
-    bare_tr = bare_topic["received"] / bare_topic["seconds"]
+    def topic_rate(r: dict[str, Any]) -> float:
+        return float(r["received"] / r["seconds"]) if r["seconds"] else 0.0
+
+    ours_tr, bare_tr, bare11_tr = map(topic_rate, (ours_topic, bare_topic, bare11_topic))
     print(f"two processes on this machine, {args.count} messages each (ratios: same run)")
     print(
         f"direct messages acked, 32 in flight   Peerdesk {ours['rate']:7.0f}/s   "
@@ -342,6 +359,10 @@ def main() -> None:
         f"topic messages delivered              Peerdesk {ours_tr:7.0f}/s   "
         f"bare {bare_tr:7.0f}/s   {ours_tr / bare_tr:5.2f}x bare   "
         f"(received {ours_topic['received']} / {bare_topic['received']} of {args.count})"
+    )
+    print(
+        f"  bare offering meshsub 1.1 only                       bare {bare11_tr:7.0f}/s   "
+        f"{ours_tr / bare11_tr:5.2f}x bare   (received {bare11_topic['received']})"
     )
     if ws is not None:
         print(

@@ -66,6 +66,11 @@ from core.libp2p_compat.pubsub import (
     remove_direct_peer,
     topic_peers,
 )
+from core.libp2p_compat.pubsub_speed import (
+    GoIDontWantGossipSub,
+    reuse_signed_records,
+    signed_records_reused,
+)
 from core.libp2p_compat.pubsub_sync import resync_subscriptions
 from core.libp2p_compat.quic import quic_transport
 from core.libp2p_compat.yamux import (
@@ -95,6 +100,7 @@ __all__ = [
     "BitswapMessage",
     "ConnectionNotifee",
     "ExpiringProviderStore",
+    "GoIDontWantGossipSub",
     "GoLikeGossipSub",
     "GuardedPubsub",
     "HandshakeGate",
@@ -129,6 +135,8 @@ __all__ = [
     "remove_direct_peer",
     "reserve",
     "resync_subscriptions",
+    "reuse_signed_records",
+    "signed_records_reused",
     "strip_p2p",
     "topic_peers",
     "window_updates_coalesced",
@@ -136,7 +144,8 @@ __all__ = [
 ]
 """What the package offers; listed so a type checker sees the re-exports as meant."""
 
-# On for every host of the process: see yamux.py and limits.py.
+# On for every host of the process: see yamux.py, limits.py and pubsub_speed.py.
 bound_yamux_buffers()
 coalesce_window_updates()
 gate_inbound_handshakes()
+reuse_signed_records()

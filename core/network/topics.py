@@ -32,9 +32,10 @@ HEARTBEAT = 0.5
 MAX_MESSAGE = 1024 * 1024
 
 
-def make_router(router_cls: type[GossipSub] = compat.GoLikeGossipSub) -> GossipSub:
-    """go-like GossipSub (flood publish, gossip during backoff): see libp2p_compat.pubsub.
-    Benchmarks and compat tests pass the library's own class to compare."""
+def make_router(router_cls: type[GossipSub] = compat.GoIDontWantGossipSub) -> GossipSub:
+    """go-like GossipSub (flood publish, gossip during backoff: libp2p_compat.pubsub; IDONTWANT
+    as go sends it: libp2p_compat.pubsub_speed). Benchmarks and compat tests pass the library's
+    own class to compare."""
     return router_cls(
         protocols=MESHSUB_PROTOCOLS,
         degree=6,

@@ -1,0 +1,159 @@
+"""Per-message work py-libp2p 0.8.1's pubsub does and go-libp2p-pubsub does not.
+
+Profiles of two peers exchanging small topic messages (benchmarks/bench_messaging.py) put two
+thirds of the time of each side in three places that carry no information:
+
+1. **The signed peer record, rebuilt for every RPC sent.** ``env_to_send_in_RPC`` lists the
+   host's addresses (``host.get_addrs()``: socket names turned into multiaddrs, interface
+   listings, relay and mapped addresses) to compare them with the cached record, twice per
+   message (the message, then its IDONTWANT): about 0.6 ms each on Peerdesk's host. Here the
+   record is reused for ``RECORD_REFRESH`` seconds, after which the library checks the
+   addresses again, so an address change reaches RPCs within that time.
+2. **The same record, verified again on every RPC received** (an ed25519 check and a
+   peerstore update, twice for an RPC with control messages: ``continuously_read_stream`` and
+   ``GossipSub.handle_rpc`` both consume it). Bytes identical to the record last accepted from
+   that peer are accepted without a new check for ``RECORD_RECHECK`` seconds; anything else
+   goes through the library's check as before.
+3. **IDONTWANT for every message, to every mesh peer**, including the peer the message came
+   from and for our own messages. go sends IDONTWANT only for messages of at least
+   ``IDONTWANT_THRESHOLD`` bytes (``GossipSubIDontWantMessageThreshold``), only for messages
+   it received (``Preprocess``), and never back to their sender. IDONTWANT is advice, so
+   sending less of it is always within the protocol.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from libp2p.abc import IHost
+from libp2p.peer import peerstore as _peerstore
+from libp2p.peer.id import ID
+from libp2p.pubsub import floodsub as _floodsub
+from libp2p.pubsub import gossipsub as _gossipsub
+from libp2p.pubsub import pubsub as _pubsub
+from libp2p.pubsub import utils as _pubsub_utils
+from libp2p.pubsub.gossipsub import (
+    PROTOCOL_ID_V12,
+    PROTOCOL_ID_V13,
+    PROTOCOL_ID_V14,
+    PROTOCOL_ID_V20,
+)
+from libp2p.pubsub.pb import rpc_pb2
+
+from core.libp2p_compat.pubsub import GoLikeGossipSub
+
+RECORD_REFRESH = 1.0
+"""Seconds a signed peer record built for our RPCs is reused before the addresses are checked."""
+RECORD_RECHECK = 60.0
+"""Seconds a peer's unchanged record is accepted without a new signature check."""
+RECORDS_KEPT = 4096
+"""Peers whose last accepted record is remembered, per host (least recently seen dropped)."""
+IDONTWANT_THRESHOLD = 1024
+"""go's GossipSubIDontWantMessageThreshold: smaller messages get no IDONTWANT."""
+
+_MODULES = (_pubsub, _gossipsub, _floodsub)
+"""The pubsub modules that imported the two record functions by name."""
+
+LIBRARY_ENV_TO_SEND = _peerstore.env_to_send_in_RPC
+LIBRARY_CONSUME_RECORD = _pubsub_utils.maybe_consume_signed_record
+
+_sent: weakref.WeakKeyDictionary[IHost, tuple[float, bytes]] = weakref.WeakKeyDictionary()
+_accepted: weakref.WeakKeyDictionary[IHost, OrderedDict[ID, tuple[float, bytes]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _record_to_send(host: IHost) -> tuple[bytes, bool]:
+    now = time.monotonic()
+    hit = _sent.get(host)
+    if hit is not None and now - hit[0] < RECORD_REFRESH:
+        return hit[1], False
+    envelope, fresh = LIBRARY_ENV_TO_SEND(host)
+    _sent[host] = (now, envelope)
+    return envelope, fresh
+
+
+def _consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
+    if not msg.HasField("senderRecord"):
+        return True
+    record = msg.senderRecord
+    now = time.monotonic()
+    seen = _accepted.get(host)
+    if seen is None:
+        seen = _accepted[host] = OrderedDict()
+    hit = seen.get(peer_id)
+    if hit is not None and hit[1] == record and now - hit[0] < RECORD_RECHECK:
+        seen.move_to_end(peer_id)
+        return True
+    if not LIBRARY_CONSUME_RECORD(msg, host, peer_id):
+        return False
+    seen[peer_id] = (now, record)
+    seen.move_to_end(peer_id)
+    while len(seen) > RECORDS_KEPT:
+        seen.popitem(last=False)
+    return True
+
+
+def reuse_signed_records() -> None:
+    """Reuse our signed peer record between RPCs and a peer's unchanged one, in every pubsub
+    of the process from now on (idempotent)."""
+    for module in _MODULES:
+        module.env_to_send_in_RPC = _record_to_send  # type: ignore[attr-defined]
+        module.maybe_consume_signed_record = _consume_record  # type: ignore[attr-defined]
+
+
+def signed_records_reused() -> bool:
+    return all(
+        getattr(m, "env_to_send_in_RPC", None) is _record_to_send
+        and getattr(m, "maybe_consume_signed_record", None) is _consume_record
+        for m in _MODULES
+    )
+
+
+# -- IDONTWANT as go sends it --------------------------------------------------------------------
+
+_forwarding: contextvars.ContextVar[tuple[ID, int] | None] = contextvars.ContextVar(
+    "peerdesk_forwarding", default=None
+)
+_IDONTWANT_PROTOCOLS = frozenset(
+    {PROTOCOL_ID_V12, PROTOCOL_ID_V13, PROTOCOL_ID_V14, PROTOCOL_ID_V20}
+)
+"""Meshsub 1.2 and later know IDONTWANT."""
+
+
+class GoIDontWantGossipSub(GoLikeGossipSub):
+    """Peerdesk's router (go-like publishing, see pubsub.py) sending IDONTWANT as go does."""
+
+    async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
+        # The library's publish calls _emit_idontwant_for_message with the id only; the
+        # forwarder and the size it needs travel in a context variable (same task).
+        token = _forwarding.set((msg_forwarder, len(pubsub_msg.data)))
+        try:
+            await super().publish(msg_forwarder, pubsub_msg)
+        finally:
+            _forwarding.reset(token)
+
+    async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Iterable[str]) -> None:
+        pubsub = self.pubsub
+        forwarding = _forwarding.get()
+        if pubsub is None or forwarding is None:
+            return
+        forwarder, size = forwarding
+        if size < IDONTWANT_THRESHOLD or forwarder == pubsub.my_id:
+            return
+        peers: set[ID] = set()
+        for topic in topic_ids:
+            peers.update(self.mesh.get(topic, ()))
+        peers.discard(forwarder)
+        for peer in peers:
+            if self.peer_protocol.get(peer) in _IDONTWANT_PROTOCOLS:
+                await self.emit_idontwant([msg_id], peer)
+
+
+LIBRARY_EMIT_IDONTWANT: Callable[..., Any] = _gossipsub.GossipSub._emit_idontwant_for_message
+"""The library's own, kept so the compat test can check it still sends on every message."""
