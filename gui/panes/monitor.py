@@ -252,6 +252,7 @@ class MonitorPane(QWidget):
         layout.addWidget(self.sparkline)
         layout.addLayout(controls)
         layout.addWidget(split, 1)
+        self._topic_column()
 
     @property
     def alias(self) -> dict[str, str]:

@@ -48,6 +48,17 @@ class ProgressDelegate(QStyledItemDelegate):
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
 
 
+class ElideRightDelegate(QStyledItemDelegate):
+    """How a job ended is read from its start ("failed: it is not stored…"); the table's
+    own middle elision, right for names and CIDs, left "failed:…ided it"."""
+
+    def initStyleOption(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
+
+
 class TransfersPane(QWidget):
     changeDownloadFolder = Signal()
     """The user wants to pick another download folder (the app asks and saves the setting)."""
@@ -58,6 +69,7 @@ class TransfersPane(QWidget):
         self.table = QTableView()
         self.table.setModel(model)
         self.table.setItemDelegateForColumn(2, ProgressDelegate(self.table))
+        self.table.setItemDelegateForColumn(5, ElideRightDelegate(self.table))
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
