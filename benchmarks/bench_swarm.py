@@ -1,15 +1,29 @@
-"""The 50-peer swarm in the namespace lab (tests/swarmlab.py; needs root).
+"""The 50-peer swarm of issue 15 in the namespace lab (tests/swarmlab.py; needs root).
 
 Members know only the two bootstrap peers (public; the first is also a relay), some sit behind
-NAT routers; all join one topic through DHT rendezvous. Prints: time until every member list
-holds all other members, delivery latency p50/p99 and lost count over steady traffic with churn
-(peers SIGKILLed and exiting cleanly, new ones joining), mesh sizes, connections, CPU and RSS
-per peer (at the start and end of the traffic, to see them flat), DHT lookup times, and — the
-baseline, same lab and run — delivery latency between the two bootstrap peers alone.
+NAT routers; all join one topic through DHT rendezvous. Then steady traffic (a few msgs/s,
+each message from a different member) runs for ``--duration`` seconds (the issue: 5 minutes);
+a third of the way in, ``--churn`` members leave (half SIGKILLed, half exiting cleanly) and as
+many new ones join. Printed, as each phase ends:
 
-    sudo .venv/bin/python benchmarks/bench_swarm.py [--peers 50] [--nat 5] [--duration 60]
+- start-up: members started, starts that failed, time taken;
+- convergence: time until every member's list holds all other members (the issue: 30 s);
+- delivery over the traffic: p50 / p99 latency and lost count (a message from a live sender
+  to a live receiver that never came), with the baseline measured in the same run: two
+  bootstrap peers alone;
+- churn: newcomers' time to a complete list, leaves and joins each survivor reported (and
+  newcomers' joins of the others), member lists after churn;
+- mesh sizes sampled every 15 s (within D_lo..D_hi?), connections per peer against the high
+  watermark;
+- CPU (share of a core, over a window at the start and at the end of the traffic) and RSS
+  per peer at the start and the end; trio tasks and connections per survivor before and
+  after churn;
+- DHT ``find_peer`` by id and ``find_providers`` for the topic from random members.
 
-Loads the whole machine: every peer is a process (~90 MB).
+    sudo .venv/bin/python benchmarks/bench_swarm.py [--peers 50] [--nat 5] [--duration 300]
+        [--rate 5] [--churn 10] [--batch 4]
+
+Loads the whole machine: every peer is a process (~90 MB). Validate with ``--peers 15``.
 """
 
 from __future__ import annotations
@@ -19,166 +33,394 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.peer import PeerConfig
 from tests import netlab, swarmlab
-from tests.swarmlab import TOPIC, Swarm, SwarmPeer, percentile
+from tests.swarmlab import D_HI, D_LO, TOPIC, Swarm, SwarmPeer, percentile
+
+MESH_SAMPLE = 15.0
+"""Seconds between two samples of every peer's mesh size and connection count."""
 
 
-def _add(swarm: Swarm, count: int, nat: int, batch: int = 4) -> list[SwarmPeer]:
-    """Start in batches: each start imports py-libp2p (~1 s of CPU) within a 30 s deadline."""
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def each(swarm: Swarm, fn: Callable[[SwarmPeer], Any], peers: list[SwarmPeer]) -> list[Any]:
+    """``fn`` on every peer at once; a peer whose call fails gives None (said, unless the
+    peer was leaving)."""
+
+    def safe(p: SwarmPeer) -> Any:
+        try:
+            return fn(p)
+        except Exception as exc:
+            if p.alive and p not in swarm.gone:
+                say(f"  ! {p.name}: {type(exc).__name__}: {exc}")
+            return None
+
+    return swarm.each(safe, peers)
+
+
+def spread(values: list[float], unit: str = "", fmt: str = "{:.0f}") -> str:
+    if not values:
+        return "n/a"
+    lo, mid, hi = min(values), median(values), max(values)
+    return (
+        f"min {fmt.format(lo)}{unit} / median {fmt.format(mid)}{unit} / max {fmt.format(hi)}{unit}"
+    )
+
+
+def stats(swarm: Swarm, peers: list[SwarmPeer]) -> dict[str, dict[str, Any]]:
+    got = each(swarm, lambda p: p.runner.call("stats", timeout=60), peers)
+    return {p.name: s for p, s in zip(peers, got, strict=True) if s is not None}
+
+
+def cpu_share(a: dict[str, dict], b: dict[str, dict], seconds: float) -> list[float]:
+    return [100 * (b[n]["cpu_s"] - a[n]["cpu_s"]) / seconds for n in b if n in a]
+
+
+def add(swarm: Swarm, count: int, nat: int, batch: int) -> list[SwarmPeer]:
+    """In batches: each start costs ~1 s of CPU, and the ready deadline grows with the load."""
     peers: list[SwarmPeer] = []
     while count > 0:
         n = min(batch, count)
         behind = min(nat, n)
-        peers += swarm.add(n, behind_nat=behind)
+        peers += swarm.add(n, behind_nat=behind, strict=False)
         count, nat = count - n, nat - behind
     return peers
 
 
-def _baseline(swarm: Swarm) -> float:
-    """p50 delivery between the two bootstrap peers alone, in ms."""
+def baseline(swarm: Swarm) -> tuple[float, float]:
+    """Delivery p50 / p99 between the two bootstrap peers alone, in ms."""
     a, b = swarm.bootstrap
     topic = "swarm-baseline"
-    swarm.each(lambda p: p.runner.call("subscribe", topic=topic, timeout=30), [a, b])
-    for seq in range(30):
+    swarm.each(lambda p: p.runner.call("subscribe", topic=topic, timeout=60), [a, b])
+    deadline = time.monotonic() + 30
+    while a.id not in b.runner.call("topic_peers", topic=topic) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for seq in range(50):
         a.runner.call("publish", topic=topic, data=swarmlab.message(a, seq))
         time.sleep(0.05)
-    time.sleep(1)
-    return 1000 * median(e["at"] - e["data"]["t"] for e in b.received(topic))
+    time.sleep(2)
+    lat = [1000 * (e["at"] - e["data"]["t"]) for e in b.received(topic)]
+    return percentile(lat, 0.5), percentile(lat, 0.99)
+
+
+def complete_at(swarm: Swarm, peers: list[SwarmPeer], timeout: float) -> dict[str, float]:
+    """When each of ``peers`` first listed every other live member (absent: never)."""
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < len(peers) and time.monotonic() < deadline:
+        ids = {p.id for p in swarm.live}
+        todo = [p for p in peers if p.name not in done and p.alive]
+        lists = each(swarm, lambda p: p.runner.call("topic_peers", topic=TOPIC), todo)
+        for p, got in zip(todo, lists, strict=True):
+            if got is not None and set(got) >= ids - {p.id}:
+                done[p.name] = time.time()
+        time.sleep(0.5)
+    return done
+
+
+def _label(peer: SwarmPeer) -> str:
+    return f"{peer.name}{' (NAT)' if peer.behind_nat else ''}"
+
+
+def diagnose(swarm: Swarm, wrong: dict[str, list[str]]) -> str:
+    """How the missing entries split: not connected / connected without a pubsub stream /
+    stream but no subscription known."""
+    by_name = {p.name: p for p in swarm.live}
+    by_id = {p.id: p for p in swarm.members}
+    counts = {"not connected": 0, "no stream": 0, "no subscription": 0, "extra": 0}
+    examples: list[str] = []
+    for name, ids in wrong.items():
+        try:
+            view = by_name[name].runner.call("pubsub_view", topic=TOPIC)
+        except Exception:
+            continue
+        for peer in ids:
+            if peer in view["subscribed"]:
+                kind = "extra"
+            elif peer not in view["connected"]:
+                kind = "not connected"
+            elif peer not in view["streams"]:
+                kind = "no stream"
+            else:
+                kind = "no subscription"
+            counts[kind] += 1
+            other = by_id.get(peer)
+            if len(examples) < 8:
+                label = _label(other) if other is not None else peer[-6:]
+                examples.append(f"{_label(by_name[name])}-{label}: {kind}")
+    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+    return f"{summary}; e.g. {', '.join(examples)}" if examples else summary
+
+
+class Traffic:
+    """Messages at ``rate``/s over the swarm, each from the next live member in turn, paced
+    by the clock (a slow publish does not lower the rate); mesh sizes and connection counts
+    are sampled alongside."""
+
+    def __init__(self, swarm: Swarm, rate: float) -> None:
+        self.swarm = swarm
+        self.rate = rate
+        self.sent: list[tuple[SwarmPeer, int, float]] = []
+        self.failed = 0
+        self.mesh: list[int] = []
+        self.conns: list[int] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._pump, daemon=True),
+            threading.Thread(target=self._sample, daemon=True),
+        ]
+
+    def __enter__(self) -> Traffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=120)
+
+    def _pump(self) -> None:
+        start, seq = time.monotonic(), 0
+        while not self._stop.is_set():
+            live = self.swarm.live
+            if live:
+                sender = live[seq % len(live)]
+                msg = swarmlab.message(sender, seq)
+                try:
+                    sender.runner.call("publish", topic=TOPIC, data=msg, timeout=30)
+                    self.sent.append((sender, seq, msg["t"]))
+                except Exception:
+                    self.failed += 1  # a peer leaving during its publish: not counted as sent
+            seq += 1
+            self._stop.wait(max(0.0, start + seq / self.rate - time.monotonic()))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(MESH_SAMPLE):
+            peers = self.swarm.live
+            mesh = each(self.swarm, lambda p: p.runner.call("mesh", timeout=30), peers)
+            self.mesh += [len(m.get(TOPIC, [])) for m in mesh if m is not None]
+            got = each(self.swarm, lambda p: p.runner.call("stats", timeout=30), peers)
+            self.conns += [s["connections"] for s in got if s is not None]
+
+
+def delivery(
+    swarm: Swarm, sent: list[tuple[SwarmPeer, int, float]], since: dict[str, float],
+    died_at: dict[str, float],
+) -> tuple[list[float], int, int, dict[str, int]]:  # fmt: skip
+    """Latencies (s), lost, expected, losses by receiver. A receiver expects a message sent
+    after it was in the topic (``since``) by a sender that did not leave within 2 s of it."""
+    latencies: list[float] = []
+    lost = expected = 0
+    by_receiver: dict[str, int] = {}
+    for receiver in swarm.live:
+        got: dict[tuple[str, int], float] = {}
+        for e in receiver.received():  # the first arrival counts (a replay may come again)
+            got.setdefault((e["data"]["from"], e["data"]["seq"]), e["at"])
+        for sender, seq, at in sent:
+            if sender is receiver or at < since.get(receiver.name, float("inf")):
+                continue
+            if sender.name in died_at and died_at[sender.name] < at + 2:
+                continue
+            expected += 1
+            if (sender.id, seq) in got:
+                latencies.append(got[(sender.id, seq)] - at)
+            else:
+                lost += 1
+                by_receiver[receiver.name] = by_receiver.get(receiver.name, 0) + 1
+    return latencies, lost, expected, by_receiver
+
+
+def reports(
+    swarm: Swarm, survivors: list[SwarmPeer], departed: list[SwarmPeer],
+    newcomers: list[SwarmPeer],
+) -> None:  # fmt: skip
+    """Leaves and joins each survivor reported, and newcomers' joins of the others."""
+    gone = {p.id for p in departed}
+    new = {p.id for p in newcomers}
+    no_leave = no_join = 0
+    for s in survivors:
+        changes = s.changes()
+        seen = {p for p, joined in changes if joined}
+        left = {p for p, joined in changes if not joined}
+        no_leave += len((seen & gone) - left)
+        no_join += len(new - seen)
+    others_missing = 0
+    for n in newcomers:
+        if not n.alive:
+            continue
+        seen = {p for p, joined in n.changes() if joined}
+        others_missing += len({p.id for p in swarm.live if p is not n} - seen)
+    say(
+        f"churn reports: leaves unreported {no_leave} (of {len(survivors)}x{len(departed)}), "
+        f"newcomers' joins unreported {no_join} (of {len(survivors)}x{len(newcomers)}); "
+        f"joins newcomers did not report for the others: {others_missing}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--peers", type=int, default=50)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peers", type=int, default=50, help="members (besides 2 bootstrap)")
     parser.add_argument("--nat", type=int, default=5, help="members behind NAT routers")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of traffic")
     parser.add_argument("--rate", type=float, default=5.0, help="messages/s over the swarm")
-    parser.add_argument("--churn", type=int, default=10, help="peers leaving (half SIGKILLed)")
+    parser.add_argument("--churn", type=int, default=10, help="leave and join (half SIGKILLed)")
+    parser.add_argument("--batch", type=int, default=4, help="members started at once")
+    parser.add_argument("--converge-timeout", type=float, default=180.0)
+    parser.add_argument("--lookups", type=int, default=10, help="DHT lookups of each kind")
     args = parser.parse_args()
     if why := netlab.unavailable():
         sys.exit(why)
+    high_water = PeerConfig().high_water
+    window = min(30.0, args.duration / 6)
     with netlab.Lab(prefix=f"pdsb{random.randrange(16**4):04x}") as lab:
+        run_started = time.monotonic()
         swarm = Swarm(lab)
-        base_ms = _baseline(swarm)
+        base50, base99 = baseline(swarm)
+        say(f"baseline, 2 bootstrap peers alone: delivery p50 {base50:.1f} ms, p99 {base99:.1f} ms")
         idle_rss = swarm.bootstrap[1].runner.call("stats")["rss_mib"]
+
         t = time.monotonic()
-        _add(swarm, args.peers, args.nat)
+        add(swarm, args.peers, args.nat, args.batch)
+        say(
+            f"{len(swarm.members)} of {args.peers} members started ({args.nat} behind NAT) in "
+            f"{time.monotonic() - t:.0f} s; failed starts: {swarm.failed_starts or 'none'}"
+        )
+
+        t, t_wall = time.monotonic(), time.time()
+        each(swarm, lambda p: p.runner.call("subscribe", topic=TOPIC, timeout=120), swarm.live)
+        wrong = swarm.wait_members(args.converge_timeout)
         took = time.monotonic() - t
-        print(f"{args.peers} members started ({args.nat} behind NAT) in {took:.0f} s")
+        if wrong:
+            say(
+                f"member lists: {len(wrong)} of {len(swarm.live)} incomplete after {took:.1f} s, "
+                f"{sum(len(v) for v in wrong.values())} entries wrong ({diagnose(swarm, wrong)})"
+            )
+        else:
+            say(f"member lists: all {len(swarm.live)} complete {took:.1f} s after subscribing")
+        since = {p.name: t_wall for p in swarm.live}
 
-        t = time.monotonic()
-        swarm.each(lambda p: p.runner.call("subscribe", topic=TOPIC, timeout=120))
-        wrong = swarm.wait_members(180)
-        converged = time.monotonic() - t
-        print(
-            f"member lists: {'all complete' if not wrong else f'{len(wrong)} incomplete'} "
-            f"after {converged:.1f} s"
-            + (f" (missing: {sum(len(v) for v in wrong.values())} entries)" if wrong else "")
-        )
-
-        start_stats = {p.name: p.runner.call("stats") for p in swarm.live}
-        sent: list[tuple[SwarmPeer, int, float]] = []
-        subscribed_at: dict[str, float] = {p.name: 0.0 for p in swarm.live}
         died_at: dict[str, float] = {}
-        stop = threading.Event()
+        departed: list[SwarmPeer] = []
+        newcomers: list[SwarmPeer] = []
+        before_churn: dict[str, dict] = {}
+        with Traffic(swarm, args.rate) as traffic:
+            t0 = time.monotonic()
+            s0, s0_at = stats(swarm, swarm.live), time.monotonic()
+            time.sleep(window)
+            s1, s1_at = stats(swarm, swarm.live), time.monotonic()
+            time.sleep(max(0.0, t0 + args.duration / 3 - time.monotonic()))
 
-        def traffic() -> None:
-            seq = 0
-            while not stop.is_set():
-                live = swarm.live
-                sender = live[seq % len(live)]
-                try:
-                    msg = swarmlab.message(sender, seq)
-                    sender.runner.call("publish", topic=TOPIC, data=msg, timeout=30)
-                    sent.append((sender, seq, msg["t"]))
-                except Exception:
-                    pass  # a peer leaving during its publish; not counted as sent
-                seq += 1
-                time.sleep(1 / args.rate)
-
-        pump = threading.Thread(target=traffic)
-        pump.start()
-        try:
-            time.sleep(args.duration / 3)
-            leaving = random.sample(swarm.live, args.churn)
-            for i, peer in enumerate(leaving):
+            before_churn = stats(swarm, swarm.live)
+            departed = random.sample(swarm.live, min(args.churn, len(swarm.live) - 2))
+            for i, peer in enumerate(departed):
                 died_at[peer.name] = time.time()
-                (swarm.kill if i % 2 == 0 else swarm.exit)(peer)
-            newcomers = _add(swarm, args.churn, min(2, args.churn))
-            swarm.each(lambda p: p.runner.call("subscribe", topic=TOPIC, timeout=120), newcomers)
-            for p in newcomers:
-                subscribed_at[p.name] = time.time() + 5  # time to find the others
-            time.sleep(args.duration * 2 / 3)
-        finally:
-            stop.set()
-            pump.join(timeout=60)
-        time.sleep(5)
+                try:
+                    (swarm.kill if i % 2 == 0 else swarm.exit)(peer)
+                except Exception as exc:
+                    say(f"  ! {peer.name} did not leave: {exc}")
+            t = time.monotonic()
+            newcomers = add(swarm, args.churn, min(2, args.churn), args.batch)
+            say(
+                f"churn: {len(departed)} left ({(len(departed) + 1) // 2} SIGKILLed), "
+                f"{len(newcomers)} of {args.churn} joined, started in "
+                f"{time.monotonic() - t:.0f} s; failed starts: {swarm.failed_starts or 'none'}"
+            )
+            t_sub = time.time()
+            each(swarm, lambda p: p.runner.call("subscribe", topic=TOPIC, timeout=120), newcomers)
+            done = complete_at(swarm, newcomers, 90)
+            waits = [done[n.name] - t_sub for n in newcomers if n.name in done]
+            say(
+                f"newcomers' lists complete: {len(done)} of {len(newcomers)}, "
+                f"{spread(waits, ' s', '{:.1f}')} after subscribing"
+            )
+            for n in newcomers:
+                since[n.name] = done.get(n.name, float("inf"))
 
-        latencies: list[float] = []
-        lost = expected = 0
-        for receiver in swarm.live:
-            got = {(e["data"]["from"], e["data"]["seq"]): e["at"] for e in receiver.received()}
-            for sender, seq, at in sent:
-                if sender is receiver or at < subscribed_at.get(receiver.name, 0.0):
-                    continue
-                if sender.name in died_at and died_at[sender.name] < at + 2:
-                    continue  # in flight when its sender went away
-                expected += 1
-                if (sender.id, seq) in got:
-                    latencies.append(got[(sender.id, seq)] - at)
-                else:
-                    lost += 1
-        print(
-            f"delivery over {args.duration:.0f} s ({len(sent)} messages, {expected} deliveries "
-            f"expected): p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
-            f"p99 {1000 * percentile(latencies, 0.99):.0f} ms, lost {lost}; "
-            f"baseline, 2 peers alone: p50 {base_ms:.1f} ms"
+            # The churn phase may outlast the duration: the traffic then runs on, a window more.
+            time.sleep(max(0.0, t0 + args.duration - window - time.monotonic()))
+            e0, e0_at = stats(swarm, swarm.live), time.monotonic()
+            time.sleep(window)
+            e1, e1_at = stats(swarm, swarm.live), time.monotonic()
+            traffic_s = time.monotonic() - t0
+        time.sleep(5)  # the last messages in flight
+
+        lat, lost, expected, by_receiver = delivery(swarm, traffic.sent, since, died_at)
+        worst = sorted(by_receiver.items(), key=lambda kv: -kv[1])[:5]
+        say(
+            f"delivery over {traffic_s:.0f} s ({len(traffic.sent)} messages sent, "
+            f"{traffic.failed} publishes failed, {expected} deliveries expected): "
+            f"p50 {1000 * percentile(lat, 0.5):.0f} ms, p99 {1000 * percentile(lat, 0.99):.0f} ms, "
+            f"max {1000 * max(lat, default=float('nan')):.0f} ms, lost {lost}"
+            + (f" (most by {worst})" if worst else "")
+            + f"; baseline, 2 peers alone: p50 {base50:.1f} ms, p99 {base99:.1f} ms"
         )
+
+        survivors = [p for p in swarm.live if p.name in before_churn]
+        reports(swarm, survivors, departed, newcomers)
         wrong = swarm.wait_members(60)
-        print(f"after churn, member lists: {len(wrong)} incomplete")
+        say(
+            "after churn, member lists: "
+            + (f"{len(wrong)} incomplete ({diagnose(swarm, wrong)})" if wrong else "all complete")
+        )
 
-        mesh = swarm.each(lambda p: len(p.runner.call("mesh").get(TOPIC, [])))
-        end_stats = swarm.each(lambda p: p.runner.call("stats"))
-        print(f"mesh sizes: min {min(mesh)}, max {max(mesh)} (D_lo 5, D_hi 12)")
-        conns = [s["connections"] for s in end_stats]
-        print(f"connections per peer: max {max(conns)}, median {median(conns)} (high water 400)")
-        cpu = [
-            (s["cpu_s"] - start_stats[p.name]["cpu_s"]) / (args.duration + 5)
-            for p, s in zip(swarm.live, end_stats, strict=True)
-            if p.name in start_stats
-        ]
-        print(
-            f"CPU per peer during traffic: median {100 * median(cpu):.1f} %, "
-            f"max {100 * max(cpu):.1f} % of a core"
+        out = [m for m in traffic.mesh if not D_LO <= m <= D_HI]
+        say(
+            f"mesh sizes ({len(traffic.mesh)} samples every {MESH_SAMPLE:.0f} s): "
+            f"{spread([float(m) for m in traffic.mesh])}; outside D_lo..D_hi ({D_LO}..{D_HI}): "
+            f"{len(out)}"
         )
-        rss0 = [start_stats[p.name]["rss_mib"] for p in swarm.live if p.name in start_stats]
-        rss1 = [s["rss_mib"] for p, s in zip(swarm.live, end_stats, strict=True)
-                if p.name in start_stats]  # fmt: skip
-        print(
-            f"RSS per peer: start median {median(rss0):.0f} / max {max(rss0):.0f} MiB, "
-            f"end median {median(rss1):.0f} / max {max(rss1):.0f} MiB "
-            f"(an idle peer: {idle_rss:.0f} MiB)"
+        say(
+            f"connections per peer ({len(traffic.conns)} samples): "
+            f"{spread([float(c) for c in traffic.conns])}; high watermark {high_water}, "
+            f"above it: {len([c for c in traffic.conns if c > high_water])}"
         )
+        say(
+            f"CPU per peer, % of a core: first {window:.0f} s of traffic "
+            f"{spread(cpu_share(s0, s1, s1_at - s0_at), ' %', '{:.1f}')}; last {window:.0f} s "
+            f"{spread(cpu_share(e0, e1, e1_at - e0_at), ' %', '{:.1f}')}"
+        )
+        say(
+            f"RSS per peer: start {spread([s['rss_mib'] for s in s0.values()], ' MiB')}; "
+            f"end {spread([s['rss_mib'] for s in e1.values()], ' MiB')} "
+            f"(an idle bootstrap peer before the swarm: {idle_rss:.0f} MiB)"
+        )
+        after = stats(swarm, survivors)
+        for key in ("tasks", "connections"):
+            b = [float(before_churn[n][key]) for n in after]
+            a = [float(after[n][key]) for n in after]
+            say(f"{key} per survivor ({len(after)}): before churn {spread(b)}; after {spread(a)}")
 
         live = swarm.live
-        peer_times, provider_times, found = [], [], 0
-        for asker in random.sample(live, min(10, len(live))):
+        peer_times, provider_times, found, providers = [], [], 0, []
+        ids = {p.id for p in live}
+        for asker in random.sample(live, min(args.lookups, len(live))):
             target = random.choice([p for p in live if p is not asker])
-            r = asker.runner.call("find_peer", peer=target.id, timeout=30)
-            found += r["found"]
-            peer_times.append(r["took"])
-            r = asker.runner.call("find_providers", topic=TOPIC, timeout=30)
-            provider_times.append(r["took"])
-        print(
+            try:
+                r = asker.runner.call("find_peer", peer=target.id, timeout=40)
+                found += r["found"]
+                peer_times.append(r["took"])
+                r = asker.runner.call("find_providers", topic=TOPIC, timeout=40)
+                provider_times.append(r["took"])
+                providers.append(len(set(r["peers"]) & ids))
+            except Exception as exc:
+                say(f"  ! lookup from {asker.name}: {exc}")
+        say(
             f"DHT find_peer: {found}/{len(peer_times)} found, "
-            f"median {1000 * median(peer_times):.0f} ms, "
-            f"max {1000 * max(peer_times):.0f} ms; find_providers: median "
-            f"{1000 * median(provider_times):.0f} ms, max {1000 * max(provider_times):.0f} ms"
+            f"{spread([1000 * x for x in peer_times], ' ms')}; find_providers: "
+            f"{spread([1000 * x for x in provider_times], ' ms')}, live providers found "
+            f"{spread([float(x) for x in providers])} of {len(live)}"
         )
+        say(f"whole run: {time.monotonic() - run_started:.0f} s")
 
 
 if __name__ == "__main__":
