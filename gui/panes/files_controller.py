@@ -71,7 +71,9 @@ class FilesController(QObject):
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="files-plan")
         self._cancelled: set[str] = set()
         """Imports the user cancelled (their failure is then no error)."""
-        self._open_dir = Path(tempfile.mkdtemp(prefix="peerdesk-open-"))
+        self._open_dir: Path | None = None
+        """Where files opened from the tree are written: made on the first open (one per
+        window had left an empty folder in /tmp for every start)."""
         pane.sourceChanged.connect(lambda _peer: self.refresh())
         pane.refreshRequested.connect(self.refresh)
         pane.dropped.connect(self.store_paths)
@@ -246,6 +248,8 @@ class FilesController(QObject):
 
     def open(self, cid: str, name: str, peer: str) -> None:
         async def go() -> None:
+            if self._open_dir is None:
+                self._open_dir = Path(tempfile.mkdtemp(prefix="peerdesk-open-"))
             target = self._open_dir / cid
             target.mkdir(exist_ok=True)
             path = await self._save(cid, target / name, peer)

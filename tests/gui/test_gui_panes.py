@@ -764,6 +764,24 @@ def test_the_monitor_timeline_names_peers_as_the_window_does(
     assert not window.monitor.table.isColumnHidden(topic_column)
 
 
+def test_a_window_makes_no_temporary_folder_until_a_file_is_opened(
+    window: Any, client: FakeClient, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtGui import QDesktopServices
+
+    assert window.files._open_dir is None
+    online(client, qtbot, window)
+    opened: list[str] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
+    client.get_gate.set()
+    window.files.open("bafyfile", "notes.txt", "")
+    qtbot.waitUntil(lambda: bool(opened), timeout=WAIT_MS)
+    folder = window.files._open_dir
+    assert folder is not None and opened == [str(folder / "bafyfile" / "notes.txt")]
+    folder.joinpath("bafyfile").rmdir()
+    folder.rmdir()
+
+
 def test_transfer_buttons_are_enabled_only_when_they_would_do_something(
     window: Any, qtbot: Any
 ) -> None:
