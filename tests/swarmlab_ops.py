@@ -8,10 +8,14 @@ temporary folder and these requests on top of swarmlab's:
 - ``record_times {ttl, reprovide}``: provider record lifetime and re-advertising pause;
 - ``find_peer_unconnected {peer}``: hang up on ``peer`` if connected, then ``Dht.find_peer``
   (a walk: the peer is not connected), timed;
+- ``providers {topic, within}``: ``find_providers`` for a topic, given ``within`` seconds
+  (swarmlab's ``find_providers`` allows 10), timed;
 - ``store_file {size, seed}``: a file of ``size`` pseudo-random bytes made from ``seed``,
   imported; answers its CID and SHA-256;
 - ``fetch_file {cid}``: fetch (bitswap from the connected peers), read it back; answers the
   time taken, the size and the SHA-256 of what was read;
+- ``send_batch {peer, protocol, data}``: direct messages, one per item of ``data``, queued at
+  once; answers whether each was delivered (acknowledged) or failed;
 - ``bitswap_stats``: bytes and blocks this peer's bitswap has sent, and the bytes of
   blocks it got twice.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import shutil
 import subprocess
@@ -74,6 +79,12 @@ async def _ops_handle(peer: Any, req: dict[str, Any]) -> Any:
             "was_connected": was_connected,
             "connected_at_lookup": connected,
         }
+    if op == "providers":
+        start = time.monotonic()
+        found: list[Any] = []
+        with trio.move_on_after(req["within"]):
+            found = await peer.dht.find_topic_peers(req["topic"])
+        return {"peers": sorted(str(i.peer_id) for i in found), "took": time.monotonic() - start}
     if op == "store_file":
         data = await trio.to_thread.run_sync(file_bytes, req["size"], req["seed"])
         cid, _root = await peer.require_files().store_file(req.get("path", "big.bin"), data)
@@ -98,6 +109,17 @@ async def _ops_handle(peer: Any, req: dict[str, Any]) -> Any:
 
         size, sha = await trio.to_thread.run_sync(digest)
         return {"took": took, "size": size, "sha256": sha}
+    if op == "send_batch":
+        # Every message's own outcome (nat_runner's send_many stops at the first failure).
+        msgs = [peer.enqueue(req["peer"], req["protocol"], d) for d in req["data"]]
+        outcomes = []
+        for msg in msgs:
+            try:
+                await msg.wait()
+            except Exception:
+                pass
+            outcomes.append(bool(msg.delivered))
+        return outcomes
     if op == "bitswap_stats":
         engine = peer.require_files().bitswap
         return {
@@ -171,12 +193,14 @@ class OpsSwarm(Swarm):
             cwd=netlab.ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=None if os.environ.get("NETLAB_DEBUG") else subprocess.DEVNULL,
             text=True,
             bufsize=1,
         )
+        # The lab's ready deadline grows with the load where swarmlab knows how.
+        wait = {"ready_timeout": self.ready_timeout()} if hasattr(self, "ready_timeout") else {}
         try:
-            runner = netlab.RunnerPeer(proc)
+            runner = netlab.RunnerPeer(proc, **wait)
         except BaseException:
             proc.kill()
             proc.wait(timeout=5)

@@ -24,15 +24,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import multiaddr
 import trio
-from libp2p.kad_dht.common import ALPHA, BUCKET_SIZE, QUERY_TIMEOUT
+import varint
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.common import ALPHA, BUCKET_SIZE, MAX_DHT_MESSAGE_SIZE, PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import KadDHT, _encode_key
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
-from libp2p.kad_dht.utils import sort_peer_ids_by_distance
+from libp2p.kad_dht.utils import maybe_consume_signed_record, sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import env_to_send_in_RPC
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 PROVIDER_TTL = 48 * 3600.0
 """go-libp2p-kad-dht's (and py-libp2p's) provider record validity."""
@@ -42,6 +49,12 @@ MAX_PROVIDERS_PER_KEY = 500
 """Records kept per key; a GET_PROVIDERS answer with all of them stays far below the 4 MiB
 message limit (a record is a few hundred bytes)."""
 WALK_ROUNDS = 20
+ASK_TIMEOUT = 4.0
+ADDR_TTL = 3600
+"""How long addresses a walk learnt stay in the peerstore (the library's figure)."""
+"""One peer's answer within a walk: the library allows 10 s, and a round waits for its
+slowest peer (a dial that hangs, to a peer gone or behind a NAT), which would put a lookup
+beyond the 5 s users wait for one."""
 
 
 class ExpiringProviderStore(ProviderStore):
@@ -84,8 +97,9 @@ class ExpiringProviderStore(ProviderStore):
         """Re-providing is the caller's: it knows which keys it still wants to be found by."""
 
     async def find_providers(self, key: bytes, count: int = 20) -> list[PeerInfo]:
-        """Providers of ``key`` from the peers closest to it (and, while walking, the closer
-        ones they name), merged with the records other peers gave us; nothing is stored."""
+        """Providers of ``key`` from the peers closest to it (walking on to the closer ones
+        they name until the closest ``BUCKET_SIZE`` were all asked, or ``count`` providers
+        are known), merged with the records other peers gave us; nothing is stored."""
         found: dict[ID, PeerInfo] = {}
 
         def merge(infos: Sequence[PeerInfo]) -> None:
@@ -95,20 +109,22 @@ class ExpiringProviderStore(ProviderStore):
 
         me = self.host.get_id()
         merge([i for i in self.get_providers(key) if i.peer_id != me])
-        candidates = list(await self.peer_routing.find_closest_peers_network(key))
+        candidates = _starting_peers(self, key)
         queried: set[ID] = {me}
         while len(found) < count:
-            batch = [p for p in candidates if p not in queried][:ALPHA]
+            batch = [p for p in candidates[:BUCKET_SIZE] if p not in queried][:ALPHA]
             if not batch:
                 break
             queried.update(batch)
             closer: list[ID] = []
 
             async def ask(peer: ID, closer: list[ID] = closer) -> None:
-                with trio.move_on_after(QUERY_TIMEOUT):
-                    providers, more = await self._get_providers_from_peer_with_closers(peer, key)
-                    merge(providers)
-                    closer.extend(more)
+                with trio.move_on_after(ASK_TIMEOUT):
+                    kind = Message.MessageType.GET_PROVIDERS
+                    response = await _ask(self.host, peer, kind, key)
+                    if response is not None:
+                        merge(_peers(self.host, response.providerPeers))
+                        closer.extend(i.peer_id for i in _peers(self.host, response.closerPeers))
 
             async with trio.open_nursery() as nursery:
                 for peer in batch:
@@ -116,6 +132,17 @@ class ExpiringProviderStore(ProviderStore):
             fresh = [p for p in dict.fromkeys(closer) if p not in queried and p not in candidates]
             candidates = sort_peer_ids_by_distance(key, candidates + fresh)
         return list(found.values())
+
+
+def _starting_peers(store: ProviderStore, key: bytes) -> list[ID]:
+    """Where a walk starts: the routing table's peers closest to ``key`` (and the connected
+    ones while the table is small), nearest first. Provider lookups walk with GET_PROVIDERS
+    from here, as go does, instead of a whole FIND_NODE walk first."""
+    start = store.peer_routing.routing_table.find_local_closest_peers(key, BUCKET_SIZE)
+    if len(start) < ALPHA:
+        start += store.host.get_connected_peers()
+    me = store.host.get_id()
+    return sort_peer_ids_by_distance(key, [p for p in dict.fromkeys(start) if p != me])
 
 
 def install_provider_store(dht: KadDHT, ttl: float = PROVIDER_TTL) -> ExpiringProviderStore:
@@ -145,12 +172,7 @@ async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:
     is never asked about itself, and what our routing table knows of it is not used."""
     key = target.to_bytes()
     me = dht.host.get_id()
-    start = dht.routing_table.find_local_closest_peers(key, BUCKET_SIZE)
-    if len(start) < ALPHA:
-        start += dht.host.get_connected_peers()
-    candidates = sort_peer_ids_by_distance(
-        key, [p for p in dict.fromkeys(start) if p not in (target, me)]
-    )
+    candidates = [p for p in _starting_peers(dht.provider_store, key) if p != target]
     queried: set[ID] = set()
     named = False
     for _round in range(WALK_ROUNDS):
@@ -161,7 +183,9 @@ async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:
         answers: list[ID] = []
 
         async def ask(peer: ID, nursery: trio.Nursery, answers: list[ID] = answers) -> None:
-            answer = await dht.peer_routing._query_peer_for_closest(peer, key)
+            answer: list[ID] = []
+            with trio.move_on_after(ASK_TIMEOUT):
+                answer = await _find_node(dht, peer, key)
             answers.extend(answer)
             if target in answer:  # found: the rest of the batch is not waited for
                 nursery.cancel_scope.cancel()
@@ -179,6 +203,57 @@ async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:
     except Exception:
         addrs = []
     return PeerInfo(target, addrs) if addrs else None
+
+
+async def _ask(host: IHost, peer: ID, kind: int, key: bytes) -> Message | None:
+    """One request of ``kind`` (FIND_NODE, GET_PROVIDERS) about ``key`` to ``peer``, and its
+    answer. The library's queries drop a whole answer when the answering peer's signed record
+    is older than the one we hold, and each peer in it whose record is: a walk then hears
+    of nobody. Here a record we cannot take costs only the record."""
+    try:
+        stream = await host.new_stream(peer, [TProtocol(PROTOCOL_ID)])
+    except Exception:
+        return None
+    try:
+        request = Message(type=kind, key=key)  # type: ignore[arg-type]
+        request.senderRecord = env_to_send_in_RPC(host)[0]
+        body = request.SerializeToString()
+        await stream.write(varint.encode(len(body)) + body)
+        response = Message()
+        response.ParseFromString(
+            await read_varint_prefixed_bytes_limited(stream, MAX_DHT_MESSAGE_SIZE)
+        )
+    except Exception:
+        return None
+    finally:
+        with trio.move_on_after(1):
+            try:
+                await stream.close()
+            except Exception:
+                pass
+    return response if response.type == kind else None
+
+
+def _peers(host: IHost, entries: Any) -> list[PeerInfo]:
+    """The peers an answer names, their addresses also put in our peerstore."""
+    store = host.get_peerstore()
+    out: list[PeerInfo] = []
+    for entry in entries:
+        try:
+            peer = ID(entry.id)
+            addrs = [multiaddr.Multiaddr(a) for a in entry.addrs]
+        except Exception:
+            continue
+        maybe_consume_signed_record(entry, host)  # refused when older: the addrs stay
+        if addrs:
+            store.add_addrs(peer, addrs, ADDR_TTL)
+        out.append(PeerInfo(peer, addrs))
+    return out
+
+
+async def _find_node(dht: KadDHT, peer: ID, key: bytes) -> list[ID]:
+    response = await _ask(dht.host, peer, Message.MessageType.FIND_NODE, key)
+    return [] if response is None else [i.peer_id for i in _peers(dht.host, response.closerPeers)]
 
 
 def strip_p2p(addrs: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:

@@ -180,12 +180,16 @@ class Dht:
         async def advertise() -> None:
             with scope:
                 while True:
-                    for ns in rendezvous_namespaces(topic):
-                        ok = await self.kad.provide(namespace_cid(ns))
-                        log.debug("advertised %s: %s", ns, ok)
+                    async with trio.open_nursery() as nursery:  # both names at once
+                        for ns in rendezvous_namespaces(topic):
+                            nursery.start_soon(self._provide, ns)
                     await trio.sleep(self.reprovide_interval)
 
         self.enqueue(advertise)
+
+    async def _provide(self, namespace: str) -> None:
+        ok = await self.kad.provide(namespace_cid(namespace))
+        log.debug("advertised %s: %s", namespace, ok)
 
     def stop_advertising(self, topic: str) -> None:
         """We left the topic: stop advertising it and looking for its peers."""
@@ -222,14 +226,19 @@ class Dht:
 
     async def find_topic_peers(self, topic: str) -> list[PeerInfo]:
         me = self.host.get_id()
+        answers: list[list[PeerInfo]] = []
+
+        async def look(ns: str) -> None:
+            key = namespace_cid(ns)
+            answers.append(await compat.find_providers_network(self.kad, key, TOPIC_LOOKUP_COUNT))
+
+        async with trio.open_nursery() as nursery:  # both names at once: half the wait
+            for ns in rendezvous_namespaces(topic):
+                nursery.start_soon(look, ns)
         found: dict[ID, PeerInfo] = {}
-        for ns in rendezvous_namespaces(topic):
-            providers = await compat.find_providers_network(
-                self.kad, namespace_cid(ns), TOPIC_LOOKUP_COUNT
-            )
-            for info in providers:
-                if info.peer_id != me and info.peer_id not in found:
-                    found[info.peer_id] = PeerInfo(info.peer_id, _dialable(info.addrs))
+        for info in (i for providers in answers for i in providers):
+            if info.peer_id != me and info.peer_id not in found:
+                found[info.peer_id] = PeerInfo(info.peer_id, _dialable(info.addrs))
         return list(found.values())
 
     async def find_peer(self, peer: ID) -> PeerInfo | None:

@@ -7,7 +7,9 @@ import inspect
 
 from libp2p.kad_dht import kad_dht, peer_routing, provider_store
 from libp2p.kad_dht.kad_dht import KadDHT, _encode_key
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
+from libp2p.peer.peerstore import PeerStore
 
 from core import libp2p_compat as compat
 
@@ -30,11 +32,27 @@ def test_the_store_traps_we_work_round_are_still_there() -> None:
 def test_the_internals_we_call_keep_their_shape() -> None:
     for name in ("providers", "providing_keys", "peer_routing", "host"):
         assert name in inspect.getsource(ProviderStore.__init__)
-    params = inspect.signature(ProviderStore._get_providers_from_peer_with_closers).parameters
-    assert list(params) == ["self", "peer_id", "key"]
+    assert "self.routing_table = routing_table" in inspect.getsource(peer_routing.PeerRouting)
     params = inspect.signature(peer_routing.PeerRouting._query_peer_for_closest).parameters
     assert list(params) == ["self", "peer", "target_key"]
     assert "add_addrs(" in inspect.getsource(peer_routing.PeerRouting._query_peer_for_closest)
+    # An older signed peer record than the one held is refused, and the peer with it.
+    consume = inspect.getsource(PeerStore.consume_peer_record)
+    assert "self.peer_record_map.get(peer_id)" in consume and "existing.seq > record.seq" in consume
+    query = inspect.getsource(peer_routing.PeerRouting._query_peer_for_closest)
+    assert "if not maybe_consume_signed_record(response_msg, self.host, peer):" in query
+    assert "if not maybe_consume_signed_record(peer_data, self.host):" in query
+    providers = inspect.getsource(ProviderStore._get_providers_from_peer_with_closers)
+    assert "if not maybe_consume_signed_record(response, self.host, peer_id):" in providers
+    # The wire format we speak ourselves.
+    assert {f.name for f in Message.DESCRIPTOR.fields} >= {
+        "type",
+        "key",
+        "closerPeers",
+        "providerPeers",
+        "senderRecord",
+    }
+    assert {f.name for f in Message.Peer.DESCRIPTOR.fields} >= {"id", "addrs", "signedRecord"}
     assert list(inspect.signature(ProviderRecord).parameters) == ["provider_info", "timestamp"]
     # The stream handler stores and answers through the DHT's provider_store attribute.
     handler = inspect.getsource(kad_dht.KadDHT._do_handle_stream)
