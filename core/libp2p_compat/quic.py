@@ -45,9 +45,13 @@ from libp2p.transport.quic.transport import QUICTransport
 
 log = logging.getLogger(__name__)
 
-QUIC_FALLBACK_DELAY = 1.0
-"""How long TCP has to connect before QUIC is dialled beside it (a TCP connection takes 3-4
-round trips with Noise and Yamux: a second covers slow links)."""
+QUIC_FALLBACK_DELAY = 5.0
+"""How long TCP has to connect before QUIC is dialled beside it. Generous: a TCP connection
+takes 3-4 round trips with Noise and Yamux, and on a loaded machine its handshake can take
+seconds; a QUIC dial started beside one that then succeeds leaves two connections to the
+peer, and py-libp2p's pubsub forgets a peer when either of them closes (the swarm lab's
+member lists then lacked peers that were connected). A refused TCP dial starts QUIC at
+once."""
 
 __all__ = [
     "QUIC_FALLBACK_DELAY",

@@ -134,6 +134,9 @@ async def test_quic_carries_the_dial_when_tcp_is_refused_or_stalls() -> None:
             _add(c, a, quic, f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}")
             with trio.fail_after(30):
                 await b.send(str(a.peer_id), CHAT, "by quic after a refusal")
+                # QUIC_FALLBACK_DELAY (5 s) is past this config's 2 s direct-open bound:
+                # connect (bounded by the peer's 10 s dial timeout) waits out the stall.
+                await c.connect(quic)
                 await c.send(str(a.peer_id), CHAT, "by quic after a stall")
                 await rec_a.wait_for(lambda: len(rec_a.of(PeerData)) >= 2)
             assert _kinds(b, a) == ["quic"] and _kinds(c, a) == ["quic"]
