@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 QUIC_FALLBACK_DELAY = 5.0
 """How long TCP has to connect before QUIC is dialled beside it. Generous: a TCP connection
 takes 3-4 round trips with Noise and Yamux, and on a loaded machine its handshake can take
-seconds; a QUIC dial started beside one that then succeeds leaves two connections to the
-peer, and py-libp2p's pubsub forgets a peer when either of them closes (the swarm lab's
-member lists then lacked peers that were connected). A refused TCP dial starts QUIC at
-once."""
+seconds. With 1 s the swarm lab (tests/test_swarm.py, 12 processes on 2 cores) failed: its
+members were connected but some had no pubsub stream to each other, so member lists never
+converged; with 5 s it passes. Two connections to one peer (TCP finishing after QUIC
+started) are the likely cause, not reproduced alone on loopback. A refused TCP dial starts
+QUIC at once."""
 
 __all__ = [
     "QUIC_FALLBACK_DELAY",
