@@ -199,9 +199,25 @@ def test_churn_reports_joins_and_leaves_and_loses_no_live_message(swarm: Swarm) 
             break
         time.sleep(1)
     assert not held, f"connections to departed peers kept: {held}"
-    after = swarm.each(lambda p: p.runner.call("stats"), survivors)
+    # Counted once the churn's own work is done: messages in flight, repairs still waiting
+    # out a departed peer's connection (pubsub_sync), newcomers' set-up all end on their own.
     by_name_before = dict(zip([p.name for p in swarm.members[:MEMBERS]], before, strict=True))
-    for peer, stats in zip(survivors, after, strict=True):
-        old = by_name_before[peer.name]
-        assert stats["connections"] <= old["connections"] + 3, (peer.name, old, stats)
-        assert stats["tasks"] <= old["tasks"] * 1.3 + 30, (peer.name, old, stats)
+
+    def grown() -> list[tuple[str, dict, dict]]:
+        after = swarm.each(lambda p: p.runner.call("stats"), survivors)
+        return [
+            (peer.name, old, stats)
+            for peer, stats in zip(survivors, after, strict=True)
+            if (old := by_name_before[peer.name])
+            and (
+                stats["connections"] > old["connections"] + 3
+                or stats["tasks"] > old["tasks"] * 1.3 + 30
+            )
+        ]
+
+    deadline = time.monotonic() + 45
+    while (leaks := grown()) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not leaks, (
+        f"connections or trio tasks grew with the churn (name, before, after): {leaks}"
+    )
