@@ -305,7 +305,10 @@ class DirectMessaging:
             return
         oldest = next(iter(ch.inflight.values()))
         deadline = oldest.sent_at + self.config.ack_timeout
-        with trio.move_on_at(deadline):
+        # A relative wait: ``sent_at`` is time.monotonic(), and trio's clock (move_on_at) runs
+        # hours apart from it, which made every wait end at once and the worker spin while
+        # messages were in flight, taking the CPU from the tasks reading their acks.
+        with trio.move_on_after(max(0.0, deadline - time.monotonic())):
             await ch.wait_change()
         if stream.broken:
             raise _AttemptFailed("stream closed before acknowledgement")

@@ -9,9 +9,9 @@ import pytest
 import trio
 
 from core.events import Delivery, PeerData
-from core.network.direct import DeliveryFailed
+from core.network.direct import DeliveryFailed, DirectConfig
 from core.network.framing import dumps
-from core.peer import new_peer
+from core.peer import PeerConfig, new_peer
 from tests.conftest import Recorder, connect, fast_config, peer_group
 
 CHAT = "/chat/1.0.0"
@@ -241,3 +241,46 @@ async def test_frames_split_at_any_byte_are_put_back_together() -> None:
         assert got == expected
         await rb.wait_for(lambda: len(rb.of(PeerData)) == 20)
         assert [e.data for e in rb.of(PeerData)] == [f"piece {n}" for n in range(20)]
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of tasks whose name ends with ``suffix``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.suffix):
+            self.steps += 1
+
+
+async def test_a_sender_waiting_for_an_ack_sleeps_instead_of_spinning() -> None:
+    """The wait for an ack once ended at once (a time.monotonic() deadline given to trio's
+    clock), so the sender looped without pause while messages were in flight."""
+    silent = "/silent/1.0.0"
+
+    def patient() -> PeerConfig:
+        return fast_config(direct=DirectConfig(ack_timeout=30.0))
+
+    async with peer_group(2, config=patient) as [(a, _), (b, _)]:
+        held = trio.Event()
+
+        async def read_and_never_ack(stream) -> None:  # type: ignore[no-untyped-def]
+            await stream.read(1)
+            held.set()
+            await trio.sleep_forever()
+
+        b.host.set_stream_handler(silent, read_and_never_ack)
+        await connect(a, b)
+        msg = a.enqueue(str(b.peer_id), silent, "unanswered")
+        with trio.fail_after(10):
+            await held.wait()
+        counter = _StepCounter("DirectMessaging._worker")
+        trio.lowlevel.add_instrument(counter)
+        try:
+            await trio.sleep(1.0)
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        assert counter.steps < 20, counter.steps  # spinning: tens of thousands
+        assert not msg.done.is_set()  # still waiting for its ack
