@@ -9,7 +9,8 @@ one topic, found through DHT rendezvous.
   SIGKILLed expire: the lab sets a 20 s lifetime and a 4 s re-advertising pause (the real
   ones are go's 48 h and 22 h);
 - direct messages between random pairs, NATed ones among them, each delivered or reported
-  failed, none lost (acknowledged but not received), none received twice.
+  failed, none lost (acknowledged but not received), none received twice; between public
+  peers, all delivered.
 
 Needs root and ``ip`` / ``iptables`` (skipped with the reason otherwise). Bounds are generous:
 outcomes are asserted, not speed (bench_swarm_files.py prints the lookup times).
@@ -168,5 +169,11 @@ def test_direct_messages_between_random_pairs_are_delivered_or_reported_once(
         if ok and not received[(i, n)]
     ]
     assert not lost, f"acknowledged but never received: {lost}"
-    failed = sum(not ok for o in outcomes for ok in o)
-    assert failed == 0, f"{failed} of {len(pairs) * per_pair} messages failed (reported)"
+    # Every message was answered for (delivered or failed); between public peers all arrive.
+    assert all(len(o) == per_pair for o in outcomes)
+    public_failed = [
+        i
+        for i, o in enumerate(outcomes)
+        if not all(o) and not (pairs[i][0].behind_nat or pairs[i][1].behind_nat)
+    ]
+    assert not public_failed, f"messages between public peers failed: {public_failed}"
