@@ -72,3 +72,22 @@ async def test_non_json_payload_is_dropped() -> None:
         await rb.wait_for(lambda: rb.of(TopicData))
         await trio.sleep(0.2)
         assert [e.data for e in rb.of(TopicData)] == ["json"]
+
+
+async def test_each_message_names_its_own_sender() -> None:
+    """Sender ids are remembered per sender: interleaved senders are never mixed up."""
+    async with peer_group(3) as [(a, _), (b, rb), (c, _)]:
+        await connect(a, b)
+        await connect(c, b)
+        for peer in (b, a, c):
+            with trio.fail_after(10):
+                await peer.subscribe("names")
+        for i in range(10):
+            await a.publish("names", {"from": "a", "n": i})
+            await c.publish("names", {"from": "c", "n": i})
+        await rb.wait_for(lambda: len(rb.of(TopicData)) >= 20, timeout=20)
+        ids = {"a": str(a.peer_id), "c": str(c.peer_id)}
+        assert all(e.peer == ids[e.data["from"]] for e in rb.of(TopicData))
+        assert sorted((e.data["from"], e.data["n"]) for e in rb.of(TopicData)) == sorted(
+            (who, n) for who in "ac" for n in range(10)
+        )
