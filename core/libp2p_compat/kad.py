@@ -129,7 +129,11 @@ class ExpiringProviderStore(ProviderStore):
             async with trio.open_nursery() as nursery:
                 for peer in batch:
                     nursery.start_soon(ask, peer)
-            fresh = [p for p in dict.fromkeys(closer) if p not in queried and p not in candidates]
+            fresh = [
+                p
+                for p in dict.fromkeys(closer)
+                if p not in queried and p not in candidates and _serves_kad(self.host, p)
+            ]
             candidates = sort_peer_ids_by_distance(key, candidates + fresh)
         return list(found.values())
 
@@ -142,7 +146,19 @@ def _starting_peers(store: ProviderStore, key: bytes) -> list[ID]:
     if len(start) < ALPHA:
         start += store.host.get_connected_peers()
     me = store.host.get_id()
-    return sort_peer_ids_by_distance(key, [p for p in dict.fromkeys(start) if p != me])
+    peers = [p for p in dict.fromkeys(start) if p != me and _serves_kad(store.host, p)]
+    return sort_peer_ids_by_distance(key, peers)
+
+
+def _serves_kad(host: IHost, peer: ID) -> bool:
+    """Whether ``peer`` may answer DHT queries: not if it told us (identify) its protocols
+    and the DHT's is not among them (a DHT client: a peer behind a NAT). Asking one costs a
+    round trip at best, and over a relayed connection a stream that never opens."""
+    try:
+        protocols = host.get_peerstore().get_protocols(peer)
+    except Exception:
+        return True
+    return not protocols or PROTOCOL_ID in protocols
 
 
 def install_provider_store(dht: KadDHT, ttl: float = PROVIDER_TTL) -> ExpiringProviderStore:
@@ -194,7 +210,9 @@ async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:
             for peer in batch:
                 nursery.start_soon(ask, peer, nursery)
         named = target in answers
-        fresh = [p for p in dict.fromkeys(answers) if p not in (target, me)]
+        fresh = [
+            p for p in dict.fromkeys(answers) if p not in (target, me) and _serves_kad(dht.host, p)
+        ]
         candidates = sort_peer_ids_by_distance(key, list(dict.fromkeys(candidates + fresh)))
     if not named:
         return None
