@@ -275,15 +275,16 @@ class Swarm:
         return [p for p in self.members if p.alive and p not in self.gone]
 
     def kill(self, peer: SwarmPeer) -> None:
-        """SIGKILL: no goodbye, the others see its connections time out or reset."""
+        """SIGKILL: no goodbye, the others see its connections time out or reset. (Gone from
+        ``live`` before it goes, so no one calls it on its way out.)"""
+        self.gone.append(peer)
         peer.runner.proc.send_signal(signal.SIGKILL)
         peer.runner.proc.wait(timeout=10)
-        self.gone.append(peer)
 
     def exit(self, peer: SwarmPeer) -> None:
         """A clean exit: the peer stops and closes its connections."""
-        peer.runner.close()
         self.gone.append(peer)
+        peer.runner.close()
 
     def each(self, fn: Callable[[SwarmPeer], Any], peers: list[SwarmPeer] | None = None) -> list:
         """``fn`` on every peer at once (each call blocks on its own process)."""
