@@ -68,8 +68,11 @@ from core.libp2p_compat.pubsub import (
 )
 from core.libp2p_compat.pubsub_speed import (
     GoIDontWantGossipSub,
+    OwnSignedPubsub,
+    own_signature_checks_skipped,
     reuse_signed_records,
     signed_records_reused,
+    skip_own_signature_checks,
 )
 from core.libp2p_compat.pubsub_sync import resync_subscriptions
 from core.libp2p_compat.quic import quic_transport
@@ -104,6 +107,7 @@ __all__ = [
     "GoLikeGossipSub",
     "GuardedPubsub",
     "HandshakeGate",
+    "OwnSignedPubsub",
     "WindowExceeded",
     "add_direct_peer",
     "advertise_circuits",
@@ -128,6 +132,7 @@ __all__ = [
     "max_outbound_queue",
     "mesh_peers",
     "observed_ips",
+    "own_signature_checks_skipped",
     "ping_rtt",
     "quic_transport",
     "quiet_library_logging",
@@ -137,6 +142,7 @@ __all__ = [
     "resync_subscriptions",
     "reuse_signed_records",
     "signed_records_reused",
+    "skip_own_signature_checks",
     "strip_p2p",
     "topic_peers",
     "window_updates_coalesced",
@@ -149,3 +155,4 @@ bound_yamux_buffers()
 coalesce_window_updates()
 gate_inbound_handshakes()
 reuse_signed_records()
+skip_own_signature_checks()

@@ -19,6 +19,9 @@ thirds of the time of each side in three places that carry no information:
    ``IDONTWANT_THRESHOLD`` bytes (``GossipSubIDontWantMessageThreshold``), only for messages
    it received (``Preprocess``), and never back to their sender. IDONTWANT is advice, so
    sending less of it is always within the protocol.
+4. **Our own message's signature, verified** right after ``Pubsub.publish`` made it, in the
+   same call (``push_msg`` checks every message it is given). ``OwnSignedPubsub`` skips that
+   one check; messages from anyone else are verified as before.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from libp2p.pubsub.gossipsub import (
 )
 from libp2p.pubsub.pb import rpc_pb2
 
-from core.libp2p_compat.pubsub import GoLikeGossipSub
+from core.libp2p_compat.pubsub import GoLikeGossipSub, GuardedPubsub
 
 RECORD_REFRESH = 1.0
 """Seconds a signed peer record built for our RPCs is reused before the addresses are checked."""
@@ -157,3 +160,41 @@ class GoIDontWantGossipSub(GoLikeGossipSub):
 
 LIBRARY_EMIT_IDONTWANT: Callable[..., Any] = _gossipsub.GossipSub._emit_idontwant_for_message
 """The library's own, kept so the compat test can check it still sends on every message."""
+
+
+# -- our own messages, not verified right after we signed them -----------------------------------
+
+_publishing: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "peerdesk_publishing", default=None
+)
+"""Set in the task running our own publish: our peer id, whose messages it just signed."""
+LIBRARY_SIGNATURE_VALIDATOR: Callable[[rpc_pb2.Message], bool] = _pubsub.signature_validator
+
+
+def _signature_valid(msg: rpc_pb2.Message) -> bool:
+    if msg.from_id and msg.from_id == _publishing.get():
+        return True  # signed by Pubsub.publish a moment ago, in this very call
+    return LIBRARY_SIGNATURE_VALIDATOR(msg)
+
+
+class OwnSignedPubsub(GuardedPubsub):
+    """Peerdesk's pubsub (guarded, see pubsub.py) that does not check the signature it has
+    just made on its own message (an ed25519 verification, about a fifth of a publish).
+    Every message that comes from elsewhere is checked as before."""
+
+    async def publish(self, topic_id: str | list[str], data: bytes) -> None:
+        token = _publishing.set(self.my_id.to_bytes())
+        try:
+            await super().publish(topic_id, data)
+        finally:
+            _publishing.reset(token)
+
+
+def skip_own_signature_checks() -> None:
+    """Route pubsub's signature check through ``_signature_valid`` (idempotent); only an
+    ``OwnSignedPubsub`` publish makes it skip anything."""
+    _pubsub.signature_validator = _signature_valid
+
+
+def own_signature_checks_skipped() -> bool:
+    return getattr(_pubsub, "signature_validator", None) is _signature_valid

@@ -52,8 +52,10 @@ def make_router(router_cls: type[GossipSub] = compat.GoIDontWantGossipSub) -> Go
 
 
 def make_pubsub(
-    host: IHost, router: GossipSub, pubsub_cls: type[Pubsub] = compat.GuardedPubsub
+    host: IHost, router: GossipSub, pubsub_cls: type[Pubsub] = compat.OwnSignedPubsub
 ) -> Pubsub:
+    """Guarded pubsub (libp2p_compat.pubsub) that does not re-verify its own fresh signatures
+    (libp2p_compat.pubsub_speed)."""
     return pubsub_cls(
         host, router, strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE + 64 * 1024
     )

@@ -260,3 +260,53 @@ def test_our_record_is_rebuilt_after_the_refresh_interval(
     monkeypatch.setattr(pubsub_speed, "RECORD_REFRESH", 0.0)
     pubsub_speed._record_to_send(host)
     assert listings == 2
+
+
+def test_the_library_still_verifies_our_own_message_in_the_publishing_call() -> None:
+    assert "await self.push_msg(self.my_id, msg)" in inspect.getsource(Pubsub.publish)
+    assert "if not signature_validator(msg):" in inspect.getsource(Pubsub.push_msg)
+    assert compat.own_signature_checks_skipped()
+
+
+async def test_only_other_peers_messages_are_verified(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[bytes] = []
+    library_check = pubsub_speed.LIBRARY_SIGNATURE_VALIDATOR
+
+    def counting_check(msg: rpc_pb2.Message) -> bool:
+        checked.append(msg.from_id)
+        return library_check(msg)
+
+    monkeypatch.setattr(pubsub_speed, "LIBRARY_SIGNATURE_VALIDATOR", counting_check)
+    async with (
+        _pubsub(compat.GoIDontWantGossipSub) as (ha, pa, ra),
+        _pubsub(compat.GoIDontWantGossipSub) as (hb, pb, rb),
+    ):
+        assert isinstance(pa, compat.OwnSignedPubsub)
+        await _connect(ha, hb)
+        sub_a = await pa.subscribe(TOPIC)
+        sub_b = await pb.subscribe(TOPIC)
+        await _meshed([ra, rb], [ha, hb])
+        checked.clear()
+        for i in range(10):
+            await pa.publish(TOPIC, f"a{i}".encode())
+            await pb.publish(TOPIC, f"b{i}".encode())
+        for sub in (sub_a, sub_b):
+            assert sorted(await _take(sub, 20)) == sorted(
+                f"{who}{i}".encode() for who in "ab" for i in range(10)
+            )
+        # Each message verified once, by the peer that received it, never by its author.
+        a, b = ha.get_id().to_bytes(), hb.get_id().to_bytes()
+        assert sorted(checked) == sorted([a] * 10 + [b] * 10)
+
+
+def test_a_message_not_ours_is_always_verified() -> None:
+    me, other = (ID.from_pubkey(identity.generate().public_key).to_bytes() for _ in range(2))
+    forged = rpc_pb2.Message(data=b"x", topicIDs=[TOPIC], from_id=other, seqno=b"\x00" * 8)
+    forged.signature = b"\x00" * 64
+    forged.key = identity.generate().public_key.serialize()
+    assert not pubsub_speed._signature_valid(forged)  # outside any publish of ours
+    token = pubsub_speed._publishing.set(me)
+    try:
+        assert not pubsub_speed._signature_valid(forged)  # during our publish: not from us
+    finally:
+        pubsub_speed._publishing.reset(token)
