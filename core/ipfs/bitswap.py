@@ -615,6 +615,7 @@ class _Fetch:
         self.waiting.clear()
         self.asked_have.clear()
         self.lacks.clear()
+        self.discovering.clear()  # and who has what is asked again
 
     async def _assign(self) -> None:
         out: dict[ID, list[tuple[bytes, bool, bool, bool]]] = {}

@@ -48,7 +48,9 @@ REPROVIDE_INTERVAL = 22 * 3600.0
 MAX_PROVIDERS_PER_KEY = 500
 """Records kept per key; a GET_PROVIDERS answer with all of them stays far below the 4 MiB
 message limit (a record is a few hundred bytes)."""
-WALK_ROUNDS = 20
+WALK_TIMEOUT = 20.0
+"""A whole walk; callers wanting an answer sooner bound it themselves."""
+ASK_TRIES = 2
 ASK_TIMEOUT = 4.0
 ADDR_TTL = 3600
 """How long addresses a walk learnt stay in the peerstore (the library's figure)."""
@@ -110,32 +112,50 @@ class ExpiringProviderStore(ProviderStore):
         me = self.host.get_id()
         merge([i for i in self.get_providers(key) if i.peer_id != me])
         candidates = _starting_peers(self, key)
-        queried: set[ID] = {me}
-        while len(found) < count:
-            batch = [p for p in candidates[:BUCKET_SIZE] if p not in queried][:ALPHA]
-            if not batch:
-                break
-            queried.update(batch)
-            closer: list[ID] = []
+        walk = _Walk()
+        with trio.move_on_after(WALK_TIMEOUT):
+            while len(found) < count and (batch := walk.batch(candidates)):
+                closer: list[ID] = []
 
-            async def ask(peer: ID, closer: list[ID] = closer) -> None:
-                with trio.move_on_after(ASK_TIMEOUT):
-                    kind = Message.MessageType.GET_PROVIDERS
-                    response = await _ask(self.host, peer, kind, key)
-                    if response is not None:
-                        merge(_peers(self.host, response.providerPeers))
-                        closer.extend(i.peer_id for i in _peers(self.host, response.closerPeers))
+                async def ask(peer: ID, closer: list[ID] = closer) -> None:
+                    with trio.move_on_after(ASK_TIMEOUT):
+                        kind = Message.MessageType.GET_PROVIDERS
+                        response = await _ask(self.host, peer, kind, key)
+                        if response is not None:
+                            walk.answered.add(peer)
+                            merge(_peers(self.host, response.providerPeers))
+                            closer += [i.peer_id for i in _peers(self.host, response.closerPeers)]
 
-            async with trio.open_nursery() as nursery:
-                for peer in batch:
-                    nursery.start_soon(ask, peer)
-            fresh = [
-                p
-                for p in dict.fromkeys(closer)
-                if p not in queried and p not in candidates and _serves_kad(self.host, p)
-            ]
-            candidates = sort_peer_ids_by_distance(key, candidates + fresh)
+                async with trio.open_nursery() as nursery:
+                    for peer in batch:
+                        nursery.start_soon(ask, peer)
+                fresh = [p for p in dict.fromkeys(closer) if p != me and p not in candidates]
+                candidates = sort_peer_ids_by_distance(
+                    key, candidates + [p for p in fresh if _serves_kad(self.host, p)]
+                )
         return list(found.values())
+
+
+class _Walk:
+    """Who a walk asked and who answered: the closest ``BUCKET_SIZE`` are asked, ``ALPHA`` at
+    a time; one that gave no answer (busy, its stream reset) is asked once more later,
+    since on a loaded swarm a first ask often times out."""
+
+    def __init__(self) -> None:
+        self.tries: dict[ID, int] = {}
+        self.answered: set[ID] = set()
+
+    def batch(self, candidates: list[ID]) -> list[ID]:
+        fresh = [p for p in candidates[:BUCKET_SIZE] if p not in self.tries]
+        again = [
+            p
+            for p in candidates[:BUCKET_SIZE]
+            if p not in self.answered and 0 < self.tries.get(p, 0) < ASK_TRIES
+        ]
+        batch = (fresh + again)[:ALPHA]
+        for peer in batch:
+            self.tries[peer] = self.tries.get(peer, 0) + 1
+        return batch
 
 
 def _starting_peers(store: ProviderStore, key: bytes) -> list[ID]:
@@ -189,31 +209,30 @@ async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:
     key = target.to_bytes()
     me = dht.host.get_id()
     candidates = [p for p in _starting_peers(dht.provider_store, key) if p != target]
-    queried: set[ID] = set()
+    walk = _Walk()
     named = False
-    for _round in range(WALK_ROUNDS):
-        batch = [p for p in candidates[:BUCKET_SIZE] if p not in queried][:ALPHA]
-        if not batch or named:
-            break
-        queried.update(batch)
-        answers: list[ID] = []
+    with trio.move_on_after(WALK_TIMEOUT):
+        while not named and (batch := walk.batch(candidates)):
+            answers: list[ID] = []
 
-        async def ask(peer: ID, nursery: trio.Nursery, answers: list[ID] = answers) -> None:
-            answer: list[ID] = []
-            with trio.move_on_after(ASK_TIMEOUT):
-                answer = await _find_node(dht, peer, key)
-            answers.extend(answer)
-            if target in answer:  # found: the rest of the batch is not waited for
-                nursery.cancel_scope.cancel()
+            async def ask(peer: ID, nursery: trio.Nursery, answers: list[ID] = answers) -> None:
+                answer: list[ID] | None = None
+                with trio.move_on_after(ASK_TIMEOUT):
+                    answer = await _find_node(dht, peer, key)
+                if answer is None:
+                    return
+                walk.answered.add(peer)
+                answers.extend(answer)
+                if target in answer:  # found: the rest of the batch is not waited for
+                    nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            for peer in batch:
-                nursery.start_soon(ask, peer, nursery)
-        named = target in answers
-        fresh = [
-            p for p in dict.fromkeys(answers) if p not in (target, me) and _serves_kad(dht.host, p)
-        ]
-        candidates = sort_peer_ids_by_distance(key, list(dict.fromkeys(candidates + fresh)))
+            async with trio.open_nursery() as nursery:
+                for peer in batch:
+                    nursery.start_soon(ask, peer, nursery)
+            named = target in answers
+            fresh = [p for p in dict.fromkeys(answers) if p not in (target, me)]
+            fresh = [p for p in fresh if p not in candidates and _serves_kad(dht.host, p)]
+            candidates = sort_peer_ids_by_distance(key, candidates + fresh)
     if not named:
         return None
     try:
@@ -269,9 +288,12 @@ def _peers(host: IHost, entries: Any) -> list[PeerInfo]:
     return out
 
 
-async def _find_node(dht: KadDHT, peer: ID, key: bytes) -> list[ID]:
+async def _find_node(dht: KadDHT, peer: ID, key: bytes) -> list[ID] | None:
+    """The ids ``peer`` names as closest to ``key``; None if it gave no answer."""
     response = await _ask(dht.host, peer, Message.MessageType.FIND_NODE, key)
-    return [] if response is None else [i.peer_id for i in _peers(dht.host, response.closerPeers)]
+    if response is None:
+        return None
+    return [i.peer_id for i in _peers(dht.host, response.closerPeers)]
 
 
 def strip_p2p(addrs: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
