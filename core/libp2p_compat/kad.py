@@ -48,8 +48,9 @@ REPROVIDE_INTERVAL = 22 * 3600.0
 MAX_PROVIDERS_PER_KEY = 500
 """Records kept per key; a GET_PROVIDERS answer with all of them stays far below the 4 MiB
 message limit (a record is a few hundred bytes)."""
-WALK_TIMEOUT = 20.0
-"""A whole walk; callers wanting an answer sooner bound it themselves."""
+WALK_TIMEOUT = 10.0
+"""A whole walk: then what it found is returned (a provider lookup on a loaded swarm asks
+peer after peer that times out, and would go on for the 4 s of each)."""
 ASK_TRIES = 2
 ASK_TIMEOUT = 4.0
 ADDR_TTL = 3600
