@@ -59,8 +59,9 @@ class Profile:
 
         A profile whose port is 0 gets a free port now, saved in its settings, so the
         multiaddr (and the QR code) given to others stays valid across restarts. When the
-        kept port is taken by another program this start falls back to any free port and
-        says so; the setting is left alone, so the next start tries the kept port again."""
+        kept port is taken by another program this start falls back to any free port (TCP,
+        and QUIC when it is on) and says so; the setting is left alone, so the next start
+        tries the kept port again."""
         if value.listen_addrs:
             return list(value.listen_addrs), ""
         if value.listen_port == 0:
@@ -77,7 +78,8 @@ class Profile:
             "using another port for now (your shared address will not work until it is free)"
         )
         log.warning("%s", notice)
-        return ["/ip4/0.0.0.0/tcp/0"], notice
+        # Any free port, on every transport the user chose (QUIC too unless switched off).
+        return settings.Settings(listen_port=0, quic=value.quic).effective_listen_addrs(), notice
 
     def load_contacts(self) -> dict[str, list[str]]:
         """Peer id → known multiaddrs."""
