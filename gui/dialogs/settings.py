@@ -30,6 +30,7 @@ MAX_NAME = 64
 """Characters of your display name (the profile protocol cuts longer names others send)."""
 RESTART_FIELDS = (
     "listen_port",
+    "quic",
     "bootstrap",
     "mdns",
     "file_update_topic",
@@ -59,6 +60,15 @@ class SettingsDialog(QDialog):
         self.port.setRange(0, 65535)
         self.port.setSpecialValueText("any free port")
         self.port.setValue(self.original.listen_port)
+        self.quic = QCheckBox("Listen on QUIC too (UDP, same port number)")
+        self.quic.setChecked(self.original.quic)
+        quic_hint = QLabel(
+            "QUIC gets through more home routers (hole punching works better over UDP); "
+            "peers that offer both are dialled over TCP first. Turn it off on networks "
+            "that drop UDP."
+        )
+        quic_hint.setWordWrap(True)
+        quic_hint.setEnabled(False)  # drawn greyed: an explanation, not a control
         self.bootstrap = QPlainTextEdit("\n".join(self.original.bootstrap))
         self.bootstrap.setPlaceholderText("One multiaddr per line; empty = no internet DHT")
         self.bootstrap.setMinimumHeight(110)
@@ -102,6 +112,8 @@ class SettingsDialog(QDialog):
         form = QFormLayout()
         form.addRow("Your name:", self.display_name)
         form.addRow("Listen port (TCP):", self.port)
+        form.addRow("", self.quic)
+        form.addRow("", quic_hint)
         form.addRow("Bootstrap peers:", self.bootstrap)
         form.addRow("Relays:", self.relays)
         form.addRow("", self.relay_service)
@@ -135,6 +147,7 @@ class SettingsDialog(QDialog):
             self.original,
             display_name=self.display_name.text().strip()[:MAX_NAME],
             listen_port=self.port.value(),
+            quic=self.quic.isChecked(),
             bootstrap=bootstrap,
             relays=relays,
             relay_service=self.relay_service.isChecked(),
