@@ -27,12 +27,13 @@ def default_geometry(available: QRect) -> tuple[QPoint, QSize]:
 
 
 def fit(
-    pos: QPoint, size: QSize, available: QRect, *, centre: bool = False
+    pos: QPoint, size: QSize, available: QRect, *, centre: bool = False, frame: QSize = FRAME
 ) -> tuple[QPoint, QSize]:
-    """The same window shrunk to the screen and moved onto it, frame included."""
-    width = max(1, min(size.width(), available.width() - FRAME.width()))
-    height = max(1, min(size.height(), available.height() - FRAME.height()))
-    outer_w, outer_h = width + FRAME.width(), height + FRAME.height()
+    """The same window shrunk to the screen and moved onto it, ``frame`` (the window
+    manager's borders and title bar, when known) included."""
+    width = max(1, min(size.width(), available.width() - frame.width()))
+    height = max(1, min(size.height(), available.height() - frame.height()))
+    outer_w, outer_h = width + frame.width(), height + frame.height()
     if centre:
         x = available.x() + (available.width() - outer_w) // 2
         y = available.y() + (available.height() - outer_h) // 2

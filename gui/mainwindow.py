@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QPoint, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtCore import QByteArray, QEvent, QPoint, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QInputDialog,
@@ -34,7 +34,7 @@ from core.profile.history import History
 from core.snapshots import NetworkState, PeerIdentity
 from gui import geometry, transfer_log
 from gui.client import NotDelivered, PeerClient
-from gui.models.reachability import reachability_text, reachability_tooltip
+from gui.models.reachability import reachability_forms, reachability_tooltip
 from gui.models.transfers import TransfersModel
 from gui.panes.chat import ChatMessage, ConversationView, is_file_notice, render
 from gui.panes.files import FilesPane
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PROTOCOL = "/chat/1.0.0"
 INFO_INTERVAL_MS = 2000
 HISTORY_COMMIT_MS = 1000
+FIT_RETRY_MS = 100
+FIT_TRIES = 10
+"""How often, and how many times, a shown window is checked again until it has a frame."""
 KEPT_NAMES = 1000
 """Names other peers chose that the profile keeps (the oldest learnt go first)."""
 HISTORY_SHOWN = 500
@@ -124,7 +127,8 @@ class MainWindow(QMainWindow):
         # Its own width (at most ElidedLabel's cap), shrinking before the window would grow;
         # the rest of the bar is for temporary messages.
         self.state_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
-        self.reach_label = ElidedLabel("", mode=Qt.TextElideMode.ElideRight)
+        # How others reach us matters more than the counts: it keeps its shortest form.
+        self.reach_label = ElidedLabel("", mode=Qt.TextElideMode.ElideRight, keep_shortest=True)
         self.reach_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.statusBar().addPermanentWidget(self.reach_label)
         self.statusBar().addPermanentWidget(self.state_label)
@@ -169,6 +173,10 @@ class MainWindow(QMainWindow):
         self.tick_timer.timeout.connect(self.monitor.tick)
         self.tick_timer.timeout.connect(self.transfers_model.tick)
         self.tick_timer.start()
+        self.fit_timer = QTimer(self)
+        self.fit_timer.setSingleShot(True)
+        self.fit_timer.timeout.connect(self.keep_on_screen)
+        self._fit_tries = 0
         self._restore_layout()
         self._restore_session()
 
@@ -286,6 +294,44 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray):
             self.restoreState(state)
 
+    def keep_on_screen(self) -> None:
+        """Shrink and move a shown window whose frame runs off its screen's available area.
+
+        Placing it at start is not enough: a caller may resize it (a test harness, a script),
+        Qt may restore a saved geometry as it was, and un-maximizing brings back a size saved
+        on a bigger screen. The real frame is used once the window manager has drawn one,
+        ``geometry.FRAME`` until then, and the check is made again until it has (a window
+        moved before it has a frame is placed by its inside: its title bar would end above
+        the screen)."""
+        if not self.isVisible() or self.windowState() & (
+            Qt.WindowState.WindowMaximized
+            | Qt.WindowState.WindowFullScreen
+            | Qt.WindowState.WindowMinimized
+        ):
+            return
+        frame = self.frameGeometry().size() - self.size()
+        if frame.width() <= 0 and frame.height() <= 0:
+            frame = geometry.FRAME
+            self._fit_tries += 1
+            if self._fit_tries < FIT_TRIES:  # offscreen and some platforms never have one
+                self.fit_timer.start(FIT_RETRY_MS)
+        pos, size = geometry.fit(self.pos(), self.size(), self._available(), frame=frame)
+        if size != self.size():
+            self.resize(size)
+        if pos != self.pos():
+            self.move(pos)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._fit_tries = 0
+        self.fit_timer.start(0)  # once the window system has placed it
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.WindowStateChange:
+            self._fit_tries = 0
+            self.fit_timer.start(0)  # un-maximized: the normal size may be a bigger screen's
+
     def reset_layout(self) -> None:
         """View → Reset layout: every pane back where a first start puts it."""
         if self.isMaximized() or self.isFullScreen():
@@ -376,13 +422,16 @@ class MainWindow(QMainWindow):
             else "DHT: no bootstrap peers"
         )
         lan = "LAN discovery on" if info.mdns else "LAN discovery off"
-        state = f"Online — {online} peer{'s' if online != 1 else ''} · {dht} · {lan}"
-        reach = reachability_text(info, self.peers_model.alias, time.monotonic() - self._online_at)
+        peers = f"{online} peer{'s' if online != 1 else ''}"
+        state = f"Online — {peers} · {dht} · {lan}"
+        waited = time.monotonic() - self._online_at
+        reach_forms = reachability_forms(info, self.peers_model.alias, waited)
+        reach = reach_forms[0]
         if state != self.state_label.text() or reach != self.reach_label.text():
-            self.state_label.setText(state)
-            self.reach_label.setText(reach)
+            self.state_label.setText(state, f"{peers} · {dht}", peers)
+            self.reach_label.setText(*reach_forms)
             self.stateChanged.emit(f"{state}\n{reach}")
-        self.reach_label.setToolTip(reachability_tooltip(info))
+        self.reach_label.setToolTip(f"{reach}\n{reachability_tooltip(info)}")
 
     def _on_event(self, event: Any) -> None:
         self.files.on_event(event)

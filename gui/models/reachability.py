@@ -27,19 +27,28 @@ PATIENCE = 60.0
 needs two AutoNAT servers that agree; a peer with fewer may never get one)."""
 
 
-def reachability_text(info: PeerInfo, name: Callable[[str], str], waited: float = 0.0) -> str:
+def reachability_forms(
+    info: PeerInfo, name: Callable[[str], str], waited: float = 0.0
+) -> tuple[str, ...]:
     """ "Public", "Behind NAT — reachable via relay <name>", "Checking reachability…" or,
     ``waited`` past ``PATIENCE`` seconds with no verdict, "Reachability unknown" (``name``
-    turns a relay's peer id into what the user calls it)."""
+    turns a relay's peer id into what the user calls it); then shorter ways to say it,
+    shortest last, so a status bar too narrow for the full text shows a shorter one rather
+    than cut the relay's name (the full text is in the tooltip)."""
     if info.reachability == "public":
-        return "Public" + (" · relay service on" if info.relay_service else "")
+        return ("Public" + (" · relay service on" if info.relay_service else ""),)
     if info.reachability == "private":
         relays = list(dict.fromkeys(r for r in map(relay_of, info.relay_addrs) if r))
         if not relays:
-            return "Behind NAT — no relay yet"
+            return ("Behind NAT — no relay yet", "NAT · no relay yet")
         more = f" (+{len(relays) - 1})" if len(relays) > 1 else ""
-        return f"Behind NAT — reachable via relay {name(relays[0])}{more}"
-    return "Checking reachability…" if waited < PATIENCE else "Reachability unknown"
+        relay = name(relays[0])
+        return (
+            f"Behind NAT — reachable via relay {relay}{more}",
+            f"NAT · via relay {relay}{more}",
+            "NAT · via relay",
+        )
+    return ("Checking reachability…" if waited < PATIENCE else "Reachability unknown",)
 
 
 def reachability_tooltip(info: PeerInfo) -> str:

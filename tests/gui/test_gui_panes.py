@@ -441,6 +441,34 @@ def test_settings_dialog_keeps_what_it_does_not_show(qtbot: Any, tmp_path: Path)
     assert saved.listen_addrs == ["/ip4/0.0.0.0/tcp/0"] and dialog.needs_restart
 
 
+def test_settings_dialog_switches_quic_and_says_a_restart_is_needed(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    from core.profile.settings import Settings
+    from gui.dialogs.settings import SettingsDialog
+
+    profile = FakeProfile(tmp_path)
+    dialog = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(dialog)
+    assert dialog.quic.isChecked()  # on by default, beside TCP
+    dialog.quic.setChecked(False)
+    dialog.accept()
+    assert profile.settings.quic is False and dialog.needs_restart
+    assert profile.settings.effective_listen_addrs() == [
+        f"/ip4/0.0.0.0/tcp/{profile.settings.listen_port}"
+    ]
+    again = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(again)
+    assert not again.quic.isChecked()
+    again.accept()  # saved unchanged: no restart asked for
+    assert profile.settings == replace(Settings(), quic=False) and not again.needs_restart
+    again = SettingsDialog(tmp_path, None, profile)
+    qtbot.addWidget(again)
+    again.quic.setChecked(True)
+    again.accept()
+    assert profile.settings.quic is True and again.needs_restart
+
+
 # -- reachability (issue 12) ------------------------------------------------------------------
 
 RELAY = "12D3KooWRelayhijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTU"
@@ -477,6 +505,76 @@ def test_status_bar_says_how_others_reach_us(window: Any, client: FakeClient, qt
     client.event_received.emit(ev.ReachabilityChanged("unknown"))
     qtbot.waitUntil(lambda: window.reach_label.text() == "Reachability unknown", timeout=WAIT_MS)
     assert "two connected peers that offer AutoNAT" in window.reach_label.toolTip()
+
+
+def test_elided_label_shows_the_longest_form_that_fits(qtbot: Any) -> None:
+    from gui.widgets.elide import MIN_WIDTH, ElidedLabel
+
+    label = ElidedLabel(mode=Qt.TextElideMode.ElideRight, keep_shortest=True)
+    qtbot.addWidget(label)
+    full, short, shortest = (
+        "Behind NAT — reachable via relay lucky-crane",
+        "NAT · lucky-crane",
+        "NAT",
+    )
+    label.setText(full, short, shortest)
+    metrics = label.fontMetrics()
+    assert label.text() == full and label.toolTip() == full
+    for width, shown in (
+        (metrics.horizontalAdvance(full), full),
+        (metrics.horizontalAdvance(full) - 1, short),
+        (metrics.horizontalAdvance(short), short),
+        (metrics.horizontalAdvance(shortest) + 2, shortest),
+    ):
+        label.resize(width, label.height())
+        assert label.displayed() == shown, width
+    assert label.minimumSizeHint().width() >= metrics.horizontalAdvance(shortest)
+    label.setText("x" * 300)  # one form only: cut, and it asks for little room
+    label.resize(100, label.height())
+    assert label.displayed().endswith("…") and label.minimumSizeHint().width() <= 240
+    assert ElidedLabel("x" * 300).minimumSizeHint().width() == MIN_WIDTH
+
+
+@pytest.mark.parametrize("nickname", ["", "the relay in the attic at my parents' house"])
+def test_status_bar_keeps_the_relay_name_whole_at_1280(
+    window: Any, client: FakeClient, qtbot: Any, nickname: str
+) -> None:
+    from gui.models.names import derived_name
+
+    online(client, qtbot, window)
+    if nickname:
+        window._set_nickname(RELAY, nickname)
+    relay = nickname or derived_name(RELAY)
+    circuits = tuple(
+        f"/ip4/198.18.0.{i}/tcp/4001/p2p/{peer}/p2p-circuit/p2p/{ME}"
+        for i, peer in ((1, RELAY), (2, ALICE))
+    )
+    info = replace(
+        client.network.info,
+        reachability="private",
+        relay_addrs=circuits,
+        dht_ready=True,
+        mdns=True,
+        connections=tuple(connection(p) for p in (RELAY, ALICE)),
+    )
+    client.network = replace(client.network, info=info)
+    client.event_received.emit(ev.ReachabilityChanged("private"))
+    full = f"Behind NAT — reachable via relay {relay} (+1)"
+    qtbot.waitUntil(lambda: window.reach_label.text() == full, timeout=WAIT_MS)
+    assert window.reach_label.toolTip().startswith(full + "\n") and circuits[0] in (
+        window.reach_label.toolTip()
+    )
+    window.statusBar().showMessage("Peer 12D3…SA started", 5000)
+    for width in (1268, 1000):  # a 1280 screen's window, and the narrowest it gets
+        window.resize(width, 700)
+        qtbot.waitUntil(lambda w=width: window.width() <= w + 1, timeout=WAIT_MS)
+        qtbot.wait(50)
+        shown = window.reach_label.displayed()
+        # the name whole, or the short form that leaves it to the tooltip; never cut
+        assert shown in (full, f"NAT · via relay {relay} (+1)", "NAT · via relay"), shown
+        assert "…" not in shown
+        if width == 1268 and not nickname:
+            assert relay in shown
 
 
 def test_relay_of_reads_the_relay_from_a_circuit_address() -> None:
