@@ -60,7 +60,7 @@ class SettingsDialog(QDialog):
         self.port.setRange(0, 65535)
         self.port.setSpecialValueText("any free port")
         self.port.setValue(self.original.listen_port)
-        self.quic = QCheckBox("Listen on QUIC too (UDP, same port number)")
+        self.quic = QCheckBox("Listen on QUIC too (UDP, the same port number as TCP)")
         self.quic.setChecked(self.original.quic)
         quic_hint = QLabel(
             "QUIC gets through more home routers (hole punching works better over UDP); "
@@ -111,7 +111,7 @@ class SettingsDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("Your name:", self.display_name)
-        form.addRow("Listen port (TCP):", self.port)
+        form.addRow("Listen port:", self.port)
         form.addRow("", self.quic)
         form.addRow("", quic_hint)
         form.addRow("Bootstrap peers:", self.bootstrap)
