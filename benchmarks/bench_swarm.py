@@ -162,13 +162,15 @@ def diagnose(swarm: Swarm, wrong: dict[str, list[str]]) -> str:
 
 
 class Traffic:
-    """Messages at ``rate``/s over the swarm, each from the next live member in turn, paced
-    by the clock (a slow publish does not lower the rate); mesh sizes and connection counts
-    are sampled alongside."""
+    """Messages at ``rate``/s over the swarm, each from the next live member in turn (of
+    ``senders``: a newcomer sends once its list is complete, before that it knows too few to
+    reach everyone), paced by the clock (a slow publish does not lower the rate); mesh sizes
+    and connection counts are sampled alongside."""
 
     def __init__(self, swarm: Swarm, rate: float) -> None:
         self.swarm = swarm
         self.rate = rate
+        self.senders = {p.name for p in swarm.live}
         self.sent: list[tuple[SwarmPeer, int, float]] = []
         self.failed = 0
         self.mesh: list[int] = []
@@ -192,7 +194,7 @@ class Traffic:
     def _pump(self) -> None:
         start, seq = time.monotonic(), 0
         while not self._stop.is_set():
-            live = self.swarm.live
+            live = [p for p in self.swarm.live if p.name in self.senders]
             if live:
                 sender = live[seq % len(live)]
                 msg = swarmlab.message(sender, seq)
@@ -345,6 +347,7 @@ def main() -> None:
             )
             for n in newcomers:
                 since[n.name] = done.get(n.name, float("inf"))
+            traffic.senders |= set(done)
 
             # The churn phase may outlast the duration: the traffic then runs on, a window more.
             time.sleep(max(0.0, t0 + args.duration - window - time.monotonic()))
@@ -406,10 +409,10 @@ def main() -> None:
         for asker in random.sample(live, min(args.lookups, len(live))):
             target = random.choice([p for p in live if p is not asker])
             try:
-                r = asker.runner.call("find_peer", peer=target.id, timeout=40)
+                r = asker.runner.call("find_peer", peer=target.id, bound=30, timeout=40)
                 found += r["found"]
                 peer_times.append(r["took"])
-                r = asker.runner.call("find_providers", topic=TOPIC, timeout=40)
+                r = asker.runner.call("find_providers", topic=TOPIC, bound=30, timeout=40)
                 provider_times.append(r["took"])
                 providers.append(len(set(r["peers"]) & ids))
             except Exception as exc:
