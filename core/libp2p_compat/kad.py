@@ -52,6 +52,10 @@ WALK_TIMEOUT = 10.0
 """A whole walk: then what it found is returned (a provider lookup on a loaded swarm asks
 peer after peer that times out, and would go on for the 4 s of each)."""
 ASK_TRIES = 2
+WALK_ALPHA = 3
+"""Peers asked at once by a walk, go's figure (py-libp2p asks 10: in a swarm where everyone
+looks up at once that is more requests than its servers take, 12 at a time, and they reset
+the rest)."""
 ASK_TIMEOUT = 4.0
 ADDR_TTL = 3600
 """How long addresses a walk learnt stay in the peerstore (the library's figure)."""
@@ -138,9 +142,9 @@ class ExpiringProviderStore(ProviderStore):
 
 
 class _Walk:
-    """Who a walk asked and who answered: the closest ``BUCKET_SIZE`` are asked, ``ALPHA`` at
-    a time; one that gave no answer (busy, its stream reset) is asked once more later,
-    since on a loaded swarm a first ask often times out."""
+    """Who a walk asked and who answered: the closest ``BUCKET_SIZE`` are asked,
+    ``WALK_ALPHA`` at a time; one that gave no answer (busy, its stream reset) is asked once
+    more later, since on a loaded swarm a first ask often times out."""
 
     def __init__(self) -> None:
         self.tries: dict[ID, int] = {}
@@ -153,7 +157,7 @@ class _Walk:
             for p in candidates[:BUCKET_SIZE]
             if p not in self.answered and 0 < self.tries.get(p, 0) < ASK_TRIES
         ]
-        batch = (fresh + again)[:ALPHA]
+        batch = (fresh + again)[:WALK_ALPHA]
         for peer in batch:
             self.tries[peer] = self.tries.get(peer, 0) + 1
         return batch
@@ -203,8 +207,8 @@ async def find_providers_network(dht: KadDHT, key: str, count: int = 20) -> list
 
 
 async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:
-    """Walk towards ``target``'s id, asking ``ALPHA`` peers at a time for the peers closest
-    to it, until one names ``target`` itself (a DHT server that knows its addresses puts it
+    """Walk towards ``target``'s id, asking ``WALK_ALPHA`` peers at a time for the peers
+    closest to it, until one names ``target`` itself (a DHT server that knows its addresses puts it
     first); its answer puts the addresses in our peerstore. Only answers count: ``target``
     is never asked about itself, and what our routing table knows of it is not used."""
     key = target.to_bytes()
