@@ -1,9 +1,10 @@
 """GossipSub topics: subscribe, publish, membership and live monitoring.
 
 Settings follow p2p-webapp (D=6, Dlo=5, Dhi=12, heartbeat 500 ms) and fix py-libp2p's traps:
-its 120 s default heartbeat, its spam limit that silently drops a user's 11th message in a
-second, and per-peer outbound queues of 32 RPCs that drop on overflow — publishing waits for
-room in those queues instead of losing messages.
+its 120 s default heartbeat, its adaptive heartbeat (stretched to 30-60 s when the mesh looks
+unhealthy), its spam limit that silently drops a user's 11th message in a second, and per-peer
+outbound queues of 32 RPCs that drop on overflow — publishing waits for room in those queues
+instead of losing messages.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def make_router(router_cls: type[GossipSub] = compat.GoIDontWantGossipSub) -> Go
         heartbeat_initial_delay=0.05,
         do_px=True,
         spam_protection_enabled=False,
+        # py-libp2p's "adaptive gossip" stretches the heartbeat to 30-60 s and lifts D_hi to
+        # 16 once its health score drops (a small or churning mesh), so meshes stop repairing
+        # for a minute; its eclipse protection grafts past D_hi. go has neither.
+        adaptive_gossip_enabled=False,
+        eclipse_protection_enabled=False,
     )
 
 
