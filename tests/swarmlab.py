@@ -177,6 +177,9 @@ class SwarmPeer:
 class Swarm:
     """Two public bootstrap peers (the first also a relay) and any number of members."""
 
+    runner_module = "tests.swarmlab"
+    """The module each peer process runs (a subclass's lab adds its own commands)."""
+
     lab: netlab.Lab
     bootstrap: list[SwarmPeer] = field(default_factory=list)
     members: list[SwarmPeer] = field(default_factory=list)
@@ -251,7 +254,7 @@ class Swarm:
         return started
 
     def _spawn(self, name: str, node: netlab.Node, public: bool, args: list[str]) -> SwarmPeer:
-        argv = ["ip", "netns", "exec", node.ns, sys.executable, "-m", "tests.swarmlab", *args]
+        argv = ["ip", "netns", "exec", node.ns, sys.executable, "-m", self.runner_module, *args]
         proc = subprocess.Popen(
             argv,
             cwd=netlab.ROOT,

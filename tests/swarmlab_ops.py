@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -175,6 +172,8 @@ def main() -> None:
 class OpsSwarm(Swarm):
     """A ``Swarm`` whose peers are this module's processes, started a few at a time."""
 
+    runner_module = "tests.swarmlab_ops"
+
     def add(self, count: int, *, behind_nat: int = 0) -> list[SwarmPeer]:
         """``count`` members, the last ``behind_nat`` of them behind routers."""
         started: list[SwarmPeer] = []
@@ -185,28 +184,6 @@ class OpsSwarm(Swarm):
             started += super().add(public + nat, behind_nat=nat)
             left_public, left_nat = left_public - public, left_nat - nat
         return started
-
-    def _spawn(self, name: str, node: netlab.Node, public: bool, args: list[str]) -> SwarmPeer:
-        argv = ["ip", "netns", "exec", node.ns, sys.executable, "-m", "tests.swarmlab_ops", *args]
-        proc = subprocess.Popen(
-            argv,
-            cwd=netlab.ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None if os.environ.get("NETLAB_DEBUG") else subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
-        # The lab's ready deadline grows with the load where swarmlab knows how.
-        wait = {"ready_timeout": self.ready_timeout()} if hasattr(self, "ready_timeout") else {}
-        try:
-            runner = netlab.RunnerPeer(proc, **wait)
-        except BaseException:
-            proc.kill()
-            proc.wait(timeout=5)
-            raise
-        self.lab.processes.append(runner)
-        return SwarmPeer(name, node, runner, behind_nat=not public)
 
 
 def connect_all(swarm: Swarm, peers: list[SwarmPeer], timeout: float = 60.0) -> dict[str, int]:
