@@ -34,6 +34,7 @@ from core.libp2p_compat.kad import (
     find_peer_network,
     find_providers_network,
     install_provider_store,
+    provide_network,
     strip_p2p,
 )
 from core.libp2p_compat.limits import (
@@ -134,6 +135,7 @@ __all__ = [
     "observed_ips",
     "own_signature_checks_skipped",
     "ping_rtt",
+    "provide_network",
     "quic_transport",
     "quiet_library_logging",
     "recording_recipients",

@@ -188,8 +188,8 @@ class Dht:
         self.enqueue(advertise)
 
     async def _provide(self, namespace: str) -> None:
-        ok = await self.kad.provide(namespace_cid(namespace))
-        log.debug("advertised %s: %s", namespace, ok)
+        sent = await compat.provide_network(self.kad, namespace_cid(namespace))
+        log.debug("advertised %s to %d peer(s)", namespace, sent)
 
     def stop_advertising(self, topic: str) -> None:
         """We left the topic: stop advertising it and looking for its peers."""

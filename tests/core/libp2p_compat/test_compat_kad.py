@@ -61,3 +61,17 @@ def test_the_internals_we_call_keep_their_shape() -> None:
     # FIND_NODE answers put the target first when its addresses are known (go does too).
     assert "closest_peers = [target] + [" in handler
     assert "def _encode_key(key: str) -> bytes" in inspect.getsource(_encode_key)
+
+
+def test_the_library_provide_still_walks_its_own_way_and_we_send_through_it() -> None:
+    # provide_network exists because the library's provide finds the closest peers with its
+    # own walk (answers dropped on an older signed record, 10 asks at once)...
+    provide = inspect.getsource(ProviderStore.provide)
+    assert "self.peer_routing.find_closest_peers_network(key)" in provide
+    assert peer_routing.ALPHA == 10
+    # ...and sends each ADD_PROVIDER through this method, which we call ourselves.
+    params = inspect.signature(ProviderStore._send_add_provider).parameters
+    assert list(params) == ["self", "peer_id", "key"]
+    assert "ADD_PROVIDER" in inspect.getsource(ProviderStore._send_add_provider)
+    # Servers reset DHT requests beyond 12 at once: why our walks ask 3 at a time.
+    assert "CapacityLimiter(12)" in inspect.getsource(KadDHT.__init__)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
 import trio
+from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.kad_dht.kad_dht import _encode_key
+from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from core import libp2p_compat as compat
 from core.events import DhtReady, PeerConnected, TopicData
+from core.libp2p_compat import kad
 from core.libp2p_compat.kad import MAX_PROVIDERS_PER_KEY, ExpiringProviderStore
 from core.network.dht import namespace_cid, rendezvous_namespaces
 from core.peer import new_peer
@@ -218,3 +224,76 @@ def test_provider_store_keeps_more_than_twenty_providers_and_drops_the_oldest_wh
     assert ids[0] not in kept and ids[-1] in kept
     store.ttl = 0.0
     assert store.get_providers(b"key") == []
+
+
+async def test_every_member_record_reaches_every_server_through_our_own_walk() -> None:
+    """Members know only the bootstrap peer: an advertisement's ADD_PROVIDERs go to the peers
+    its FIND_NODE walk learnt of, so each member's record ends up in every other member's
+    store (all of them are among the 20 closest here), and a lookup from any member finds
+    all the others, in go's 5 s."""
+    count = 7
+    key = namespace_cid("swarmroom")
+    async with trio.open_nursery() as nursery:
+        boot = await nursery.start(new_peer(fast_config()).run)
+        boot_addr = boot.listen_addrs()[0]
+        recs = [Recorder() for _ in range(count)]
+        members = [
+            await nursery.start(
+                new_peer(fast_config(bootstrap=[boot_addr], dht_ready_wait=5.0), rec).run
+            )
+            for rec in recs
+        ]
+        for rec in recs:
+            await rec.wait_for(lambda rec=rec: rec.of(DhtReady))
+        with trio.fail_after(30):
+            sent = [await compat.provide_network(m.dht.kad, key) for m in members]
+        assert all(n >= count - 1 for n in sent), sent  # the others and the bootstrap peer
+        ids = {m.peer_id for m in members}
+        for m in members:
+            held = {i.peer_id for i in m.dht.providers.get_providers(_encode_key(key))}
+            assert held == ids, f"{m.peer_id} holds {len(held)} of {count}"
+        for m in members:
+            with trio.fail_after(5):
+                found = {i.peer_id for i in await compat.find_providers_network(m.dht.kad, key)}
+            assert found - {m.peer_id} == ids - {m.peer_id}
+        for p in [*members, boot]:
+            p.stop()
+
+
+async def test_a_walk_keeps_three_asks_in_flight_retries_once_and_ends_at_the_closest() -> None:
+    """The walk's rules on a made-up id space: never more than ``WALK_ALPHA`` asks at once, a
+    slow peer holding up only its own slot, a peer that gave no answer asked once more, and
+    the walk over once the ``WALK_BETA`` closest known have answered."""
+    host = new_host(key_pair=create_new_key_pair())
+    ids = [ID.from_pubkey(create_new_key_pair().public_key) for _ in range(30)]
+    target = b"some key"
+    by_distance = sort_peer_ids_by_distance(target, ids)
+    closest, slow, flaky = by_distance[0], by_distance[-1], by_distance[1]
+    asked: list[ID] = []
+    in_flight = peak = 0
+
+    async def ask(peer: ID) -> list[ID] | None:
+        nonlocal in_flight, peak
+        asked.append(peer)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            if peer == slow:
+                await trio.sleep(kad.ASK_TIMEOUT + 1)  # cut at ASK_TIMEOUT
+            await trio.sleep(0.01)
+            if peer == flaky and asked.count(peer) == 1:
+                return None
+            # Everyone names the closest peer (and a few others); only it closes the walk.
+            return [closest, *random.sample(ids, 3)]
+        finally:
+            in_flight -= 1
+
+    walk = kad._Walk(host, target, [slow, *random.sample(by_distance[5:], 4)], set())
+    with trio.fail_after(kad.WALK_TIMEOUT):
+        await walk.run(ask, lambda: False)
+    assert peak <= kad.WALK_ALPHA
+    assert asked.count(flaky) == 2 and flaky in walk.answered
+    assert set(by_distance[: kad.WALK_BETA]) <= walk.answered
+    assert walk.closest()[0] == closest
+    # The slow peer is left behind and never answered.
+    assert slow not in walk.answered
