@@ -166,7 +166,7 @@ class Files:
         self.tree = FileTree(store)
         self.service = FileService(host, self.tree.listing, self._serve_content)
         self._guard = _FetchGuard(store)
-        self.bitswap = Bitswap(host, store.get)
+        self.bitswap = Bitswap(host, store.get, store.has)
         self._listing_pending: dict[str, trio.Event] = {}
         self._remote_entries: OrderedDict[bytes, dict[str, str]] = OrderedDict()
         self._fetched: OrderedDict[bytes, None] = OrderedDict(

@@ -2,10 +2,11 @@
 
 Serving, as go (boxo) and js (Helia) peers expect: every message we send goes on a stream we
 open to the peer (theirs are closed for reading), blocks carry the right CID prefix, a
-WANT-HAVE gets HAVE (or the block itself when it is under 1 KiB), DONT_HAVE goes out when it
-was asked for. Each peer's ledger is capped (``MAX_WANTS_PER_PEER``, ``MAX_ENTRIES_PER_MESSAGE``,
-``MAX_STREAMS_PER_PEER``, ``MAX_MESSAGE``), answered by one task per peer in messages of about
-``MESSAGE_BLOCK_BYTES``, and dropped when the peer disconnects.
+WANT-HAVE gets HAVE, answered from the store's cheap ``has`` without reading the block
+(an identity CID's block, held in the CID itself, is sent in place of HAVE when under 1 KiB),
+DONT_HAVE goes out when it was asked for. Each peer's ledger is capped (``MAX_WANTS_PER_PEER``,
+``MAX_ENTRIES_PER_MESSAGE``, ``MAX_STREAMS_PER_PEER``, ``MAX_MESSAGE``), answered by one task
+per peer in messages of about ``MESSAGE_BLOCK_BYTES``, and dropped when the peer disconnects.
 
 Fetching: a DAG is fetched with no fixed waits. WANT-HAVE goes to every connected peer until
 some say HAVE; then WANT-BLOCKs are spread over the peers known to have that block, else over
@@ -53,7 +54,8 @@ from core.network.framing import reset_quietly
 log = logging.getLogger(__name__)
 
 BLOCK_IN_PLACE_OF_HAVE = 1024
-"""A WANT-HAVE for a block smaller than this gets the block (as boxo and Helia do)."""
+"""A WANT-HAVE for a block smaller than this gets the block (as boxo and Helia do) when we know
+its size without reading it: identity CIDs only, as ``has`` tells presence, not size."""
 MAX_WANTS_PER_PEER = 1024
 MAX_ENTRIES_PER_MESSAGE = 4096
 """Wantlist entries looked at per message; the rest of a huge list is ignored."""
@@ -80,6 +82,9 @@ STALL = 3.0
 
 _Answer = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]
 """Blocks (CID, data) and presences (CID, HAVE / DONT_HAVE) for one message to a peer."""
+
+_Found = bytes | bool | None
+"""What the store said for one want: the block, True (held, not read: a WANT-HAVE) or None."""
 
 Accept = Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, int]]]
 """Stores verified blocks (in a worker thread) and returns the CIDs still missing below them,
@@ -113,9 +118,17 @@ class _PeerState:
 
 
 class Bitswap:
-    def __init__(self, host: IHost, get_block: Callable[[bytes], bytes | None]) -> None:
+    def __init__(
+        self,
+        host: IHost,
+        get_block: Callable[[bytes], bytes | None],
+        has_block: Callable[[bytes], bool],
+    ) -> None:
         self.host = host
         self.get_block = get_block
+        """Reads a block: for WANT-BLOCKs."""
+        self.has_block = has_block
+        """Whether a block is stored, without reading it: for WANT-HAVEs and rechecks."""
         self._peers: dict[ID, _PeerState] = {}
         self._wanted: dict[bytes, set[_Fetch]] = {}
         self._nursery: trio.Nursery | None = None
@@ -287,9 +300,7 @@ class Bitswap:
         ]
         if not missing:
             return
-        found = await trio.to_thread.run_sync(
-            lambda: [self._lookup(want.cid) is not None for _, want in missing]
-        )
+        found = await trio.to_thread.run_sync(lambda: [self._has(want.cid) for _, want in missing])
         for (state, want), have in zip(missing, found, strict=True):
             if have and want.missing and state.wants.get(want.cid) is want:
                 want.missing = False
@@ -317,7 +328,7 @@ class Bitswap:
         finally:
             state.serving = False
 
-    def _answers(self, state: _PeerState, found: list[tuple[_Want, bytes | None]]) -> _Answer:
+    def _answers(self, state: _PeerState, found: list[tuple[_Want, _Found]]) -> _Answer:
         blocks: list[tuple[bytes, bytes]] = []
         presences: list[tuple[bytes, int]] = []
         for want, data in found:
@@ -328,7 +339,7 @@ class Bitswap:
                 if want.dont_have:
                     presences.append((want.cid, PRESENCE_DONT_HAVE))
                 continue
-            if want.block or len(data) < BLOCK_IN_PLACE_OF_HAVE:
+            if isinstance(data, bytes) and (want.block or len(data) < BLOCK_IN_PLACE_OF_HAVE):
                 blocks.append((want.cid, data))
             else:
                 presences.append((want.cid, PRESENCE_HAVE))
@@ -343,18 +354,46 @@ class Bitswap:
             else:
                 state.wants.clear()  # the peer does not take our messages
 
-    def _collect(self, wants: list[_Want]) -> list[tuple[_Want, bytes | None]]:
-        """Worker thread: the blocks for the first wants, up to about one message of data."""
-        out: list[tuple[_Want, bytes | None]] = []
+    def _collect(self, wants: list[_Want]) -> list[tuple[_Want, _Found]]:
+        """Worker thread: the blocks for the first wants, up to about one message of data; a
+        WANT-HAVE only asks the store whether it has the block (True), never reads it."""
+        out: list[tuple[_Want, _Found]] = []
         size = 0
         for want in wants:
-            data = self._lookup(want.cid)
+            data: _Found
+            if want.block:
+                data = self._lookup(want.cid)
+            else:
+                data = self._inline(want.cid)
+                if data is None:
+                    data = True if self._has(want.cid) else None
             out.append((want, data))
-            if data is not None and (want.block or len(data) < BLOCK_IN_PLACE_OF_HAVE):
+            if isinstance(data, bytes) and (want.block or len(data) < BLOCK_IN_PLACE_OF_HAVE):
                 size += len(data)
                 if size >= MESSAGE_BLOCK_BYTES:
                     break
         return out
+
+    @staticmethod
+    def _inline(cid: bytes) -> bytes | None:
+        """An identity CID's block (its digest), known without the store."""
+        try:
+            parts = cid_parts(cid)
+        except DagPBError:
+            return None
+        return parts.digest if parts.hash_code == IDENTITY else None
+
+    def _has(self, cid: bytes) -> bool:
+        """Whether we hold the block (also as its CIDv0 / v1 twin), without reading it."""
+        try:
+            parts = cid_parts(cid)
+        except DagPBError:
+            return False
+        if parts.hash_code == IDENTITY or self.has_block(cid):
+            return True
+        if parts.codec == DAG_PB and parts.hash_code == SHA2_256:
+            return self.has_block(cid[2:] if parts.version == 1 else b"\x01\x70" + cid)
+        return False
 
     def _lookup(self, cid: bytes) -> bytes | None:
         try:
