@@ -25,6 +25,8 @@ SPEED_WINDOW = 5.0
 """Seconds of progress reports the speed is measured over."""
 FRACTION_ROLE = Qt.ItemDataRole.UserRole + 1
 """The progress column's fraction done (0..1), or None when the total is unknown."""
+STATE_ROLE = Qt.ItemDataRole.UserRole + 2
+"""The job's state ('queued', 'running', 'done', 'failed', 'cancelled'), for the bar's look."""
 ACTIVE = ("queued", "running")
 
 
@@ -299,6 +301,8 @@ class TransfersModel(RowsModel):
             return self._text(job, col)
         if role == FRACTION_ROLE and col == 2:
             return job.fraction
+        if role == STATE_ROLE:
+            return job.state
         if role == Qt.ItemDataRole.ToolTipRole:
             return "\n".join(t for t in (job.name, job.where, job.detail, _ended(job)) if t)
         if role == Qt.ItemDataRole.UserRole:
@@ -312,6 +316,8 @@ class TransfersModel(RowsModel):
         if col == 1:
             return job.kind
         if col == 2:
+            if job.state == "failed":  # shown instead of the bar: an empty bar said nothing
+                return f"Failed: {job.detail}" if job.detail else "Failed"
             if job.total > 0:
                 percent = 100 * min(job.done, job.total) // job.total
                 return f"{percent}% of {human_size(job.total)}"  # short: it is on the bar

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QPainter
+from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -23,12 +23,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.models.transfers import FRACTION_ROLE, TransfersModel
+from gui.models.transfers import FRACTION_ROLE, STATE_ROLE, TransfersModel
 from gui.widgets.elide import ElidedLabel
+
+FAILED_COLOR = QColor(198, 40, 40)
+"""A failed transfer's progress cell: its reason in red where the bar was."""
 
 
 class ProgressDelegate(QStyledItemDelegate):
-    """Paints the progress column as a progress bar with the column's text on it."""
+    """Paints the progress column as a progress bar with the column's text on it; a failed
+    job gets no bar (it showed as an empty box) but "Failed: why" in red, elided at the end."""
 
     def paint(
         self,
@@ -36,6 +40,15 @@ class ProgressDelegate(QStyledItemDelegate):
         option: QStyleOptionViewItem,
         index: QModelIndex | QPersistentModelIndex,
     ) -> None:
+        if index.data(STATE_ROLE) == "failed":
+            text = QStyleOptionViewItem(option)
+            self.initStyleOption(text, index)
+            text.textElideMode = Qt.TextElideMode.ElideRight
+            for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive):
+                text.palette.setColor(group, QPalette.ColorRole.Text, FAILED_COLOR)
+            style = option.widget.style() if option.widget else QApplication.style()
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, text, painter, option.widget)
+            return
         fraction = index.data(FRACTION_ROLE)
         bar = QStyleOptionProgressBar()
         bar.rect = option.rect.adjusted(1, 1, -1, -1)

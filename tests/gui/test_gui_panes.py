@@ -729,6 +729,43 @@ def test_a_get_that_found_nothing_is_listed_as_failed(
     assert "fallback peer" in said[0]
 
 
+def _reds(window: Any, row: int) -> int:
+    """Red pixels painted in the row's progress cell (the failed colour, not the bar's)."""
+    table = window.transfers.table
+    rect = table.visualRect(window.transfers_model.index(row, 2))
+    image = table.viewport().grab(rect).toImage()
+    return sum(
+        1
+        for x in range(image.width())
+        for y in range(image.height())
+        if (c := image.pixelColor(x, y)).red() > 150 and c.green() < 90 and c.blue() < 90
+    )
+
+
+def test_a_failed_transfer_shows_failed_where_its_bar_was(
+    window: Any, client: FakeClient, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed job's progress cell was an empty bar: it now reads "Failed: why", in red."""
+    online(client, qtbot, window)
+    monkeypatch.setattr(window.files, "_message", lambda *_args: None)
+    window.files.get_by_cid("bafynone", "")
+    window.files.get_by_cid("bafyslow", "")
+    qtbot.waitUntil(lambda: set(_states(window).values()) == {"running"}, timeout=WAIT_MS)
+    window.docks["Transfers"].raise_()
+    window.transfers.table.clearSelection()
+    error = "bafynone is not stored here and no peer provided it"
+    client.event_received.emit(ev.GotFile("bafynone", False, {"error": error}))
+    qtbot.waitUntil(lambda: _states(window)["bafynone"] == "failed", timeout=WAIT_MS)
+    model = window.transfers_model
+    failed = model.rows.index(model.newest("Get", "bafynone"))
+    running = model.rows.index(model.newest("Get", "bafyslow"))
+    progress = model.index(failed, model.COLUMNS.index("Progress"))
+    assert model.data(progress) == "Failed: it is not stored here and no peer provided it"
+    assert _reds(window, failed) > 20  # the reason painted in red
+    assert _reds(window, running) == 0  # a running job keeps its plain bar
+    client.get_gate.set()
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
