@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -26,6 +26,13 @@ from gui.widgets.elide import ElidedLabel
 from gui.widgets.qr import QrDialog
 
 COPIED_MS = 1500
+COLUMN_CAPS = (175, 170, 100, 320)
+"""The widest the Peer, Link, Direction and Address columns get; Protocols takes the rest."""
+COLUMN_MINS = (90, 60, 36, 36, 36)
+"""The narrowest each column gets before the table would scroll sideways."""
+SHRINK_ORDER = (4, 3, 2, 0, 1)
+"""Which columns give way first when the pane is narrow: Protocols, Address, Direction, the
+name; the link and its latency last (what a narrow dock must still show)."""
 KIND_HELP = {
     "direct": "direct: a connection of its own to the peer",
     "relayed": "relayed: through a circuit relay (limited in time and data; hole punching "
@@ -220,13 +227,19 @@ class PeersPane(QWidget):
         )
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        # The name column is as wide as a name and a short id, no wider: latency and the
-        # direction stay in view in a narrow dock (the whole id is in the tooltip).
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, 175)
-        header.setStretchLastSection(True)
+        # Columns fit the pane (``fit_columns``): each as wide as its content up to a cap, the
+        # last one stretched over what is left, and in a narrow dock the long ones give way
+        # and elide (the whole id and addresses are in the tooltip). Sized to content, a
+        # relayed address and the protocol list scrolled the table sideways at 1280 px.
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(min(COLUMN_MINS))
+        header.setStretchLastSection(False)  # a stretched one stays >= 100 px: sized here
+        header.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setHorizontalScrollMode(QTableView.ScrollMode.ScrollPerPixel)
+        self.table.viewport().installEventFilter(self)
+        for changed in (model.modelReset, model.rowsInserted, model.layoutChanged):
+            changed.connect(self.fit_columns)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(22)
 
@@ -247,6 +260,36 @@ class PeersPane(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.table, 1)
         layout.addLayout(bottom)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self.fit_columns()
+        return super().eventFilter(watched, event)
+
+    def fit_columns(self, *_changed: object) -> None:
+        """Column widths that fit the table's width: content up to ``COLUMN_CAPS``, then the
+        columns in ``SHRINK_ORDER`` narrowed down to ``COLUMN_MINS`` until they fit; the last
+        column takes whatever is left."""
+        header = self.table.horizontalHeader()
+        count = self.model.columnCount()
+        if count != len(COLUMN_MINS):
+            return
+        room = self.table.viewport().width()
+        widths = []
+        for column in range(count):
+            want = max(self.table.sizeHintForColumn(column), header.sectionSizeHint(column))
+            cap = COLUMN_CAPS[column] if column < len(COLUMN_CAPS) else want
+            widths.append(max(COLUMN_MINS[column], min(want, cap)))
+        excess = sum(widths) - room
+        for column in SHRINK_ORDER:
+            if excess <= 0:
+                break
+            give = min(excess, widths[column] - COLUMN_MINS[column])
+            widths[column] -= give
+            excess -= give
+        widths[-1] = max(COLUMN_MINS[-1], room - sum(widths[:-1]))  # the rest: Protocols
+        for column, width in enumerate(widths):
+            header.resizeSection(column, width)
 
     def set_identity(self, peer_id: str, addrs: list[str]) -> None:
         self.own_id, self.own_addrs = peer_id, addrs
