@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import multiaddr
 from libp2p import new_host
@@ -13,6 +14,7 @@ from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
+from libp2p.protocol_muxer.exceptions import MultiselectError
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -92,12 +94,32 @@ def build_host(
         transports=[TCP(), quic_transport(key_pair)],
     )
     keep_one_per_kind(host)
+    guard_vanishing_handlers(host)
 
     async def _no_auto_connect() -> None:
         return None
 
     host.get_network().auto_connector.maybe_connect = _no_auto_connect  # type: ignore[attr-defined]
     return host
+
+
+class _Handlers(dict[Any, Any]):
+    """Multistream's protocol handlers, where a protocol removed mid-negotiation is a failed
+    negotiation instead of a ``KeyError``."""
+
+    def __missing__(self, protocol: Any) -> Any:
+        raise MultiselectError(f"protocol {protocol} was removed while being negotiated")
+
+
+def guard_vanishing_handlers(host: IHost) -> None:
+    """py-libp2p 0.8.1's ``Multiselect.negotiate`` checks that a protocol has a handler,
+    answers the peer (a checkpoint) and only then looks the handler up: a handler removed in
+    between (the DHT's, when AutoNAT turns it into a client) raises ``KeyError`` through the
+    connection's nursery and stops the whole peer. Seen in the swarm lab: a NATed member
+    switching to DHT client mode while a walk asked it. Now that stream is reset, as any
+    failed negotiation is."""
+    selector = host.get_mux()
+    selector.handlers = _Handlers(selector.handlers)
 
 
 def forget_dial_failure(host: IHost, peer: ID) -> None:
