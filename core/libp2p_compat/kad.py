@@ -17,9 +17,10 @@ py-libp2p 0.8.1's provider store differs from go-libp2p-kad-dht in ways a swarm 
 
 ``provide_network`` advertises through our own walk (the library's drops answers and floods
 loaded servers, so records landed on few peers: at 50 members a topic lookup found a median
-8 of them). ``find_peer_network`` is a walk for a peer id that counts only what the network answers: the
-library's ``find_peer`` returns the routing table's or peerstore's addresses when it has any,
-stale or not, and the peer's own entry in our table would count as "found" in its walk.
+8 of them). ``find_peer_network`` is a walk for a peer id that counts only what the network
+answers: the library's ``find_peer`` returns the routing table's or peerstore's addresses
+when it has any, stale or not, and the peer's own entry in our table would count as "found"
+in its walk.
 """
 
 from __future__ import annotations
