@@ -109,6 +109,10 @@ async def test_direct_messages_to_an_unreachable_peer_are_bounded_with_error_ans
             manager.peers[me].host.get_peerstore().add_addrs(
                 nobody_id, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{hole}")], 3600
             )
+            # The first message's dial must still hang while all 200 arrive: each 1 MiB is
+            # spooled to disk, which on a loaded box took longer than fast_config's 2 s x 3
+            # attempts, and then the queue drained and refilled instead of staying full.
+            manager.peers[me].direct.config.open_timeout = 20.0
             before = rss_bytes()
             blob = "x" * MiB
             rids = []
