@@ -81,8 +81,10 @@ from core.libp2p_compat.yamux import (
     WindowExceeded,
     bound_yamux_buffers,
     coalesce_window_updates,
+    freeze_yamux_tuning,
     window_updates_coalesced,
     yamux_buffers_bounded,
+    yamux_tuning_frozen,
 )
 
 __all__ = [
@@ -122,6 +124,7 @@ __all__ = [
     "find_providers_network",
     "forget_dead_connections",
     "forget_dial_failure",
+    "freeze_yamux_tuning",
     "gate_inbound_handshakes",
     "inbound_handshakes_gated",
     "install_provider_store",
@@ -149,12 +152,14 @@ __all__ = [
     "topic_peers",
     "window_updates_coalesced",
     "yamux_buffers_bounded",
+    "yamux_tuning_frozen",
 ]
 """What the package offers; listed so a type checker sees the re-exports as meant."""
 
 # On for every host of the process: see yamux.py, limits.py and pubsub_speed.py.
 bound_yamux_buffers()
 coalesce_window_updates()
+freeze_yamux_tuning()
 gate_inbound_handshakes()
 reuse_signed_records()
 skip_own_signature_checks()

@@ -134,6 +134,25 @@ class GoLikeGossipSub(GossipSub):
             sink.extend(p for p in peers if p in pubsub.peers)
         return peers
 
+    def _prune_pending_messages(self, peer_id: ID) -> None:
+        """The library's pruning of the RPCs held for a peer whose subscriptions we have not
+        heard yet, without copying the queue for every message forwarded: a connected peer
+        that never joins the topic (a bootstrap peer, a DHT neighbour) holds up to 100, and
+        the library rebuilt the list, and warned, on each message. Entries are appended in
+        time order, so the expired ones are a prefix."""
+        queue = self._pending_messages.get(peer_id)
+        if queue is None:
+            return
+        cutoff = time.time() - self._pending_messages_ttl
+        expired = 0
+        while expired < len(queue) and queue[expired][0] < cutoff:
+            expired += 1
+        drop = expired + max(0, len(queue) - expired - self._max_pending_messages_per_peer)
+        if drop:
+            del queue[:drop]
+        if not queue:
+            self._pending_messages.pop(peer_id, None)
+
     def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
         out: defaultdict[ID, dict[str, list[bytes]]] = defaultdict(dict)
         pubsub = self.pubsub
@@ -311,8 +330,13 @@ class GuardedPubsub(Pubsub):
             await load.room.wait()
 
     def start_push(self, peer: ID, msg: rpc_pb2.Message) -> None:
-        """Charges ``peer`` for ``msg`` and starts its validation and delivery task."""
-        if not self.manager.is_running:
+        """Charges ``peer`` for ``msg`` and starts its validation and delivery task.
+
+        A message already seen gets no task: the library's ``push_msg`` would only look it
+        up in the seen cache and return. In a swarm most copies are such duplicates (each
+        mesh peer forwards each message, and messages under 1 KiB get no IDONTWANT), and a
+        manager task costs a walk over all of the service's tasks to find its parent."""
+        if not self.manager.is_running or self._is_msg_seen(msg):
             return
         load = self._loads.setdefault(peer, _Load())
         charge = _Charge(peer, msg.ByteSize(), msg)

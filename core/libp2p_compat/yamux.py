@@ -99,3 +99,34 @@ def coalesce_window_updates() -> None:
 
 def window_updates_coalesced() -> bool:
     return _yamux.YamuxStream._auto_tune_and_send_window_update is _coalesced_window_update
+
+
+# -- tuning knobs read once ---------------------------------------------------------------------
+#
+# py-libp2p 0.8.1 reads its PY_YAMUX_* perf-harness variables "at call time": every window
+# check of every frame calls ``os.getenv`` two to four times (about 4 % of a swarm peer's CPU
+# under topic traffic). Nothing sets them while a peer runs, so they are read once here.
+
+LIBRARY_YAMUX_ENV = _yamux._py_yamux_env
+LIBRARY_YAMUX_ENV_SET = _yamux._py_yamux_env_set
+_PREFIX = "PY_YAMUX_"
+
+
+def freeze_yamux_tuning() -> None:
+    """Snapshot the PY_YAMUX_* variables now; the library's lookups read the snapshot."""
+    import os
+
+    knobs = {k[len(_PREFIX) :]: v for k, v in os.environ.items() if k.startswith(_PREFIX)}
+
+    def env(name: str, default: str = "") -> str:
+        return knobs.get(name, default)
+
+    def env_set(name: str) -> bool:
+        return name in knobs
+
+    _yamux._py_yamux_env = env
+    _yamux._py_yamux_env_set = env_set
+
+
+def yamux_tuning_frozen() -> bool:
+    return _yamux._py_yamux_env is not LIBRARY_YAMUX_ENV

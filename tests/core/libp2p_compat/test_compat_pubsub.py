@@ -18,6 +18,7 @@ import trio
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -346,3 +347,85 @@ async def test_the_budget_stops_reading_a_flooder_and_delivers_every_message() -
     assert not read_all  # its stream was not read past the budget: Yamux stalled the writer
     assert most == compat.GuardedPubsub.peer_budget_messages
     assert delivered == FLOOD
+
+
+# -- duplicates: no task for a message already seen ----------------------------------------------
+
+
+def test_library_push_msg_only_returns_for_a_seen_message() -> None:
+    """Skipping the task of a seen message is sound while the library's ``push_msg`` does
+    nothing for one but the blacklist checks and the seen lookup, in that order."""
+    src = inspect.getsource(Pubsub.push_msg)
+    seen = src.index("if self._is_msg_seen(msg):\n            return")
+    assert src.count("await ") >= 1 and src.index("await ") > seen
+    assert "scorer" not in src[:seen] and "notify_subscriptions" not in src[:seen]
+
+
+async def _tasks_for_one_message_sent_twice(pubsub_cls: type[Pubsub]) -> tuple[int, int]:
+    """A peer sends the same signed message twice (the second after the first arrived):
+    (manager tasks started for them, deliveries)."""
+    async with (
+        bare_pubsub(GossipSub, pubsub_cls) as (victim, pv, _),
+        bare_pubsub(GossipSub, Pubsub) as (sender, _, _),
+    ):
+        started = 0
+        spawn = pv.manager.run_task
+
+        def counting(fn: object, *args: object, **kwargs: object) -> None:
+            nonlocal started
+            started += getattr(fn, "__name__", "") == "push_msg"
+            spawn(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+        pv.manager.run_task = counting  # type: ignore[method-assign]
+        sub = await pv.subscribe("t")
+        await sender.connect(info_from_p2p_addr(multiaddr.Multiaddr(_addr(victim))))
+        stream = await sender.new_stream(victim.get_id(), [TProtocol(MESHSUB_PROTOCOLS[0])])
+        rpc = _signed_rpcs(sender, "t", 1, 10)
+        await stream.write(rpc)
+        assert await _received(sub, b"0 " + b"x" * 10, 10)
+        await stream.write(rpc)
+        with trio.move_on_after(1.0):
+            await sub.get()
+            return started, 2
+        return started, 1
+
+
+async def test_library_starts_a_task_for_every_copy_of_a_message() -> None:
+    assert await _tasks_for_one_message_sent_twice(Pubsub) == (2, 1)
+
+
+async def test_a_copy_of_a_message_already_seen_gets_no_task() -> None:
+    assert await _tasks_for_one_message_sent_twice(compat.GuardedPubsub) == (1, 1)
+
+
+# -- the queue held for peers not yet subscribed ------------------------------------------------
+
+
+def test_library_still_rebuilds_the_pending_queue_on_every_prune() -> None:
+    src = inspect.getsource(GossipSub._prune_pending_messages)
+    assert "queue[:] = [" in src and "self._pending_messages_ttl" in src
+    publish = inspect.getsource(GossipSub.publish)
+    assert publish.count("self._prune_pending_messages(peer_id)") == 2
+    assert "self._pending_messages[peer_id].append((time.time(), rpc_msg))" in publish
+
+
+def test_pruning_keeps_what_the_library_keeps() -> None:
+    """Same queues, same clock: our prefix cut leaves exactly the library's list."""
+    import random
+
+    rng = random.Random(7)
+    now = time.time()
+    ours, theirs = make_router(compat.GoLikeGossipSub), make_router(GossipSub)
+    for router in (ours, theirs):
+        router._max_pending_messages_per_peer = 20
+        router._pending_messages_ttl = 30.0
+    for case in range(200):
+        peer = ID(b"peer %d" % (case % 3))
+        ages = sorted((rng.uniform(0, 60) for _ in range(rng.randrange(0, 40))), reverse=True)
+        queue = [(now - age, rpc_pb2.RPC()) for age in ages]
+        ours._pending_messages[peer] = list(queue)
+        theirs._pending_messages[peer] = list(queue)
+        ours._prune_pending_messages(peer)
+        theirs._prune_pending_messages(peer)
+        assert ours._pending_messages.get(peer) == theirs._pending_messages.get(peer)
+        assert (peer in ours._pending_messages) == (peer in theirs._pending_messages)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import struct
 
+import pytest
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.stream_muxer.yamux import yamux as _yamux
@@ -86,3 +87,29 @@ async def test_a_large_transfer_keeps_streaming() -> None:
     total, updates = await _window_updates_for(512, 64 * 1024)
     assert total == 512 * (4 + 64 * 1024)
     assert updates >= 2
+
+
+def test_the_library_still_reads_its_tuning_knobs_at_call_time() -> None:
+    """The snapshot replaces ``_py_yamux_env``: the library must still look the knobs up
+    through it (module global, called per window check), and it must still read os.getenv."""
+    assert "os.getenv(" in inspect.getsource(compat_yamux.LIBRARY_YAMUX_ENV)
+    assert "os.environ" in inspect.getsource(compat_yamux.LIBRARY_YAMUX_ENV_SET)
+    assert "_py_yamux_env(" in inspect.getsource(_yamux._yamux_batch_threshold_divisor)
+    assert "_yamux_disable_hysteresis()" in inspect.getsource(_yamux.YamuxStream._grow_threshold)
+    assert compat.yamux_tuning_frozen()
+
+
+def test_the_tuning_snapshot_answers_as_the_library_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("PY_YAMUX_BATCH_THRESHOLD_DIV", "4")
+    monkeypatch.delenv("PY_YAMUX_ASSUME_RTT_MS", raising=False)
+    frozen = (_yamux._py_yamux_env, _yamux._py_yamux_env_set)
+    try:
+        compat_yamux.freeze_yamux_tuning()
+        assert _yamux._yamux_batch_threshold_divisor() == 4
+        assert not _yamux._py_yamux_env_set("ASSUME_RTT_MS")
+        assert _yamux._py_yamux_env("RELEASE_ON_READ", "1") == "1"
+        assert os.environ["PY_YAMUX_BATCH_THRESHOLD_DIV"] == "4"
+    finally:
+        _yamux._py_yamux_env, _yamux._py_yamux_env_set = frozen
