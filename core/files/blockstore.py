@@ -39,11 +39,13 @@ for a long import's commit.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -70,6 +72,10 @@ _WAL_CAP_BYTES = 64 * 1024 * 1024
 #: ...but never longer than this: a long reader can hold the checkpoint back, and then the
 #: WAL grows (as it would without the thread) rather than the import stopping.
 _CATCH_UP_S = 5.0
+#: How often a batch asks the kernel to start writing the store's dirty pages to disk.
+_WRITE_BEHIND_S = 0.005
+#: sync_file_range(2)'s SYNC_FILE_RANGE_WRITE: start write-back, wait for nothing.
+_SYNC_FILE_RANGE_WRITE = 2
 #: How long the WAL truncation after a shrink waits for readers before leaving it for later.
 _TRUNCATE_WAIT_MS = 200
 _IDLE_CONNECTIONS = 4
@@ -133,7 +139,7 @@ WITH RECURSIVE reach (cid) AS (
 SELECT cid FROM reach WHERE cid NOT IN (SELECT cid FROM blocks)
 """
 
-_Block = tuple[bytes, bytes, tuple[bytes, ...]]
+_Block = tuple[bytes, bytes | bytearray, tuple[bytes, ...]]
 
 
 class StoreError(Exception):
@@ -515,18 +521,29 @@ class Batch:
         self._bytes = 0
         self._writer: ThreadPoolExecutor | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._write_behind: _WriteBehind | None = None
         self._inflight: Future[None] | None = None
         self._since_clean = 0  # bytes committed since the WAL last started over
 
     def put(self, cid: bytes, data: bytes, links: list[bytes]) -> None:
-        self._pending.append(_block(cid, data, links))
-        self._bytes += len(data)
+        self._queue(_block(cid, data, links))
+
+    def put_owned(self, cid: bytes, data: bytes | bytearray, links: list[bytes]) -> None:
+        """``put`` for a buffer the caller hands over and never writes again (the importer's
+        leaves, read straight into place): queued as it is, where ``put`` would copy a
+        bytearray, 256 KiB per chunk on the thread that also hashes."""
+        self._queue((bytes(cid), data, tuple(links)))
+
+    def _queue(self, block: _Block) -> None:
+        self._pending.append(block)
+        self._bytes += len(block[1])
         if len(self._pending) >= BATCH_BLOCKS or self._bytes >= BATCH_BYTES:
             pending = self._take()
             self._settle()
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="blockstore-batch")
                 self._checkpointer = _Checkpointer(self._store)
+                self._write_behind = _WriteBehind(self._store.path)
             self._inflight = self._writer.submit(self._commit, pending)
 
     def _commit(self, pending: list[_Block]) -> None:
@@ -580,6 +597,9 @@ class Batch:
             if self._checkpointer is not None:
                 self._checkpointer.stop()
                 self._checkpointer = None
+            if self._write_behind is not None:
+                self._write_behind.stop()
+                self._write_behind = None
 
 
 class _Checkpointer:
@@ -658,6 +678,62 @@ class _Checkpointer:
             with self._changed:
                 self._stopped = True
                 self._changed.notify_all()
+
+
+class _WriteBehind:
+    """Asks the kernel every few milliseconds to start writing the store's dirty pages (WAL
+    and database file) to disk, while a batch runs.
+
+    Otherwise the kernel writes them only when SQLite fsyncs (the machine's background
+    write-back starts at a tenth of its RAM), so the disk sat idle while SQLite copied and
+    the importer hashed, and each checkpoint then waited for all of its pages at once; with
+    the disk kept busy a 2 GiB import was about a fifth faster here. Durability is
+    untouched: SYNC_FILE_RANGE_WRITE only starts write-back and promises nothing, SQLite's
+    own fsyncs stay the only points anything relies on. Where there is no
+    sync_file_range (not Linux) this does nothing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._paths = [path, path.with_name(path.name + "-wal")]
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        if _sync_file_range is not None:
+            self._thread = threading.Thread(target=self._run, name="blockstore-write-behind")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        assert _sync_file_range is not None
+        fds: dict[Path, int] = {}
+        try:
+            while not self._stopped.wait(_WRITE_BEHIND_S):
+                for path in self._paths:
+                    if path not in fds:
+                        with suppress(OSError):  # the WAL may not exist yet
+                            fds[path] = os.open(path, os.O_RDONLY)
+                    if path in fds:
+                        _sync_file_range(fds[path], 0, 0, _SYNC_FILE_RANGE_WRITE)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range(fd, offset, nbytes, flags), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None).sync_file_range
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
 
 
 class Session:

@@ -132,7 +132,7 @@ class FileTree:
                 with session.batch() as batch:
                     with _open_source(source) as stream:
                         result = unixfs.import_file(
-                            stream, batch.put, progress=progress, cancelled=cancel
+                            stream, batch.put_owned, progress=progress, cancelled=cancel
                         )
                 self._update(
                     session,

@@ -12,10 +12,11 @@ the reader holds one block at a time plus the link lists of the nodes above it.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import BinaryIO, Literal, NamedTuple
+from typing import BinaryIO, Literal, NamedTuple, cast
 
 from core.ipfs.dagpb import (
     DAG_PB,
@@ -197,10 +198,15 @@ class _BalancedBuilder:
         if not chunk:
             self._push(0, self._write(UnixFSData(DataType.FILE, data=chunk, filesize=0), []))
             return
-        block = leaf_block(chunk)
-        cid = self._make_cid(block)
-        self._put(cid, block, [])
-        self._push(0, _Child(cid, len(block), len(chunk)))
+        self.add_leaf_block(leaf_block(chunk), len(chunk))
+
+    def add_leaf_block(self, block: bytes | bytearray, size: int) -> None:
+        """A leaf already laid out as its dag-pb block (see `leaf_block`), `size` file bytes."""
+        # A bytearray only from `_leaves`, handed over for good (see `import_file`).
+        data = cast(bytes, block)
+        cid = self._make_cid(data)
+        self._put(cid, data, [])
+        self._push(0, _Child(cid, len(block), size))
 
     def finish(self) -> _Child:
         if not self._levels:
@@ -244,9 +250,60 @@ def leaf_block(chunk: bytes | bytearray | memoryview) -> bytes:
     (which copies the chunk twice): ``0a <len> 08 02 12 <n> <chunk> 18 <n>``. Copies of
     256 KiB chunks are a visible part of an import's time next to hashing them.
     """
-    n = encode_varint(len(chunk))
-    body = 2 + 1 + len(n) + len(chunk) + 1 + len(n)
-    return b"".join((b"\x0a", encode_varint(body), b"\x08\x02\x12", n, chunk, b"\x18", n))
+    head, tail = _leaf_frame(len(chunk))
+    return b"".join((head, chunk, tail))
+
+
+def _leaf_frame(size: int) -> tuple[bytes, bytes]:
+    """The bytes before and after a chunk of `size` bytes in its leaf block."""
+    n = encode_varint(size)
+    body = 2 + 1 + len(n) + size + 1 + len(n)
+    return b"\x0a" + encode_varint(body) + b"\x08\x02\x12" + n, b"\x18" + n
+
+
+_FULL_HEAD, _FULL_TAIL = _leaf_frame(CHUNK_SIZE)
+
+
+def _leaves(source: BinaryIO | Iterable[bytes]) -> Iterator[tuple[bytes | bytearray, int]]:
+    """(leaf block, file bytes in it) for every chunk of the source, in order.
+
+    A file object is read straight into the middle of a fresh buffer laid out as the leaf
+    block, so a full chunk is never copied in Python: joining it with its frame cost as much
+    of the importing thread as reading the file did. The buffer is never written again
+    once yielded. Other sources (and a file's short last chunk) go through `_chunks`.
+    Only real file objects are read this way: a duck-typed or RawIOBase reader may have no
+    working ``readinto``.
+    """
+    if not isinstance(source, io.BufferedIOBase | io.FileIO):
+        for chunk in _chunks(source):
+            yield leaf_block(chunk), len(chunk)
+        return
+    start = len(_FULL_HEAD)
+    end = start + CHUNK_SIZE
+    while True:
+        block = bytearray(end + len(_FULL_TAIL))
+        filled = _fill(source, memoryview(block)[start:end])
+        if filled < CHUNK_SIZE:
+            if filled:
+                yield leaf_block(block[start : start + filled]), filled
+            return
+        block[:start] = _FULL_HEAD
+        block[end:] = _FULL_TAIL
+        yield block, CHUNK_SIZE
+
+
+def _fill(source: io.BufferedIOBase | io.FileIO, view: memoryview) -> int:
+    """Read into `view` until it is full or the source ends (pipes return short reads)."""
+    filled = 0
+    with view:
+        while filled < len(view):
+            got = source.readinto(view[filled:])
+            if got is None:
+                raise UnixFSError("source returned no data without EOF (non-blocking stream?)")
+            if not got:
+                break
+            filled += got
+    return filled
 
 
 def _pieces(source: BinaryIO | Iterable[bytes]) -> Iterator[bytes | bytearray | memoryview]:
@@ -306,18 +363,20 @@ def import_file(
 ) -> ImportResult:
     """Chunk, build and store a file exactly as ipfs-lite would; returns its root.
 
-    `put(cid, block, child_cids)` sees every block, children before parents. `progress`
+    `put(cid, block, child_cids)` sees every block, children before parents; a block is the
+    put's to keep (full leaves read from a file object arrive as bytearrays that the importer
+    never touches again, so a store need not copy them). `progress`
     gets the running byte count after each chunk; `cancelled` is polled before each chunk
     and raises ImportCancelled (blocks already put stay put; the store's GC owns them).
     `cid_version=0` gives kubo's legacy CIDv0 DAG, used for cross-checking with kubo.
     """
     builder = _BalancedBuilder(put, cid_v1_dagpb if cid_version == 1 else cid_v0)
     done = 0
-    for chunk in _chunks(source):
+    for block, size in _leaves(source):
         if cancelled is not None and cancelled():
             raise ImportCancelled
-        builder.add_leaf(chunk)
-        done += len(chunk)
+        builder.add_leaf_block(block, size)
+        done += size
         if progress is not None:
             progress(done)
     root = builder.finish()

@@ -220,6 +220,35 @@ def test_batch_copies_mutable_buffers(store: BlockStore) -> None:
     assert store.get(b"cid") == b"original"
 
 
+def test_batch_keeps_owned_buffers_as_they_are(store: BlockStore) -> None:
+    """put_owned queues the caller's buffer itself (the importer's leaves: no copy), and the
+    commit stores its bytes."""
+    buffer = bytearray(b"leaf bytes")
+    with store.batch() as batch:
+        batch.put_owned(b"cid", buffer, [])
+        assert batch._pending[0][1] is buffer
+    assert store.get(b"cid") == b"leaf bytes"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_write_behind_runs_only_while_a_batch_commits(store: BlockStore) -> None:
+    """While a batch has commits in flight a thread starts the kernel's write-back of the WAL
+    and the database file; it ends with the batch."""
+
+    def write_behind() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "blockstore-write-behind"]
+
+    assert blockstore._sync_file_range is not None
+    blob = os.urandom(CHUNK)
+    with store.session() as session, session.batch() as batch:
+        for i in range(blockstore.BATCH_BLOCKS + 1):
+            batch.put(cid_of(blob + i.to_bytes(4, "big")), blob + i.to_bytes(4, "big"), [])
+        assert len(write_behind()) == 1
+    assert write_behind() == []
+    assert store.stats()[0] == blockstore.BATCH_BLOCKS + 1
+    assert_sound(store.path)
+
+
 def test_batch_throughput(store: BlockStore) -> None:
     """A smoke bound far below the ~350 MB/s measured here, so slow CI disks pass too."""
     chunks = [i.to_bytes(8, "big") + bytes(CHUNK - 8) for i in range(128)]

@@ -320,7 +320,7 @@ def test_import_memory_is_bounded() -> None:
 
 
 class ShortReads(io.RawIOBase):
-    """A pipe-like reader that returns arbitrary short reads."""
+    """A pipe-like reader that returns arbitrary short reads (read and readinto alike)."""
 
     def __init__(self, data: bytes, seed: int) -> None:
         self._data = memoryview(data)
@@ -334,6 +334,11 @@ class ShortReads(io.RawIOBase):
         piece, self._data = self._data[:n], self._data[n:]
         return bytes(piece)
 
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
 
 @pytest.mark.parametrize(
     "size", [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 17]
@@ -344,8 +349,27 @@ def test_sources_rechunk_identically(size: int) -> None:
     odd_pieces = [data[i : i + 7919] for i in range(0, size, 7919)]
     assert import_file(io.BytesIO(data), discard).cid == expected
     assert import_file(ShortReads(data, seed=size), discard).cid == expected
+    assert import_file(io.BufferedReader(ShortReads(data, seed=size)), discard).cid == expected
     assert import_file(odd_pieces, discard).cid == expected
     assert import_file([bytearray(data), b""], discard).cid == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, 2 * CHUNK_SIZE + 1])
+def test_file_objects_are_read_into_the_leaves_and_give_the_same_blocks(
+    tmp_path: Path, size: int
+) -> None:
+    """A file is read straight into each full leaf's buffer, which put then keeps (a
+    bytearray, never written again); every block equals what the bytes path builds."""
+    data = random.Random(size).randbytes(size)
+    (tmp_path / "f").write_bytes(data)
+    from_bytes, from_file = MemoryStore(), MemoryStore()
+    expected = import_file(data, from_bytes.put)
+    with (tmp_path / "f").open("rb") as fh:
+        assert import_file(fh, from_file.put) == expected
+    assert from_file.blocks == from_bytes.blocks
+    full_leaves = [b for b in from_file.blocks.values() if len(b) > CHUNK_SIZE]
+    assert len(full_leaves) == size // CHUNK_SIZE
+    assert all(isinstance(b, bytearray) for b in full_leaves)
 
 
 @pytest.mark.parametrize("size", [0, 5, CHUNK_SIZE, CHUNK_SIZE * 3 + 5, CHUNK_SIZE * 175 + 5])
