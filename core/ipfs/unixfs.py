@@ -13,6 +13,8 @@ the reader holds one block at a time plus the link lists of the nodes above it.
 from __future__ import annotations
 
 import io
+import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -202,7 +204,7 @@ class _BalancedBuilder:
 
     def add_leaf_block(self, block: bytes | bytearray, size: int) -> None:
         """A leaf already laid out as its dag-pb block (see `leaf_block`), `size` file bytes."""
-        # A bytearray only from `_leaves`, handed over for good (see `import_file`).
+        # A bytearray only from `_leaves` (see `import_file`).
         data = cast(bytes, block)
         cid = self._make_cid(data)
         self._put(cid, data, [])
@@ -262,17 +264,18 @@ def _leaf_frame(size: int) -> tuple[bytes, bytes]:
 
 
 _FULL_HEAD, _FULL_TAIL = _leaf_frame(CHUNK_SIZE)
+#: Leaf buffers the importer may fill again: more than a batch holds (pending and in flight).
+_POOL = 192
 
 
 def _leaves(source: BinaryIO | Iterable[bytes]) -> Iterator[tuple[bytes | bytearray, int]]:
     """(leaf block, file bytes in it) for every chunk of the source, in order.
 
-    A file object is read straight into the middle of a fresh buffer laid out as the leaf
-    block, so a full chunk is never copied in Python: joining it with its frame cost as much
-    of the importing thread as reading the file did. The buffer is never written again
-    once yielded. Other sources (and a file's short last chunk) go through `_chunks`.
-    Only real file objects are read this way: a duck-typed or RawIOBase reader may have no
-    working ``readinto``.
+    A file object is read straight into the middle of a buffer laid out as the leaf block,
+    so a full chunk is never copied in Python: joining it with its frame cost as much of the
+    importing thread as reading the file did. Other sources (and a file's short last chunk)
+    go through `_chunks`. Only real file objects are read this way: a duck-typed or
+    RawIOBase reader may have no working ``readinto``.
     """
     if not isinstance(source, io.BufferedIOBase | io.FileIO):
         for chunk in _chunks(source):
@@ -280,8 +283,7 @@ def _leaves(source: BinaryIO | Iterable[bytes]) -> Iterator[tuple[bytes | bytear
         return
     start = len(_FULL_HEAD)
     end = start + CHUNK_SIZE
-    while True:
-        block = bytearray(end + len(_FULL_TAIL))
+    for block in _leaf_buffers(end + len(_FULL_TAIL)):
         filled = _fill(source, memoryview(block)[start:end])
         if filled < CHUNK_SIZE:
             if filled:
@@ -290,6 +292,28 @@ def _leaves(source: BinaryIO | Iterable[bytes]) -> Iterator[tuple[bytes | bytear
         block[:start] = _FULL_HEAD
         block[end:] = _FULL_TAIL
         yield block, CHUNK_SIZE
+
+
+def _leaf_buffers(size: int) -> Iterator[bytearray]:
+    """Buffers for full leaves: one the put has let go of again, else a new one.
+
+    A yielded buffer is the put's to keep; once nothing but this pool refers to it any
+    more (a batch drops its blocks after their commit), nobody can see it change, so it is
+    filled again. Fresh 256 KiB buffers cost a zero-fill and a page fault per 4 KiB: a
+    tenth of the importing thread's time. The pool remembers the last `_POOL` buffers only,
+    so a put that keeps every block (a dict) just gets new ones.
+    """
+    pool: deque[bytearray] = deque()
+    while True:
+        # References to pool[0] when it is free: the deque's and getrefcount's argument.
+        if pool and sys.getrefcount(pool[0]) == 2:
+            block = pool.popleft()
+        else:
+            block = bytearray(size)
+        pool.append(block)
+        if len(pool) > _POOL:
+            pool.popleft()
+        yield block
 
 
 def _fill(source: io.BufferedIOBase | io.FileIO, view: memoryview) -> int:
@@ -364,8 +388,9 @@ def import_file(
     """Chunk, build and store a file exactly as ipfs-lite would; returns its root.
 
     `put(cid, block, child_cids)` sees every block, children before parents; a block is the
-    put's to keep (full leaves read from a file object arrive as bytearrays that the importer
-    never touches again, so a store need not copy them). `progress`
+    put's to keep (full leaves read from a file object arrive as bytearrays, so a store
+    need not copy them; the importer fills one again only once no one else refers to it).
+    `progress`
     gets the running byte count after each chunk; `cancelled` is polled before each chunk
     and raises ImportCancelled (blocks already put stay put; the store's GC owns them).
     `cid_version=0` gives kubo's legacy CIDv0 DAG, used for cross-checking with kubo.

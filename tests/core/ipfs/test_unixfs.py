@@ -38,6 +38,7 @@ from core.ipfs.unixfs import (
     UnixFSError,
     _BalancedBuilder,
     _Child,
+    _leaf_buffers,
     dag_cids,
     file_size,
     import_file,
@@ -370,6 +371,34 @@ def test_file_objects_are_read_into_the_leaves_and_give_the_same_blocks(
     full_leaves = [b for b in from_file.blocks.values() if len(b) > CHUNK_SIZE]
     assert len(full_leaves) == size // CHUNK_SIZE
     assert all(isinstance(b, bytearray) for b in full_leaves)
+
+
+def test_leaf_buffers_are_filled_again_only_once_nobody_holds_them() -> None:
+    buffers = _leaf_buffers(8)
+    released = next(buffers)
+    released[:] = b"released"
+    del released
+    newer = next(buffers)  # the generator itself still held the released one a moment ago
+    assert newer == bytes(8)
+    kept = next(buffers)
+    assert kept == b"released"  # the same buffer again, not a zeroed new one
+    kept[:] = b"kept!!!!"
+    for _ in range(5):
+        assert next(buffers) is not kept
+    assert kept == b"kept!!!!"
+
+
+def test_reused_leaf_buffers_give_the_same_dag(tmp_path: Path) -> None:
+    """A put that keeps nothing lets the importer refill its buffers; every block it saw
+    was right when it saw it and the root is the bytes path's."""
+    data = random.Random(7).randbytes(12 * CHUNK_SIZE + 3)
+    (tmp_path / "f").write_bytes(data)
+
+    def check(cid: bytes, block: bytes, children: list[bytes]) -> None:
+        assert verify(cid, block)
+
+    with (tmp_path / "f").open("rb") as fh:
+        assert import_file(fh, check) == import_file(data, discard)
 
 
 @pytest.mark.parametrize("size", [0, 5, CHUNK_SIZE, CHUNK_SIZE * 3 + 5, CHUNK_SIZE * 175 + 5])
