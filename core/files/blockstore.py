@@ -508,7 +508,8 @@ class Batch:
 
     Those commits leave the WAL to a ``_Checkpointer`` thread, so copying it back into the
     file (and that copy's two fsyncs) overlaps the next commits instead of stalling them:
-    the copy is about half of what SQLite spends on an import.
+    the copy is about half of what SQLite spends on an import. A ``_WriteBehind`` thread
+    keeps the disk writing meanwhile, so those fsyncs find most pages already written.
 
     Successive puts may come from different worker threads (one at a time: a batch is not
     meant to be shared by concurrent callers).
