@@ -81,8 +81,10 @@ from core.libp2p_compat.yamux import (
     WindowExceeded,
     bound_yamux_buffers,
     coalesce_window_updates,
+    frames_written_whole,
     freeze_yamux_tuning,
     window_updates_coalesced,
+    write_whole_frames,
     yamux_buffers_bounded,
     yamux_tuning_frozen,
 )
@@ -124,6 +126,7 @@ __all__ = [
     "find_providers_network",
     "forget_dead_connections",
     "forget_dial_failure",
+    "frames_written_whole",
     "freeze_yamux_tuning",
     "gate_inbound_handshakes",
     "inbound_handshakes_gated",
@@ -151,6 +154,7 @@ __all__ = [
     "strip_p2p",
     "topic_peers",
     "window_updates_coalesced",
+    "write_whole_frames",
     "yamux_buffers_bounded",
     "yamux_tuning_frozen",
 ]
@@ -160,6 +164,7 @@ __all__ = [
 bound_yamux_buffers()
 coalesce_window_updates()
 freeze_yamux_tuning()
+write_whole_frames()
 gate_inbound_handshakes()
 reuse_signed_records()
 skip_own_signature_checks()

@@ -9,8 +9,9 @@
   which kills the direct connection hole punching makes beside the relayed one.
   ``keep_one_per_kind`` lets a direct and a relayed connection live side by side, and up to
   two of a kind: an AutoNAT dial-back opens a second direct connection for a moment, and the
-  library's trim would close the *old* one (the new one is in its grace period). The swarm
-  already opens new streams on a direct connection in preference to a relayed one.
+  library's trim would close the *old* ones (the new one is in its grace period). The swarm
+  already opens new streams on a direct connection in
+  preference to a relayed one.
 - ``host.get_addrs()`` strips every address from its first ``/p2p/`` on before adding ours, so
   an ``addrs_factory`` cannot hand it a circuit address (``<relay>/p2p/R/p2p-circuit`` comes
   out as the relay's own address): ``advertise_circuits`` adds them after that step.
@@ -198,16 +199,29 @@ def forget_dead_connections(host: IHost, on_forgotten: Callable[[INetConn], None
     swarm.new_stream = new_stream
 
 
+KEEP_PER_KIND = 2
+"""Connections of one kind (direct, relayed) kept to a peer."""
+
+
 def keep_one_per_kind(host: IHost) -> None:
-    """Trim a peer's connections only beyond two of a kind (see the module doc)."""
+    """Trim a peer's connections only beyond two of a kind (see the module doc), and then the
+    newest: the one whose arrival made it three, the same connection at both ends. The
+    library trims to one, sparing those in their grace period, so a third direct connection
+    (a dial-back to a peer we hold two with, both having dialled at once: common in a swarm)
+    closed the two established ones, and when it closed too the pair had none."""
     swarm: Any = host.get_network()
-    original = swarm._trim_connections
 
     def trim(peer_id: ID) -> None:
-        kinds = [connection_kind(c) for c in swarm.connections.get(peer_id, [])]
-        if max((kinds.count(k) for k in kinds), default=0) <= 2:
+        conns = list(swarm.connections.get(peer_id, []))  # in the order they were added
+        victims: list[INetConn] = []
+        for kind in {connection_kind(c) for c in conns}:
+            victims += [c for c in conns if connection_kind(c) == kind][KEEP_PER_KIND:]
+        if not victims:
             return
-        original(peer_id)
+        for conn in victims:
+            swarm.cleanup_connection_health(peer_id, conn)
+            swarm.manager.run_task(swarm._close_connection_async, conn)
+        swarm.connections[peer_id] = [c for c in conns if c not in victims]
 
     swarm._trim_connections = trim
 

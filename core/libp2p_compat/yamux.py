@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
+from libp2p.network.connection.exceptions import RawConnError
 from libp2p.stream_muxer.yamux import yamux as _yamux
 
 log = logging.getLogger(__name__)
@@ -130,3 +132,43 @@ def freeze_yamux_tuning() -> None:
 
 def yamux_tuning_frozen() -> bool:
     return _yamux._py_yamux_env is not LIBRARY_YAMUX_ENV
+
+
+# -- a frame, once started, is written whole -------------------------------------------------
+#
+# py-libp2p 0.8.1 writes each Yamux frame as one Noise message (``Yamux._write_frame``: under
+# the connection's write lock, ``secured_conn.write``) with no shield. A caller's timeout
+# (a ping's 5 s, a DHT ask's 4 s, any ``move_on_after``) that lands while the socket is full
+# cancels the write half-way: part of a Noise message, or none after its nonce was used, is
+# on the wire, and the other end's next decryption fails ("NoiseInvalidMessage: Failed
+# authentication of message"), which ends the connection, and every stream on it, for both.
+# Seen in the swarm lab: 19-33 connections per minute at 10 members, the main cause of member
+# pairs falling apart. go writes whole frames and gives up on the connection on a deadline.
+
+FRAME_WRITE_TIMEOUT = 30.0
+"""Seconds a started frame may take to reach the socket before the connection is given up."""
+LIBRARY_WRITE_FRAME = _yamux.Yamux._write_frame
+
+
+async def _whole_frame(self: _yamux.Yamux, data: bytes) -> None:
+    async with self._write_lock:  # waiting for the lock may be cancelled: nothing sent yet
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FRAME_WRITE_TIMEOUT) as waited:
+                await self.secured_conn.write(data)
+            if waited.cancelled_caught:
+                log.warning(
+                    "yamux: a frame stuck for %.0f s; closing the connection", FRAME_WRITE_TIMEOUT
+                )
+                with trio.move_on_after(1.0):
+                    await self.secured_conn.close()
+                raise RawConnError("yamux frame write timed out")
+    await trio.lowlevel.checkpoint()
+
+
+def write_whole_frames() -> None:
+    """Shield every Yamux frame write from its caller's cancellation (idempotent)."""
+    _yamux.Yamux._write_frame = _whole_frame  # type: ignore[method-assign]
+
+
+def frames_written_whole() -> bool:
+    return _yamux.Yamux._write_frame is _whole_frame

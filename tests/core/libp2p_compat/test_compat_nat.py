@@ -179,3 +179,38 @@ def test_a_contact_added_by_circuit_address_keeps_the_relay_part() -> None:
     assert [str(a) for a in parse_contact(f"/ip4/1.2.3.4/tcp/5/p2p/{target}").addrs] == [
         "/ip4/1.2.3.4/tcp/5"
     ]
+
+
+async def _third_direct_connection(keep: bool) -> tuple[int, bool]:
+    """B holds two direct connections to A (both dialled at once, as in a swarm), then dials a
+    third (an AutoNAT dial-back) and closes it: (connections left, first one still open)."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    from core import libp2p_compat as compat
+    from core.profile import identity
+
+    a, b = compat.build_host(identity.generate()), compat.build_host(identity.generate())
+    if not keep:
+        b.get_network()._trim_connections = Swarm._trim_connections.__get__(b.get_network())
+    here = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    async with a.run(here), b.run(here):
+        b.get_network().connection_config.grace_period = 0.4  # only the newest is in it
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        addr = multiaddr.Multiaddr(str(a.get_addrs()[0]).split("/p2p/")[0])
+        await b.get_network().dial_addr(addr, a.get_id())
+        first = b.get_network().get_connections(a.get_id())[0]
+        await trio.sleep(0.6)
+        third = await b.get_network().dial_addr(addr, a.get_id())
+        await trio.sleep(0.3)
+        await third.close()
+        await trio.sleep(0.5)
+        left = b.get_network().get_connections(a.get_id())
+        return len(left), first in left and not first.muxed_conn.is_closed
+
+
+async def test_library_trim_closes_the_established_connections_for_a_new_one() -> None:
+    assert await _third_direct_connection(keep=False) == (0, False)
+
+
+async def test_a_third_connection_costs_the_pair_none_of_the_established_ones() -> None:
+    assert await _third_direct_connection(keep=True) == (2, True)

@@ -113,3 +113,60 @@ def test_the_tuning_snapshot_answers_as_the_library_would(monkeypatch: pytest.Mo
         assert os.environ["PY_YAMUX_BATCH_THRESHOLD_DIV"] == "4"
     finally:
         _yamux._py_yamux_env, _yamux._py_yamux_env_set = frozen
+
+
+# -- a frame write cut by its caller's timeout -------------------------------------------------
+
+ECHO = TProtocol("/peerdesk-test/echo/1.0.0")
+
+
+async def _connection_survives_a_cut_write() -> bool:
+    """The sender's socket takes a 5 KB frame in two halves 0.3 s apart (a full socket), and
+    the write's caller gives up after 0.1 s. Does the connection still carry a new stream?"""
+    from typing import Any
+
+    async def echo(stream: Any) -> None:
+        while data := await stream.read(65536):
+            if data.startswith(b"hello"):
+                await stream.write(data)
+
+    async with peer_group(2) as [(sender, _), (receiver, _)]:
+        receiver.host.set_stream_handler(ECHO, echo)
+        await connect(sender, receiver)
+        stream = await sender.host.new_stream(receiver.peer_id, [ECHO])
+        raw: Any = stream.muxed_conn.secured_conn.conn.read_writer.read_write_closer  # type: ignore[attr-defined]
+        write = raw.write
+        halves = True
+
+        async def slow(data: bytes) -> None:
+            if halves and len(data) > 1000:
+                await write(data[: len(data) // 2])
+                await trio.sleep(0.3)
+                data = data[len(data) // 2 :]
+            await write(data)
+
+        raw.write = slow
+        with trio.move_on_after(0.1):
+            await stream.write(b"x" * 5000)
+        halves = False
+        await trio.sleep(0.5)
+        try:
+            with trio.fail_after(5):
+                probe = await sender.host.new_stream(receiver.peer_id, [ECHO])
+                await probe.write(b"hello")
+                return await probe.read(5) == b"hello"
+        except Exception:
+            return False
+
+
+async def test_library_loses_the_connection_to_a_write_cut_half_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "shield" not in inspect.getsource(compat_yamux.LIBRARY_WRITE_FRAME)
+    monkeypatch.setattr(_yamux.Yamux, "_write_frame", compat_yamux.LIBRARY_WRITE_FRAME)
+    assert not await _connection_survives_a_cut_write()
+
+
+async def test_a_started_frame_is_written_whole_and_the_connection_lives() -> None:
+    assert compat.frames_written_whole()
+    assert await _connection_survives_a_cut_write()
