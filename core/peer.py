@@ -243,7 +243,7 @@ class Peer:
                     await nursery.start(self.relays.run)
                     await nursery.start(self.holepunch.run)
                     await nursery.start(self.profile_names.run)
-                    await nursery.start(self.autonat_service.run)
+                    self.autonat_service.start()
                     await nursery.start(self.autonat.run)
                     await nursery.start(self.portmap.run)
                     nursery.start_soon(self._ping_loop)

@@ -145,8 +145,9 @@ def yamux_tuning_frozen() -> bool:
 # Seen in the swarm lab: 19-33 connections per minute at 10 members, the main cause of member
 # pairs falling apart. go writes whole frames and gives up on the connection on a deadline.
 
-FRAME_WRITE_TIMEOUT = 30.0
-"""Seconds a started frame may take to reach the socket before the connection is given up."""
+FRAME_WRITE_TIMEOUT = 10.0
+"""Seconds a started frame may take to reach the socket before the connection is given up
+(go-yamux's ConnectionWriteTimeout)."""
 LIBRARY_WRITE_FRAME = _yamux.Yamux._write_frame
 
 

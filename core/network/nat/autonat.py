@@ -30,7 +30,6 @@ from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_byt
 
 from core import libp2p_compat as compat
 from core.network.nat.addrs import is_private_or_loopback
-from core.profile import identity
 
 log = logging.getLogger(__name__)
 
@@ -66,29 +65,9 @@ class AutoNatService:
         self.host = host
         self._recent: deque[float] = deque()
         self._per_peer: dict[ID, deque[float]] = {}
-        self._nursery: trio.Nursery | None = None
-        self._dialer: IHost | None = None
-        self._dialer_lock = trio.Lock()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Answers from now on; the dial-back host lives (once needed) as long as this."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self.host.set_stream_handler(PROTOCOL, self._handle)  # replaces the library's
-            task_status.started()
-            await trio.sleep_forever()
-
-    async def _dialer_host(self) -> IHost:
-        """A host of its own, with a fresh identity and no listener, for dial-backs (as go's
-        service dials from a separate swarm). A dial-back from our own host is one more
-        connection between the pair, and closing it, right after the other end registered
-        it, cut the pair's other connections too: in a 10-member lab 53 member pairs
-        disconnected within a minute of start, 2 with dial-backs from a host of their own."""
-        async with self._dialer_lock:
-            if self._dialer is None:
-                assert self._nursery is not None, "run() first"
-                self._dialer = await self._nursery.start(_run_dialer)
-            return self._dialer
+    def start(self) -> None:
+        self.host.set_stream_handler(PROTOCOL, self._handle)  # replaces the library's server
 
     def _allowed(self, peer: ID) -> bool:
         now = time.monotonic()
@@ -171,12 +150,10 @@ class AutoNatService:
         return Message.E_DIAL_ERROR, "dial back failed", None
 
     async def _dial_back(self, addr: multiaddr.Multiaddr, peer: ID) -> bool:
-        """A new connection to exactly that address, from the dial-back host, closed again
-        right away."""
+        """A new connection to exactly that address, closed again right away."""
         try:
             with trio.fail_after(DIALBACK_TIMEOUT):
-                dialer = await self._dialer_host()
-                conn = await dialer.get_network().dial_addr(addr, peer)
+                conn = await self.host.get_network().dial_addr(addr, peer)
         except Exception as exc:
             log.debug("AutoNAT dial back to %s failed: %s", addr, exc)
             return False
@@ -185,13 +162,6 @@ class AutoNatService:
         except Exception:
             pass
         return True
-
-
-async def _run_dialer(*, task_status: trio.TaskStatus[IHost] = trio.TASK_STATUS_IGNORED) -> None:
-    dialer = compat.build_host(identity.generate())
-    async with dialer.run([]):
-        task_status.started(dialer)
-        await trio.sleep_forever()
 
 
 class AutoNatClient:
