@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
@@ -143,6 +144,7 @@ async def _black_hole(stream: trio.SocketStream) -> None:
             pass
 
 
+@pytest.mark.timeout(330)  # its own bounds: 150 s for the answers, 120 s for the closing
 async def test_a_flood_of_peer_requests_is_served_concurrently_and_capped(tmp_path: Path) -> None:
     """60 sockets send ``peer {}`` at once to a server capped at 24 peers: every one is
     answered (a peer, or a clear "too many peers" error), sockets that left before their turn
