@@ -12,6 +12,7 @@ reader sees what arrived within the window, then end of stream.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import trio
@@ -116,8 +117,6 @@ _PREFIX = "PY_YAMUX_"
 
 def freeze_yamux_tuning() -> None:
     """Snapshot the PY_YAMUX_* variables now; the library's lookups read the snapshot."""
-    import os
-
     knobs = {k[len(_PREFIX) :]: v for k, v in os.environ.items() if k.startswith(_PREFIX)}
 
     def env(name: str, default: str = "") -> str:
