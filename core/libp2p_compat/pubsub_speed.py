@@ -8,18 +8,29 @@ thirds of the time of each side in three places that carry no information:
    listings, relay and mapped addresses) to compare them with the cached record, twice per
    message (the message, then its IDONTWANT): about 0.6 ms each on Peerdesk's host. Here the
    record is reused for ``RECORD_REFRESH`` seconds, after which the library checks the
-   addresses again, so an address change reaches RPCs within that time.
+   addresses again, so an address change reaches RPCs within that time. A newer record that
+   identify or the DHT issued meanwhile (they call the library's function, which replaces
+   the peerstore's local record) is sent at once: peers that have it drop a whole RPC
+   carrying an older one (below).
 2. **The same record, verified again on every RPC received** (an ed25519 check and a
    peerstore update, twice for an RPC with control messages: ``continuously_read_stream`` and
    ``GossipSub.handle_rpc`` both consume it). Bytes identical to the record last accepted from
    that peer are accepted without a new check for ``RECORD_RECHECK`` seconds; anything else
    goes through the library's check as before.
-3. **IDONTWANT for every message, to every mesh peer**, including the peer the message came
+3. **A whole RPC dropped for a record merely older than one already stored.** The library
+   treats a valid record with a lower sequence number like a forged one and ignores the RPC:
+   its messages, subscriptions and GRAFTs. A record travels with every RPC while identify
+   and the DHT send newer ones by other streams, so the two race; in the loaded swarm lab
+   every message of a round was lost this way. A correctly signed, older record of the
+   sending peer is now ignored (the stored, newer one stays) and the RPC handled; a record
+   that is forged or of another peer still drops it. go's pubsub does not read the record
+   outside peer exchange at all.
+4. **IDONTWANT for every message, to every mesh peer**, including the peer the message came
    from and for our own messages. go sends IDONTWANT only for messages of at least
    ``IDONTWANT_THRESHOLD`` bytes (``GossipSubIDontWantMessageThreshold``), only for messages
    it received (``Preprocess``), and never back to their sender. IDONTWANT is advice, so
    sending less of it is always within the protocol.
-4. **Our own message's signature, verified** right after ``Pubsub.publish`` made it, in the
+5. **Our own message's signature, verified** right after ``Pubsub.publish`` made it, in the
    same call (``push_msg`` checks every message it is given). ``OwnSignedPubsub`` skips that
    one check; messages from anyone else are verified as before.
 """
@@ -35,6 +46,7 @@ from typing import Any
 
 from libp2p.abc import IHost
 from libp2p.peer import peerstore as _peerstore
+from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
 from libp2p.pubsub import floodsub as _floodsub
 from libp2p.pubsub import gossipsub as _gossipsub
@@ -68,7 +80,8 @@ _MODULES = (_pubsub, _gossipsub, _floodsub)
 LIBRARY_ENV_TO_SEND = _peerstore.env_to_send_in_RPC
 LIBRARY_CONSUME_RECORD = _pubsub_utils.maybe_consume_signed_record
 
-_sent: weakref.WeakKeyDictionary[IHost, tuple[float, bytes]] = weakref.WeakKeyDictionary()
+_sent: weakref.WeakKeyDictionary[IHost, tuple[float, object, bytes]] = weakref.WeakKeyDictionary()
+"""Per host: when the addresses were last checked, the local record then, its bytes."""
 _accepted: weakref.WeakKeyDictionary[IHost, OrderedDict[ID, tuple[float, bytes]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -76,12 +89,28 @@ _accepted: weakref.WeakKeyDictionary[IHost, OrderedDict[ID, tuple[float, bytes]]
 
 def _record_to_send(host: IHost) -> tuple[bytes, bool]:
     now = time.monotonic()
+    local = host.get_peerstore().get_local_record()
     hit = _sent.get(host)
-    if hit is not None and now - hit[0] < RECORD_REFRESH:
-        return hit[1], False
+    if hit is not None and hit[1] is local and now - hit[0] < RECORD_REFRESH:
+        return hit[2], False
     envelope, fresh = LIBRARY_ENV_TO_SEND(host)
-    _sent[host] = (now, envelope)
+    _sent[host] = (now, host.get_peerstore().get_local_record(), envelope)
     return envelope, fresh
+
+
+def _only_older(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
+    """The record the library refused is ``peer_id``'s own, correctly signed, and older than
+    the one the peerstore holds: stale, not false."""
+    try:
+        envelope, record = consume_envelope(msg.senderRecord, "libp2p-peer-record")
+    except Exception:
+        return False
+    if record.peer_id != peer_id or ID.from_pubkey(envelope.public_key) != peer_id:
+        return False
+    # The map consume_peer_record compares with (get_peer_record hides a record whose
+    # addresses expired, which the comparison still counts).
+    stored = getattr(host.get_peerstore(), "peer_record_map", {}).get(peer_id)
+    return stored is not None and stored.seq > record.seq
 
 
 def _consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
@@ -97,7 +126,7 @@ def _consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
         seen.move_to_end(peer_id)
         return True
     if not LIBRARY_CONSUME_RECORD(msg, host, peer_id):
-        return False
+        return _only_older(msg, host, peer_id)
     seen[peer_id] = (now, record)
     seen.move_to_end(peer_id)
     while len(seen) > RECORDS_KEPT:

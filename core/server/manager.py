@@ -117,12 +117,27 @@ class PeerManager:
         return PeerConfig(**{**base.__dict__, "listen_addrs": listen, "files_dir": files})
 
     async def _run_peer(self, peer: Peer, *, task_status: trio.TaskStatus[Peer]) -> None:
+        """The folder of a keyless peer goes once the peer has stopped, here rather than in
+        remove_peer: a peer may take longer to stop than remove_peer waits (60 stopping at
+        once on a loaded box took over 10 s), or stop on its own with an error."""
+        peer_id = str(peer.peer_id)
         try:
             await peer.run(task_status=task_status)
         except Exception:
             log.exception("%s stopped with an error", peer.alias)
         finally:
-            self.peers.pop(str(peer.peer_id), None)
+            self.peers.pop(peer_id, None)
+            if peer_id in self._ephemeral:
+                self._ephemeral.discard(peer_id)
+                with trio.CancelScope(shield=True):
+                    await self._forget_files(peer)
+
+    @staticmethod
+    async def _forget_files(peer: Peer) -> None:
+        if peer.config.files_dir:
+            await trio.to_thread.run_sync(
+                partial(shutil.rmtree, peer.config.files_dir, ignore_errors=True)
+            )
 
     async def _join_siblings(self, peer: Peer) -> None:
         """Siblings still starting are skipped: they join us when their own start is done."""
@@ -150,12 +165,6 @@ class PeerManager:
         peer.stop()
         with trio.move_on_after(10):
             await peer.stopped.wait()
-        if peer_id in self._ephemeral:
-            self._ephemeral.discard(peer_id)
-            if peer.config.files_dir and peer.stopped.is_set():
-                await trio.to_thread.run_sync(
-                    partial(shutil.rmtree, peer.config.files_dir, ignore_errors=True)
-                )
 
     async def close(self) -> None:
         async with trio.open_nursery() as nursery:

@@ -310,3 +310,38 @@ def test_a_message_not_ours_is_always_verified() -> None:
         assert not pubsub_speed._signature_valid(forged)  # during our publish: not from us
     finally:
         pubsub_speed._publishing.reset(token)
+
+
+def test_the_library_still_drops_an_rpc_whose_record_is_only_older() -> None:
+    """py-libp2p 0.8.1 refuses a valid record with a lower sequence number (and pubsub then
+    ignores the whole RPC); ours takes the RPC and keeps the newer record."""
+    me = compat.build_host(identity.generate())
+    x_key = identity.generate()
+    x = ID.from_pubkey(x_key.public_key)
+    older, newer = _signed_rpc(x_key, x, 4001), _signed_rpc(x_key, x, 4002)
+    assert pubsub_speed.LIBRARY_CONSUME_RECORD(newer, me, x)
+    assert not pubsub_speed.LIBRARY_CONSUME_RECORD(older, me, x)
+    assert "existing.seq > record.seq" in inspect.getsource(peerstore.PeerStore.consume_peer_record)
+    assert "self.peer_record_map.get(peer_id)" in inspect.getsource(
+        peerstore.PeerStore.consume_peer_record
+    )
+    assert pubsub_speed._consume_record(older, me, x)
+    stored = me.get_peerstore().get_peer_record(x)
+    assert stored is not None and stored.marshal_envelope() == newer.senderRecord
+    y_key = identity.generate()
+    y = ID.from_pubkey(y_key.public_key)
+    assert not pubsub_speed._consume_record(older, me, y)  # x's old record on y's stream
+    pubsub_speed._consume_record(_signed_rpc(y_key, y, 4003), me, y)
+    forged = _signed_rpc(y_key, x, 4001)  # claims x, signed by y
+    assert not pubsub_speed._consume_record(forged, me, x)
+
+
+def test_a_record_issued_elsewhere_is_sent_at_once() -> None:
+    """Identify and the DHT call the library's own function; when it issues a newer local
+    record, our next RPC carries that one, not the cached older one peers would refuse."""
+    host = compat.build_host(identity.generate())
+    first, _ = pubsub_speed._record_to_send(host)
+    newer = peerstore.issue_and_cache_local_record(host)
+    assert newer != first
+    sent, _ = pubsub_speed._record_to_send(host)
+    assert sent == newer
