@@ -77,6 +77,7 @@ from core.libp2p_compat.pubsub_speed import (
 )
 from core.libp2p_compat.pubsub_sync import resync_subscriptions
 from core.libp2p_compat.quic import quic_transport
+from core.libp2p_compat.records import older_records_tolerated, tolerate_older_records
 from core.libp2p_compat.yamux import (
     WindowExceeded,
     bound_yamux_buffers,
@@ -139,6 +140,7 @@ __all__ = [
     "max_outbound_queue",
     "mesh_peers",
     "observed_ips",
+    "older_records_tolerated",
     "own_signature_checks_skipped",
     "ping_rtt",
     "provide_network",
@@ -152,6 +154,7 @@ __all__ = [
     "signed_records_reused",
     "skip_own_signature_checks",
     "strip_p2p",
+    "tolerate_older_records",
     "topic_peers",
     "window_updates_coalesced",
     "write_whole_frames",
@@ -160,11 +163,12 @@ __all__ = [
 ]
 """What the package offers; listed so a type checker sees the re-exports as meant."""
 
-# On for every host of the process: see yamux.py, limits.py and pubsub_speed.py.
+# On for every host of the process: see yamux.py, limits.py, pubsub_speed.py and records.py.
 bound_yamux_buffers()
 coalesce_window_updates()
 freeze_yamux_tuning()
 write_whole_frames()
 gate_inbound_handshakes()
 reuse_signed_records()
+tolerate_older_records()
 skip_own_signature_checks()

@@ -23,8 +23,8 @@ thirds of the time of each side in three places that carry no information:
    and the DHT send newer ones by other streams, so the two race; in the loaded swarm lab
    every message of a round was lost this way. A correctly signed, older record of the
    sending peer is now ignored (the stored, newer one stays) and the RPC handled; a record
-   that is forged or of another peer still drops it. go's pubsub does not read the record
-   outside peer exchange at all.
+   that is forged or of another peer still drops it (records.py, which does the same for
+   the DHT). go's pubsub does not read the record outside peer exchange at all.
 4. **IDONTWANT for every message, to every mesh peer**, including the peer the message came
    from and for our own messages. go sends IDONTWANT only for messages of at least
    ``IDONTWANT_THRESHOLD`` bytes (``GossipSubIDontWantMessageThreshold``), only for messages
@@ -46,7 +46,6 @@ from typing import Any
 
 from libp2p.abc import IHost
 from libp2p.peer import peerstore as _peerstore
-from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
 from libp2p.pubsub import floodsub as _floodsub
 from libp2p.pubsub import gossipsub as _gossipsub
@@ -61,6 +60,7 @@ from libp2p.pubsub.gossipsub import (
 from libp2p.pubsub.pb import rpc_pb2
 
 from core.libp2p_compat.pubsub import GoLikeGossipSub, GuardedPubsub
+from core.libp2p_compat.records import only_older
 
 RECORD_REFRESH = 10.0
 """Seconds a signed peer record built for our RPCs is reused before the addresses are checked.
@@ -98,21 +98,6 @@ def _record_to_send(host: IHost) -> tuple[bytes, bool]:
     return envelope, fresh
 
 
-def _only_older(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
-    """The record the library refused is ``peer_id``'s own, correctly signed, and older than
-    the one the peerstore holds: stale, not false."""
-    try:
-        envelope, record = consume_envelope(msg.senderRecord, "libp2p-peer-record")
-    except Exception:
-        return False
-    if record.peer_id != peer_id or ID.from_pubkey(envelope.public_key) != peer_id:
-        return False
-    # The map consume_peer_record compares with (get_peer_record hides a record whose
-    # addresses expired, which the comparison still counts).
-    stored = getattr(host.get_peerstore(), "peer_record_map", {}).get(peer_id)
-    return stored is not None and stored.seq > record.seq
-
-
 def _consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
     if not msg.HasField("senderRecord"):
         return True
@@ -126,7 +111,7 @@ def _consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
         seen.move_to_end(peer_id)
         return True
     if not LIBRARY_CONSUME_RECORD(msg, host, peer_id):
-        return _only_older(msg, host, peer_id)
+        return only_older(msg.senderRecord, host, peer_id)
     seen[peer_id] = (now, record)
     seen.move_to_end(peer_id)
     while len(seen) > RECORDS_KEPT:
