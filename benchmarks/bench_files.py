@@ -5,7 +5,7 @@
   MB/s next to hashlib.sha256 over the same bytes (MB/s, measured right before and right
   after the import, both reading the file from the page cache) and next to the disk (the
   same bytes copied to a new file and fsynced: a durable store writes each byte at least
-  once, and SQLite's WAL writes it twice, WAL then database), and the importer's peak
+  once, which the store's pack files do), and the importer's peak
   RSS (VmHWM of a child process of its own: ru_maxrss would carry the parent's peak
   across exec);
 - the same import with the blocks thrown away instead of stored (reading, chunking,
@@ -111,7 +111,10 @@ from core.files.filetree import Cancel, FileTree
 from core.ipfs.unixfs import ImportCancelled
 src, db = Path({src!r}), Path({db!r})
 def disk():
-    return sum(f.stat().st_size for f in db.parent.glob(db.name + "*") if f.suffix != ".sqlite-shm")
+    files = [f for f in db.parent.glob(db.name + "*") if f.is_file() and f.suffix != ".sqlite-shm"]
+    packs = db.with_name(db.name + "-packs")
+    files += list(packs.iterdir()) if packs.exists() else []
+    return sum(f.stat().st_size for f in files)
 tree = FileTree(BlockStore(db))
 cancel, seen = Cancel(), {{}}
 def progress(done):

@@ -55,13 +55,27 @@ def put_dir(
 
 
 def assert_sound(path: Path) -> None:
-    """SQLite's own integrity check passes and no stored block is torn or mislabelled."""
+    """SQLite's own integrity check passes, no stored block is torn or mislabelled (packed
+    data read from its pack, independently of the store's code), and every pack file is
+    named by a row."""
+    packs = path.with_name(path.name + "-packs")
+    named = set()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        for cid, data in raw.execute("SELECT cid, data FROM blocks"):
+        for cid, data, pack, at, size in raw.execute(
+            "SELECT cid, data, pack, at, size FROM blocks"
+        ):
+            if pack is not None:
+                named.add(f"{pack:08d}.pack")
+                with (packs / f"{pack:08d}.pack").open("rb") as fh:
+                    fh.seek(at)
+                    data = fh.read(size)
+            assert len(data) == size
             if cid.startswith(b"\x12\x20"):
                 assert cid == cid_of(data)
     raw.close()
+    on_disk = {f.name for f in packs.iterdir()} if packs.exists() else set()
+    assert on_disk == named, f"packs nobody names: {sorted(on_disk - named)}"
 
 
 def run(*cmd: str) -> bool:
@@ -379,8 +393,9 @@ def test_existing_store_on_a_folder_that_became_read_only(tmp_path: Path) -> Non
 def small_disk(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Path, Callable[[], None]]]:
-    """Yields (folder, free_space): a real 4 MiB tmpfs with a 1 MiB filler file, or an
-    SQLite page cap (max_page_count, 48 pages of 64 KiB) where a mount is impossible."""
+    """Yields (folder, free_space): a real 4 MiB tmpfs with a 1 MiB filler file (packs and
+    SQLite both run out), or an SQLite page cap (max_page_count, 48 pages of 64 KiB) where a
+    mount is impossible."""
     if request.param == "tmpfs":
         with tmpfs(tmp_path / "small", "size=4m") as folder:
             filler = folder / "filler"
@@ -389,6 +404,8 @@ def small_disk(
         return
     pragmas = [*blockstore._CONNECTION_PRAGMAS, "PRAGMA max_page_count=48"]
     monkeypatch.setattr(blockstore, "_CONNECTION_PRAGMAS", pragmas)
+    # A page cap binds SQLite only: every block stays in it here (packs meet the tmpfs).
+    monkeypatch.setattr(blockstore, "PACK_MIN", 1 << 62)
     folder = tmp_path / "capped"
     folder.mkdir()
     yield folder, lambda: None
@@ -425,6 +442,109 @@ def test_disk_full_leaves_the_store_intact_and_recovers(
     with BlockStore(path) as reopened:
         assert reopened.get_root("files") == second
         assert reopened.missing(second) == []
+    assert_sound(path)
+
+
+# -- pack files ----------------------------------------------------------------------------
+
+
+def _packs(store: BlockStore) -> list[str]:
+    return sorted(f.name for f in store.packs.iterdir()) if store.packs.exists() else []
+
+
+def test_big_blocks_are_written_once_to_a_pack_and_small_ones_stay_in_sqlite(
+    store: BlockStore,
+) -> None:
+    leaves = [os.urandom(CHUNK) for _ in range(8)]
+    with store.session() as session, session.batch() as batch:
+        root = put_file(batch, leaves)
+        small = b"small block"
+        batch.put(cid_of(small), small, [])
+    assert _packs(store) == ["00000001.pack"]  # one transaction, one pack
+    assert (store.packs / "00000001.pack").stat().st_size == 8 * CHUNK
+    with store._reading() as conn:
+        inline = conn.execute("SELECT sum(length(data)) FROM blocks").fetchone()[0]
+    assert inline == len(small) + len(b"node:") + 8 * 34  # the data of big blocks is not in it
+    assert [store.get(cid_of(leaf)) for leaf in leaves] == leaves
+    assert store.get(cid_of(small)) == small
+    assert store.stats() == (10, 8 * CHUNK + len(small) + len(b"node:") + 8 * 34)
+    store.put(cid_of(leaves[0]), leaves[0], [])  # stored already: no new pack
+    assert _packs(store) == ["00000001.pack"]
+    store.set_root("files", root)
+    assert_sound(store.path)
+
+
+def test_gc_removes_a_pack_once_none_of_its_blocks_is_left(store: BlockStore) -> None:
+    kept = put_file(store, [os.urandom(CHUNK) for _ in range(2)])  # one put per block
+    with store.session() as session, session.batch() as batch:
+        dropped = put_file(batch, [os.urandom(CHUNK) for _ in range(4)])
+    store.set_root("kept", kept)
+    store.set_root("dropped", dropped)
+    assert len(_packs(store)) == 3
+    store.set_root("dropped", None)
+    assert store.gc() == GcStats(blocks=5, bytes=4 * CHUNK + len(b"node:") + 4 * 34)
+    assert _packs(store) == ["00000001.pack", "00000002.pack"]
+    assert store.missing(kept) == []
+    assert_sound(store.path)
+
+
+def test_a_pack_nobody_names_is_removed_on_open_and_never_reused(tmp_path: Path) -> None:
+    """What a kill between a pack's write and its commit leaves behind."""
+    path = tmp_path / "blocks.db"
+    with BlockStore(path) as first:
+        root = put_file(first, [os.urandom(CHUNK)])
+        first.set_root("files", root)
+        (first.packs / "00000007.pack").write_bytes(os.urandom(CHUNK))
+        (first.packs / "notes.txt").write_text("not a pack")
+    with BlockStore(path) as second:
+        assert _packs(second) == ["00000001.pack", "notes.txt"]
+        second.put(cid_of(b"x" * CHUNK), b"x" * CHUNK, [])
+        assert "00000008.pack" in _packs(second)  # numbered after every pack seen
+        assert second.missing(root) == []
+
+
+def test_a_damaged_pack_is_reported_and_the_store_goes_on(store: BlockStore) -> None:
+    leaf = os.urandom(CHUNK)
+    store.put(cid_of(leaf), leaf, [])
+    os.truncate(store.packs / "00000001.pack", CHUNK // 2)
+    with pytest.raises(StoreError, match="is damaged"):
+        store.get(cid_of(leaf))
+    other = os.urandom(CHUNK)
+    store.put(cid_of(other), other, [])
+    assert store.get(cid_of(other)) == other
+
+
+def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Version 1 kept every block in SQLite; those stay readable where they are, new big
+    blocks go to packs, and version 1 code would refuse the upgraded file (newer)."""
+    path = tmp_path / "blocks.db"
+    old = os.urandom(CHUNK)
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute(
+            "CREATE TABLE blocks (id INTEGER PRIMARY KEY, cid BLOB NOT NULL UNIQUE, "
+            "size INTEGER NOT NULL, data BLOB NOT NULL)"
+        )
+        raw.execute(
+            "CREATE TABLE links (parent INTEGER NOT NULL, child BLOB NOT NULL, "
+            "PRIMARY KEY (parent, child)) WITHOUT ROWID"
+        )
+        raw.execute("CREATE TABLE pins (name TEXT PRIMARY KEY, cid BLOB NOT NULL) WITHOUT ROWID")
+        raw.execute(
+            "INSERT INTO blocks (cid, size, data) VALUES (?, ?, ?)", (cid_of(old), CHUNK, old)
+        )
+        raw.execute("INSERT INTO pins VALUES ('files', ?)", (cid_of(old),))
+        raw.execute("PRAGMA user_version=1")
+    raw.close()
+    with BlockStore(path) as upgraded:
+        assert upgraded.get(cid_of(old)) == old
+        assert upgraded.get_root("files") == cid_of(old)
+        new = os.urandom(CHUNK)
+        upgraded.put(cid_of(new), new, [])
+        assert upgraded.get(cid_of(new)) == new and _packs(upgraded) == ["00000001.pack"]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    raw.close()
     assert_sound(path)
 
 
@@ -543,9 +663,11 @@ def write_random_file(path: Path, mib: int) -> None:
 
 
 def disk_bytes(path: Path) -> int:
-    """What the store takes on disk: the database file and its WAL."""
+    """What the store takes on disk: the database file, its WAL and its packs."""
     wal = path.with_name(path.name + "-wal")
-    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    packs = path.with_name(path.name + "-packs")
+    packed = sum(f.stat().st_size for f in packs.iterdir()) if packs.exists() else 0
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0) + packed
 
 
 def stored_cids(path: Path) -> set[bytes]:
