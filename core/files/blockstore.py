@@ -380,10 +380,11 @@ class BlockStore:
             at += len(data)
         try:
             self.packs.mkdir(exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY
+            fd = os.open(path, flags, 0o644)
             try:
                 _write_all(fd, [data for _, data, _ in blocks])
-                os.fdatasync(fd)
+                _fdatasync(fd)
             finally:
                 os.close(fd)
             _sync_folder(self.packs)
@@ -398,13 +399,13 @@ class BlockStore:
         read opens the pack anew: a cached descriptor could be closed by GC and its number
         reused by another file while a reader still holds it."""
         try:
-            fd = os.open(self._pack_path(pack), os.O_RDONLY | _O_CLOEXEC)
+            fd = os.open(self._pack_path(pack), os.O_RDONLY | _O_CLOEXEC | _O_BINARY)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(self._describe_os(exc)) from exc
         try:
-            data = os.pread(fd, size, at)
+            data = _pread(fd, size, at)
         except OSError as exc:
             raise StoreError(self._describe_os(exc)) from exc
         finally:
@@ -952,7 +953,10 @@ def _write_all(fd: int, buffers: list[bytes | bytearray]) -> None:
     """writev until every byte is written (a write may be short; IOV_MAX caps a call)."""
     views = [memoryview(b) for b in buffers if len(b)]
     while views:
-        written = os.writev(fd, views[:_IOV_MAX])
+        if hasattr(os, "writev"):
+            written = os.writev(fd, views[:_IOV_MAX])
+        else:  # Windows
+            written = os.write(fd, views[0])
         while written and views:
             if written >= len(views[0]):
                 written -= len(views[0])
@@ -975,8 +979,18 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _pread(fd: int, size: int, at: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, at)
+    os.lseek(fd, at, os.SEEK_SET)  # Windows: the descriptor is this call's own
+    return os.read(fd, size)
+
+
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+"""fdatasync where there is one (not macOS, not Windows: fsync there)."""
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
 _IOV_MAX = 1024
 
 
