@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,7 @@ def main() -> None:
         src.unlink()
         for name in ("import.sqlite", "import.sqlite-wal", "import.sqlite-shm"):
             (work / name).unlink(missing_ok=True)
+        shutil.rmtree(work / "import.sqlite-packs", ignore_errors=True)
         t = transfer_rate(args.transfer_mib * CHUNK, work)
         print(f"transfer {args.transfer_mib} MiB     {t:8.1f} MB/s   (bitswap, two local peers)")
     h = hamt_figures()
