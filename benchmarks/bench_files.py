@@ -141,7 +141,10 @@ def cancel_cleanup(path: Path, workdir: Path) -> tuple[float, int, int, int]:
         [sys.executable, "-c", script], check=True, capture_output=True, text=True
     ).stdout.split()
     for leftover in workdir.glob("cancel.sqlite*"):
-        leftover.unlink()
+        if leftover.is_dir():  # its packs
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
     return float(out[0]), int(out[1]), int(out[2]), int(out[3])
 
 
