@@ -31,7 +31,9 @@ TOPIC_LOOKUP_COUNT = 100
 """Providers a topic lookup stops at (the library's default, 20, is a small topic)."""
 """While we are in a topic its providers are looked up again, 5 s after the first lookup and
 then with the pause doubling up to 2 min: one lookup finds only who advertised before it, and
-returns a bounded batch (at 50 peers in the swarm lab, lists stayed a third complete)."""
+returns a bounded batch (at 50 peers in the swarm lab, lists stayed a third complete). A
+lookup that finds a provider no earlier one found starts the pause over: the topic is still
+growing, and its newcomers are found 5 s later instead of up to 2 min later."""
 
 Operation = Callable[[], Awaitable[None]]
 
@@ -200,7 +202,8 @@ class Dht:
 
     def discover_topic_peers(self, topic: str) -> None:
         """Dial the topic's providers we are not connected to, now and again while we are in
-        the topic (``REDISCOVER_FIRST``, doubling to ``REDISCOVER_MAX``)."""
+        the topic (``REDISCOVER_FIRST``, doubling to ``REDISCOVER_MAX`` while no lookup finds
+        anyone new)."""
         if topic in self._discovering:
             return
         scope = trio.CancelScope()
@@ -208,17 +211,22 @@ class Dht:
 
         async def discover() -> None:
             pause = self.rediscover_first
+            seen: set[ID] = set()
             with scope:
                 while True:
+                    growing = False
                     try:
                         connected = set(self.host.get_connected_peers())
                         found = await self.find_topic_peers(topic)
+                        growing = bool({i.peer_id for i in found} - seen)
+                        seen.update(i.peer_id for i in found)
                         async with trio.open_nursery() as nursery:
                             for info in found:
                                 if info.peer_id not in connected:
                                     nursery.start_soon(self.dial, info)
                     except Exception as exc:  # a lookup failing now may work next time
                         log.debug("looking for the peers of %s failed: %s", topic, exc)
+                    pause = self.rediscover_first if growing else pause
                     await trio.sleep(pause)
                     pause = min(pause * 2, REDISCOVER_MAX)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import trio
@@ -108,6 +109,37 @@ async def test_a_topic_member_keeps_looking_for_peers_that_advertise_later() -> 
         assert "chatroom" not in early.dht._discovering
         for p in (early, late, boot):
             p.stop()
+
+
+async def test_a_lookup_that_finds_someone_new_starts_the_pause_over() -> None:
+    """The pause between lookups doubles while they find nobody new, and starts over after
+    one that does: a growing topic's newcomers are found soon, a settled one is left alone.
+    The lookups here are scripted (the network part is tested above); the loop is real."""
+    someone, newcomer = (ID.from_pubkey(create_new_key_pair().public_key) for _ in range(2))
+    script = [[someone]] * 4 + [[someone, newcomer]] + [[someone, newcomer]] * 3
+    at: list[float] = []
+    async with trio.open_nursery() as nursery:
+        peer = await nursery.start(new_peer(fast_config()).run)
+
+        async def scripted(topic: str) -> list[PeerInfo]:
+            at.append(trio.current_time())
+            return [PeerInfo(p, []) for p in script[min(len(at), len(script)) - 1]]
+
+        async def no_dial(info: PeerInfo) -> bool:
+            return False
+
+        peer.dht.find_topic_peers = scripted  # type: ignore[method-assign]
+        peer.dht.dial = no_dial  # type: ignore[method-assign]
+        peer.dht.rediscover_first = 0.25
+        peer.dht.ready.set()
+        peer.dht.discover_topic_peers("room")
+        with trio.fail_after(30):
+            while len(at) < 7:
+                await trio.sleep(0.05)
+        gaps = [b - a for a, b in itertools.pairwise(at)]
+        # 0.25 (someone was new), 0.5, 1, 2, then 0.25 after the newcomer, 0.5
+        assert gaps[3] > 1.5 and gaps[4] < 1.0 and gaps[5] > gaps[4], gaps
+        peer.stop()
 
 
 async def test_peer_without_network_starts_at_once_and_reports_ready() -> None:
