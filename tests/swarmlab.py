@@ -119,6 +119,8 @@ async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
             "peers": len([p for p, c in network.get_connections_map().items() if c]),
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "rss_mib": _rss_mib(),
+            "dht_mode": peer.dht.kad.mode.name,
+            "routing_table": peer.dht.routing_table_size(),
         }
     return await _plain_handle(peer, req)
 
