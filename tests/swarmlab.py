@@ -103,6 +103,13 @@ async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
             info = await peer.dht.find_peer(ID.from_base58(req["peer"]))
             return {"found": info is not None, "took": time.monotonic() - start}
         return {"found": False, "took": time.monotonic() - start}
+    if op == "protocols_of":  # what identify told us a peer speaks
+        from libp2p.peer.id import ID
+
+        try:
+            return sorted(peer.host.get_peerstore().get_protocols(ID.from_base58(req["peer"])))
+        except Exception as exc:
+            return [f"error: {exc}"]
     if op == "find_providers":
         start = time.monotonic()
         with trio.move_on_after(req.get("bound", 10.0)):  # seconds the lookup may take

@@ -25,6 +25,7 @@ in its walk.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -43,6 +44,8 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+log = logging.getLogger(__name__)
 
 PROVIDER_TTL = 48 * 3600.0
 """go-libp2p-kad-dht's (and py-libp2p's) provider record validity."""
@@ -318,7 +321,8 @@ async def _ask(host: IHost, peer: ID, kind: int, key: bytes) -> Message | None:
     of nobody. Here a record we cannot take costs only the record."""
     try:
         stream = await host.new_stream(peer, [TProtocol(PROTOCOL_ID)])
-    except Exception:
+    except Exception as exc:
+        log.debug("no DHT stream to %s: %r", peer, exc)
         return None
     try:
         request = Message(type=kind, key=key)  # type: ignore[arg-type]
@@ -329,7 +333,8 @@ async def _ask(host: IHost, peer: ID, kind: int, key: bytes) -> Message | None:
         response.ParseFromString(
             await read_varint_prefixed_bytes_limited(stream, MAX_DHT_MESSAGE_SIZE)
         )
-    except Exception:
+    except Exception as exc:
+        log.debug("DHT request %s to %s failed: %r", kind, peer, exc)
         return None
     finally:
         with trio.move_on_after(1):
