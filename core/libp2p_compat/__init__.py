@@ -28,6 +28,7 @@ from core.libp2p_compat.host import (
     quiet_library_logging,
 )
 from core.libp2p_compat.kad import (
+    INBOUND_HANDLERS,
     PROVIDER_TTL,
     REPROVIDE_INTERVAL,
     ExpiringProviderStore,
@@ -36,6 +37,7 @@ from core.libp2p_compat.kad import (
     install_provider_store,
     provide_network,
     strip_p2p,
+    widen_inbound_handlers,
 )
 from core.libp2p_compat.limits import (
     HandshakeGate,
@@ -97,6 +99,7 @@ __all__ = [
     "BITSWAP_LEGACY",
     "BITSWAP_PROTOCOLS",
     "HOP_PROTOCOL",
+    "INBOUND_HANDLERS",
     "LIBP2P_VERSION",
     "PING_PROTOCOL",
     "PRESENCE_DONT_HAVE",
@@ -156,6 +159,7 @@ __all__ = [
     "strip_p2p",
     "tolerate_older_records",
     "topic_peers",
+    "widen_inbound_handlers",
     "window_updates_coalesced",
     "write_whole_frames",
     "yamux_buffers_bounded",

@@ -6,12 +6,13 @@ from __future__ import annotations
 import inspect
 
 from libp2p.kad_dht import kad_dht, peer_routing, provider_store
-from libp2p.kad_dht.kad_dht import KadDHT, _encode_key
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT, _encode_key
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
 from libp2p.peer.peerstore import PeerStore
 
 from core import libp2p_compat as compat
+from core.profile import identity
 
 
 def test_the_store_traps_we_work_round_are_still_there() -> None:
@@ -75,3 +76,13 @@ def test_the_library_provide_still_walks_its_own_way_and_we_send_through_it() ->
     assert "ADD_PROVIDER" in inspect.getsource(ProviderStore._send_add_provider)
     # Servers reset DHT requests beyond 12 at once: why our walks ask 3 at a time.
     assert "CapacityLimiter(12)" in inspect.getsource(KadDHT.__init__)
+
+
+def test_a_dht_server_still_resets_requests_past_12_and_ours_takes_64() -> None:
+    assert "self._inbound_limiter = trio.CapacityLimiter(12)" in inspect.getsource(KadDHT.__init__)
+    handle = inspect.getsource(KadDHT.handle_stream)
+    assert "self._inbound_limiter.borrowed_tokens >= self._inbound_limiter.total_tokens" in handle
+    assert "await stream.reset()" in handle
+    dht = KadDHT(compat.build_host(identity.generate()), DHTMode.SERVER)
+    compat.widen_inbound_handlers(dht)
+    assert dht._inbound_limiter.total_tokens == compat.INBOUND_HANDLERS == 64
