@@ -339,16 +339,19 @@ class BlockStore:
                     guard.update(cid for cid, _, _ in blocks)
                 new = _absent(conn, blocks)
                 big = [block for block in new if len(block[1]) >= PACK_MIN]
-                offsets: dict[int, int] = {}
                 if big:
-                    pack, offsets = self._write_pack(big)
+                    pack = self._write_pack(big)
+                at = 0  # the big blocks lie in the pack in the order of ``new``
                 for cid, data, links in new:
-                    at = offsets.get(id(data))
+                    row: tuple[bytes, int, bytes | bytearray, int | None, int | None]
+                    if len(data) >= PACK_MIN:
+                        row = (cid, len(data), b"", pack, at)
+                        at += len(data)
+                    else:
+                        row = (cid, len(data), data, None, None)
                     cur = conn.execute(
                         "INSERT INTO blocks (cid, size, data, pack, at) VALUES (?, ?, ?, ?, ?)",
-                        (cid, len(data), b"", pack, at)
-                        if at is not None
-                        else (cid, len(data), data, None, None),
+                        row,
                     )
                     if links:
                         parent = cur.lastrowid
@@ -366,18 +369,12 @@ class BlockStore:
     def _pack_path(self, pack: int) -> Path:
         return self.packs / f"{pack:08d}{_PACK_SUFFIX}"
 
-    def _write_pack(self, blocks: list[_Block]) -> tuple[int, dict[int, int]]:
-        """Write ``blocks``' data to a new pack and make it durable (file and directory
-        entry); return its number and each buffer's offset (keyed by ``id`` of the buffer).
-        Runs under the write lock."""
+    def _write_pack(self, blocks: list[_Block]) -> int:
+        """Write ``blocks``' data, one after the other, to a new pack and make it durable
+        (file and directory entry); return its number. Runs under the write lock."""
         pack = self._next_pack
         self._next_pack += 1
         path = self._pack_path(pack)
-        offsets: dict[int, int] = {}
-        at = 0
-        for _, data, _ in blocks:
-            offsets[id(data)] = at
-            at += len(data)
         try:
             self.packs.mkdir(exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY
@@ -392,7 +389,7 @@ class BlockStore:
             with suppress(OSError):
                 path.unlink()
             raise StoreError(self._describe_os(exc)) from exc
-        return pack, offsets
+        return pack
 
     def _read_packed(self, pack: int, at: int, size: int) -> bytes | None:
         """A packed block's data; None if GC removed its pack since the row was read. Each
@@ -428,12 +425,12 @@ class BlockStore:
         with self._write_lock:
             try:
                 present = {
-                    int(f.stem): f
+                    int(f.stem)
                     for f in self.packs.iterdir()
                     if f.suffix == _PACK_SUFFIX and f.stem.isdigit()
                 }
             except FileNotFoundError:
-                present = {}
+                present = set()
             except OSError as exc:
                 raise StoreError(self._describe_os(exc)) from exc
             with self._reading() as conn:
@@ -443,7 +440,7 @@ class BlockStore:
                         "SELECT DISTINCT pack FROM blocks WHERE pack IS NOT NULL"
                     )
                 }
-            for pack in present.keys() - named:
+            for pack in present - named:
                 self._remove_pack(pack)
             self._next_pack = max([0, *present, *named]) + 1
 
