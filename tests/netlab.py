@@ -123,6 +123,49 @@ class Node:
         return runner
 
 
+NEIGHBOUR_ROOM = {"gc_thresh3": 16384, "gc_thresh2": 8192, "gc_thresh1": 4096}
+"""The kernel's ARP table is one for all namespaces, and its defaults (128 / 512 / 1024
+entries) are for one host: a lab of 50 peers on one bridge needs ~2 600 (each namespace
+learns everyone it talks to). Past 1 024 the kernel drops packets ("neighbor table
+overflow"): in the 50-member swarm lab most TCP connects between public peers timed out, and
+it looked like a slow swarm. Raised while a lab runs, the old values put back after."""
+_NEIGH = Path("/proc/sys/net/ipv4/neigh/default")
+_neighbour_lock = threading.Lock()
+_neighbour_users = 0
+_neighbour_saved: dict[str, str] = {}
+
+
+def _make_neighbour_room() -> None:
+    global _neighbour_users
+    with _neighbour_lock:
+        _neighbour_users += 1
+        if _neighbour_users > 1:
+            return
+        for name, value in NEIGHBOUR_ROOM.items():  # thresh3 first: 1 <= 2 <= 3 throughout
+            path = _NEIGH / name
+            try:
+                old = path.read_text().strip()
+                if int(old) < value:
+                    path.write_text(str(value))
+                    _neighbour_saved[name] = old
+            except (OSError, ValueError):
+                pass  # a read-only /proc/sys: small labs still fit the defaults
+
+
+def _give_back_neighbour_room() -> None:
+    global _neighbour_users
+    with _neighbour_lock:
+        _neighbour_users -= 1
+        if _neighbour_users > 0:
+            return
+        for name in reversed(NEIGHBOUR_ROOM):  # thresh1 first, back below thresh2 and 3
+            if name in _neighbour_saved:
+                try:
+                    (_NEIGH / name).write_text(_neighbour_saved.pop(name))
+                except OSError:
+                    pass
+
+
 @dataclass
 class Lab:
     prefix: str = field(default_factory=lambda: f"pd{secrets.token_hex(2)}")
@@ -131,8 +174,11 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     _next_public: int = 1
     _next_lan: int = 1
+    _room: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
+        _make_neighbour_room()
+        self._room = True
         self.wan = self._ns("wan")
         _sh("ip", "-n", self.wan, "link", "add", "br0", "type", "bridge")
         _sh("ip", "-n", self.wan, "link", "set", "br0", "up")
@@ -222,6 +268,9 @@ class Lab:
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self.namespaces.clear()
+        if self._room:
+            self._room = False
+            _give_back_neighbour_room()
 
     def __enter__(self) -> Lab:
         return self

@@ -117,6 +117,14 @@ async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
             ids = sorted(str(i.peer_id) for i in found)
             return {"peers": ids, "took": time.monotonic() - start}
         return {"peers": [], "took": time.monotonic() - start}
+    if op == "held_providers":  # the provider records this peer stores for a topic's keys
+        from core.network import dht
+
+        store = peer.dht.providers
+        return {
+            ns: sorted(str(i.peer_id) for i in store.held(dht.namespace_cid(ns)))
+            for ns in dht.rendezvous_namespaces(req["topic"])
+        }
     if op == "stats":
         usage = resource.getrusage(resource.RUSAGE_SELF)
         network = peer.host.get_network()

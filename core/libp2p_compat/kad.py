@@ -104,6 +104,10 @@ class ExpiringProviderStore(ProviderStore):
         self._prune(key)
         return super().get_providers(key)
 
+    def held(self, key: str) -> list[PeerInfo]:
+        """The unexpired records stored here for ``key`` (a CID's text), ours included."""
+        return self.get_providers(_encode_key(key))
+
     def cleanup_expired(self) -> None:
         for key in list(self.providers):
             self._prune(key)

@@ -221,10 +221,11 @@ class Dht:
                         found = await self.find_topic_peers(topic)
                         growing = bool({i.peer_id for i in found} - seen)
                         seen.update(i.peer_id for i in found)
+                        todo = [i for i in found if i.peer_id not in connected]
+                        log.debug("topic %s: %d found, dialing %d", topic, len(found), len(todo))
                         async with trio.open_nursery() as nursery:
-                            for info in found:
-                                if info.peer_id not in connected:
-                                    nursery.start_soon(self.dial, info)
+                            for info in todo:
+                                nursery.start_soon(self.dial, info)
                     except Exception as exc:  # a lookup failing now may work next time
                         log.debug("looking for the peers of %s failed: %s", topic, exc)
                     pause = self.rediscover_first if growing else pause
