@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_BOUND = 3.0
 PING_INTERVAL = 15.0
+MUXER_RTT_SETTLE = 5.0
+"""Yamux measures its first round trip 0.5 s after the connection is up (later on a busy
+peer); a ping is made only if it has none by then."""
 DIAL_TIMEOUT = 10.0
 
 
@@ -371,7 +374,7 @@ class Peer:
             if first:
                 self.profile_names.connected(peer)
                 self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
-                self._nursery.start_soon(self._measure_latency, peer)
+                self._nursery.start_soon(self._measure_latency, peer, MUXER_RTT_SETTLE)
 
     @property
     def reachability(self) -> str:
@@ -409,7 +412,17 @@ class Peer:
                     nursery.start_soon(self._measure_latency, peer)
             await trio.sleep(PING_INTERVAL)
 
-    async def _measure_latency(self, peer: ID) -> None:
+    async def _measure_latency(self, peer: ID, settle: float = 0.0) -> None:
+        """The muxer's own round trip when it has one (free: no stream, nothing sent), else a
+        ping. ``settle``: how long a new connection's muxer may take to measure its first."""
+        with trio.move_on_after(settle):
+            while True:
+                for conn in self.host.get_network().get_connections(peer):
+                    rtt = compat.muxer_rtt(conn)
+                    if rtt is not None:
+                        self._latency[peer] = rtt
+                        return
+                await trio.sleep(0.25)
         try:  # not PingService.ping: it raises TypeError (core/libp2p_compat/ping.py)
             self._latency[peer] = await compat.ping_rtt(self.host, peer, timeout=5)
         except Exception:

@@ -57,7 +57,7 @@ from core.libp2p_compat.nat import (
     observed_ips,
     reserve,
 )
-from core.libp2p_compat.ping import PING_PROTOCOL, ping_rtt
+from core.libp2p_compat.ping import PING_PROTOCOL, muxer_rtt, ping_rtt
 from core.libp2p_compat.pubsub import (
     GoLikeGossipSub,
     GuardedPubsub,
@@ -142,6 +142,7 @@ __all__ = [
     "make_relay",
     "max_outbound_queue",
     "mesh_peers",
+    "muxer_rtt",
     "observed_ips",
     "older_records_tolerated",
     "own_signature_checks_skipped",

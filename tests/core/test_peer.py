@@ -9,7 +9,7 @@ from core.events import PeerConnected, PeerDisconnected
 from core.profile.folder import Profile
 from core.profile.settings import Settings
 from core.server.serve import ServeOptions, peer_config
-from tests.conftest import connect, peer_group
+from tests.conftest import connect, fast_config, peer_group
 
 
 async def test_info_lists_connections_with_latency_direction_and_protocols() -> None:
@@ -107,3 +107,31 @@ async def test_info_reports_reachability_relay_addresses_and_connection_kinds() 
         assert conn["kind"] == "direct"
         assert [link["kind"] for link in conn["links"]] == ["direct"]
         assert conn["links"][0]["direction"] == conn["direction"] == "outbound"
+
+
+async def test_latency_comes_from_the_muxer_over_tcp_and_quic_without_pings() -> None:
+    """A ping per peer every 15 s was a third of an idle swarm member's CPU; Yamux and QUIC
+    measure the round trip themselves."""
+    from libp2p.host import ping as lib_ping
+
+    both = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]
+    async with peer_group(3, config=lambda: fast_config(listen_addrs=list(both))) as peers:
+        (a, _), (b, _), (c, _) = peers
+        pings: list[str] = []
+        for peer in (b, c):
+
+            async def _counting(stream, name=str(peer.peer_id)) -> None:  # type: ignore[no-untyped-def]
+                pings.append(name)
+                await lib_ping.handle_ping(stream)
+
+            peer.host.set_stream_handler(lib_ping.ID, _counting)
+        await a.connect(next(x for x in b.listen_addrs() if "/tcp/" in x))
+        await a.connect(next(x for x in c.listen_addrs() if "/quic-v1" in x))
+        with trio.fail_after(10):
+            while True:
+                latency = {x["peer"]: x["latency_ms"] for x in a.info()["connections"]}
+                if len(latency) == 2 and None not in latency.values():
+                    break
+                await trio.sleep(0.1)
+        assert all(0 < ms < 5000 for ms in latency.values()), latency
+        assert pings == []

@@ -118,3 +118,32 @@ async def test_a_wrong_pong_is_a_value_error_and_the_connection_stays() -> None:
         b.set_stream_handler(compat.PING_PROTOCOL, lib_ping.handle_ping)
         assert await compat.ping_rtt(a, b.get_id()) >= 0
         assert b.get_id() in a.get_connected_peers()
+
+
+def test_yamux_still_measures_its_own_round_trip() -> None:
+    """``muxer_rtt`` reads what these give; when they change, it silently falls back to pings."""
+    from libp2p.stream_muxer.yamux import yamux
+    from libp2p.transport.quic.connection import QUICConnection
+
+    assert yamux.RTT_MEASURE_INTERVAL == 30
+    assert "nursery.start_soon(self._measure_rtt_loop)" in inspect.getsource(yamux.Yamux.start)
+    assert callable(yamux.Yamux.rtt)
+    assert "smoothed_rtt" in inspect.getsource(QUICConnection.get_congestion_stats)
+
+
+async def test_muxer_rtt_over_yamux_comes_without_a_ping() -> None:
+    pings: list[int] = []
+
+    async def _counting(stream: INetStream) -> None:
+        pings.append(1)
+        await lib_ping.handle_ping(stream)
+
+    async with _hosts(2) as (a, b):
+        b.set_stream_handler(compat.PING_PROTOCOL, _counting)
+        (conn,) = a.get_network().get_connections(b.get_id())
+        with trio.fail_after(5):
+            while compat.muxer_rtt(conn) is None:
+                await trio.sleep(0.05)
+        rtt = compat.muxer_rtt(conn)
+        assert rtt is not None and 0 < rtt < 1000
+        assert pings == []
