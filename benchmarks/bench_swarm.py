@@ -15,8 +15,8 @@ many new ones join. Printed, as each phase ends:
   newcomers' joins of the others), member lists after churn;
 - mesh sizes sampled every 15 s (within D_lo..D_hi?), connections per peer against the high
   watermark;
-- CPU (share of a core, over a window at the start and at the end of the traffic) and RSS
-  per peer at the start and the end; trio tasks and connections per survivor before and
+- CPU (share of a core, over a window at the start and at the end of the traffic, and how
+  busy the whole machine was then) and RSS per peer at the start and the end; trio tasks and connections per survivor before and
   after churn;
 - DHT ``find_peer`` by id and ``find_providers`` for the topic from random members.
 
@@ -29,6 +29,7 @@ Loads the whole machine: every peer is a process (~90 MB). Validate with ``--pee
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import threading
@@ -79,6 +80,19 @@ def spread(values: list[float], unit: str = "", fmt: str = "{:.0f}") -> str:
 def stats(swarm: Swarm, peers: list[SwarmPeer]) -> dict[str, dict[str, Any]]:
     got = each(swarm, lambda p: p.runner.call("stats", timeout=60), peers)
     return {p.name: s for p, s in zip(peers, got, strict=True) if s is not None}
+
+
+def machine_cpu() -> tuple[int, int]:
+    """Idle and total jiffies of the whole machine (/proc/stat), to tell a slow swarm from a
+    machine with no CPU left: every peer is a process, and two cores are shared by all."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def busy(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Share of the machine's CPU time in use between two ``machine_cpu`` readings, in %."""
+    return 100 * (1 - (b[0] - a[0]) / max(1, b[1] - a[1]))
 
 
 def cpu_share(a: dict[str, dict], b: dict[str, dict], seconds: float) -> list[float]:
@@ -317,9 +331,9 @@ def main() -> None:
         before_churn: dict[str, dict] = {}
         with Traffic(swarm, args.rate) as traffic:
             t0 = time.monotonic()
-            s0, s0_at = stats(swarm, swarm.live), time.monotonic()
+            s0, s0_at, m0 = stats(swarm, swarm.live), time.monotonic(), machine_cpu()
             time.sleep(window)
-            s1, s1_at = stats(swarm, swarm.live), time.monotonic()
+            s1, s1_at, m1 = stats(swarm, swarm.live), time.monotonic(), machine_cpu()
             time.sleep(max(0.0, t0 + args.duration / 3 - time.monotonic()))
 
             before_churn = stats(swarm, swarm.live)
@@ -351,9 +365,9 @@ def main() -> None:
 
             # The churn phase may outlast the duration: the traffic then runs on, a window more.
             time.sleep(max(0.0, t0 + args.duration - window - time.monotonic()))
-            e0, e0_at = stats(swarm, swarm.live), time.monotonic()
+            e0, e0_at, n0 = stats(swarm, swarm.live), time.monotonic(), machine_cpu()
             time.sleep(window)
-            e1, e1_at = stats(swarm, swarm.live), time.monotonic()
+            e1, e1_at, n1 = stats(swarm, swarm.live), time.monotonic(), machine_cpu()
             traffic_s = time.monotonic() - t0
         time.sleep(5)  # the last messages in flight
 
@@ -390,7 +404,8 @@ def main() -> None:
         say(
             f"CPU per peer, % of a core: first {window:.0f} s of traffic "
             f"{spread(cpu_share(s0, s1, s1_at - s0_at), ' %', '{:.1f}')}; last {window:.0f} s "
-            f"{spread(cpu_share(e0, e1, e1_at - e0_at), ' %', '{:.1f}')}"
+            f"{spread(cpu_share(e0, e1, e1_at - e0_at), ' %', '{:.1f}')}; the machine "
+            f"({os.cpu_count()} cores) busy {busy(m0, m1):.0f} % and {busy(n0, n1):.0f} %"
         )
         say(
             f"RSS per peer: start {spread([s['rss_mib'] for s in s0.values()], ' MiB')}; "

@@ -153,6 +153,8 @@ async def test_peer_without_network_starts_at_once_and_reports_ready() -> None:
         assert peer.running
         await rec.wait_for(lambda: rec.of(DhtReady), timeout=15)
         assert rec.of(DhtReady)[0].routing_table_size == 0
+        # Its DHT server takes as many requests at once as go's would (the library: 12).
+        assert peer.dht.kad._inbound_limiter.total_tokens == compat.INBOUND_HANDLERS
         peer.stop()
 
 
