@@ -16,8 +16,8 @@ many new ones join. Printed, as each phase ends:
 - mesh sizes sampled every 15 s (within D_lo..D_hi?), connections per peer against the high
   watermark;
 - CPU (share of a core, over a window at the start and at the end of the traffic, and how
-  busy the whole machine was then) and RSS per peer at the start and the end; trio tasks and connections per survivor before and
-  after churn;
+  busy the whole machine was then) and RSS per peer at the start and the end; trio tasks
+  and connections per survivor before and after churn;
 - DHT ``find_peer`` by id and ``find_providers`` for the topic from random members.
 
     sudo .venv/bin/python benchmarks/bench_swarm.py [--peers 50] [--nat 5] [--duration 300]
