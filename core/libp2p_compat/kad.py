@@ -42,8 +42,9 @@ from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
 from libp2p.kad_dht.utils import maybe_consume_signed_record, sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+from core.libp2p_compat.pubsub_speed import record_to_send
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ async def _ask(host: IHost, peer: ID, kind: int, key: bytes) -> Message | None:
         return None
     try:
         request = Message(type=kind, key=key)  # type: ignore[arg-type]
-        request.senderRecord = env_to_send_in_RPC(host)[0]
+        request.senderRecord = record_to_send(host)[0]
         body = request.SerializeToString()
         await stream.write(varint.encode(len(body)) + body)
         response = Message()

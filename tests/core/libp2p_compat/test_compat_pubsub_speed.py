@@ -17,6 +17,7 @@ import multiaddr
 import pytest
 import trio
 from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer import peerstore
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -44,6 +45,9 @@ def test_the_library_still_builds_and_checks_a_record_per_rpc_where_we_hook() ->
     for module in pubsub_speed._MODULES:  # the names we replace are looked up in these
         assert hasattr(module, "env_to_send_in_RPC"), module
         assert hasattr(module, "maybe_consume_signed_record"), module
+    for module in pubsub_speed._DHT_MODULES:
+        assert "env_to_send_in_RPC(self.host)" in inspect.getsource(module), module
+    assert "env_to_send_in_RPC(self.host)" in inspect.getsource(KadDHT._do_handle_stream)
     assert compat.signed_records_reused()  # importing core.libp2p_compat installs it
 
 
@@ -254,11 +258,11 @@ def test_our_record_is_rebuilt_after_the_refresh_interval(
         return original()
 
     host.get_addrs = counting_addrs  # type: ignore[method-assign]
-    first, _ = pubsub_speed._record_to_send(host)
-    again, fresh = pubsub_speed._record_to_send(host)
+    first, _ = pubsub_speed.record_to_send(host)
+    again, fresh = pubsub_speed.record_to_send(host)
     assert (again, fresh, listings) == (first, False, 1)
     monkeypatch.setattr(pubsub_speed, "RECORD_REFRESH", 0.0)
-    pubsub_speed._record_to_send(host)
+    pubsub_speed.record_to_send(host)
     assert listings == 2
 
 
@@ -340,8 +344,8 @@ def test_a_record_issued_elsewhere_is_sent_at_once() -> None:
     """Identify and the DHT call the library's own function; when it issues a newer local
     record, our next RPC carries that one, not the cached older one peers would refuse."""
     host = compat.build_host(identity.generate())
-    first, _ = pubsub_speed._record_to_send(host)
+    first, _ = pubsub_speed.record_to_send(host)
     newer = peerstore.issue_and_cache_local_record(host)
     assert newer != first
-    sent, _ = pubsub_speed._record_to_send(host)
+    sent, _ = pubsub_speed.record_to_send(host)
     assert sent == newer
