@@ -147,10 +147,11 @@ def _label(peer: SwarmPeer) -> str:
 
 def diagnose(swarm: Swarm, wrong: dict[str, list[str]]) -> str:
     """How the missing entries split: not connected / connected without a pubsub stream /
-    stream but no subscription known."""
+    stream but no subscription known; and how many of each have a member behind NAT at one end."""
     by_name = {p.name: p for p in swarm.live}
     by_id = {p.id: p for p in swarm.members}
     counts = {"not connected": 0, "no stream": 0, "no subscription": 0, "extra": 0}
+    natted = dict.fromkeys(counts, 0)  # of those, entries with a member behind NAT at one end
     examples: list[str] = []
     for name, ids in wrong.items():
         try:
@@ -168,10 +169,12 @@ def diagnose(swarm: Swarm, wrong: dict[str, list[str]]) -> str:
                 kind = "no subscription"
             counts[kind] += 1
             other = by_id.get(peer)
+            if by_name[name].behind_nat or (other is not None and other.behind_nat):
+                natted[kind] += 1
             if len(examples) < 8:
                 label = _label(other) if other is not None else peer[-6:]
                 examples.append(f"{_label(by_name[name])}-{label}: {kind}")
-    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+    summary = ", ".join(f"{k} {v} ({natted[k]} with NAT)" for k, v in counts.items())
     return f"{summary}; e.g. {', '.join(examples)}" if examples else summary
 
 
