@@ -374,7 +374,7 @@ class Peer:
             if first:
                 self.profile_names.connected(peer)
                 self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
-                self._nursery.start_soon(self._measure_latency, peer, MUXER_RTT_SETTLE)
+                self._nursery.start_soon(self._first_latency, peer)
 
     @property
     def reachability(self) -> str:
@@ -409,20 +409,30 @@ class Peer:
         while True:
             async with trio.open_nursery() as nursery:
                 for peer in list(self.host.get_connected_peers()):
-                    nursery.start_soon(self._measure_latency, peer)
+                    if not self._latency_from_muxer(peer):
+                        nursery.start_soon(self._ping, peer)
             await trio.sleep(PING_INTERVAL)
 
-    async def _measure_latency(self, peer: ID, settle: float = 0.0) -> None:
-        """The muxer's own round trip when it has one (free: no stream, nothing sent), else a
-        ping. ``settle``: how long a new connection's muxer may take to measure its first."""
-        with trio.move_on_after(settle):
-            while True:
-                for conn in self.host.get_network().get_connections(peer):
-                    rtt = compat.muxer_rtt(conn)
-                    if rtt is not None:
-                        self._latency[peer] = rtt
-                        return
+    def _latency_from_muxer(self, peer: ID) -> bool:
+        """Take the round trip a connection's muxer measured by itself (free: no stream,
+        nothing sent); False if none has one."""
+        for conn in self.host.get_network().get_connections(peer):
+            rtt = compat.muxer_rtt(conn)
+            if rtt is not None:
+                self._latency[peer] = rtt
+                return True
+        return False
+
+    async def _first_latency(self, peer: ID) -> None:
+        """A new connection's latency: its muxer's first measurement, or a ping if it has
+        none within ``MUXER_RTT_SETTLE``."""
+        with trio.move_on_after(MUXER_RTT_SETTLE):
+            while not self._latency_from_muxer(peer):
                 await trio.sleep(0.25)
+            return
+        await self._ping(peer)
+
+    async def _ping(self, peer: ID) -> None:
         try:  # not PingService.ping: it raises TypeError (core/libp2p_compat/ping.py)
             self._latency[peer] = await compat.ping_rtt(self.host, peer, timeout=5)
         except Exception:
