@@ -44,6 +44,7 @@ from core.libp2p_compat.limits import (
     gate_inbound_handshakes,
     inbound_handshakes_gated,
 )
+from core.libp2p_compat.locks import QuickLock, locks_quickened, quicken_locks
 from core.libp2p_compat.nat import (
     HOP_PROTOCOL,
     advertise_circuits,
@@ -117,6 +118,7 @@ __all__ = [
     "GuardedPubsub",
     "HandshakeGate",
     "OwnSignedPubsub",
+    "QuickLock",
     "WindowExceeded",
     "add_direct_peer",
     "advertise_circuits",
@@ -139,6 +141,7 @@ __all__ = [
     "is_gossip_peer",
     "keep_one_per_kind",
     "known_addrs",
+    "locks_quickened",
     "make_relay",
     "max_outbound_queue",
     "mesh_peers",
@@ -149,6 +152,7 @@ __all__ = [
     "ping_rtt",
     "provide_network",
     "quic_transport",
+    "quicken_locks",
     "quiet_library_logging",
     "recording_recipients",
     "remove_direct_peer",
@@ -168,8 +172,10 @@ __all__ = [
 ]
 """What the package offers; listed so a type checker sees the re-exports as meant."""
 
-# On for every host of the process: see yamux.py, limits.py, pubsub_speed.py and records.py.
+# On for every host of the process: see yamux.py, locks.py, limits.py, pubsub_speed.py and
+# records.py.
 bound_yamux_buffers()
+quicken_locks()
 coalesce_window_updates()
 freeze_yamux_tuning()
 write_whole_frames()

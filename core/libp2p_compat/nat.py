@@ -150,8 +150,10 @@ def advertise_mapped(host: IHost, mapped: Callable[[], list[multiaddr.Multiaddr]
 
     def get_addrs() -> list[multiaddr.Multiaddr]:
         own = list(original())
+        if not (mapping := mapped()):  # no mapping: skip naming every address (base58 each)
+            return own
         seen = {str(a) for a in own}
-        extra = [multiaddr.Multiaddr(f"{a}/p2p/{me}") for a in mapped()]
+        extra = [multiaddr.Multiaddr(f"{a}/p2p/{me}") for a in mapping]
         return own + [a for a in extra if str(a) not in seen]
 
     host.get_addrs = get_addrs  # type: ignore[method-assign]

@@ -59,11 +59,15 @@ def _init(self: _yamux.Yamux, *args: Any, **kwargs: Any) -> None:
 
 def bound_yamux_buffers() -> None:
     """Install the bound on every Yamux connection made from now on (idempotent)."""
-    _yamux.Yamux.__init__ = _init  # type: ignore[method-assign]
+    if not yamux_buffers_bounded():
+        _yamux.Yamux.__init__ = _init  # type: ignore[method-assign]
 
 
 def yamux_buffers_bounded() -> bool:
-    return _yamux.Yamux.__init__ is _init
+    init = _yamux.Yamux.__init__
+    while init is not _init and hasattr(init, "__wrapped__"):  # locks.py wraps it too
+        init = init.__wrapped__
+    return init is _init
 
 
 # -- window updates as go-yamux sends them ------------------------------------------------------
@@ -152,17 +156,20 @@ LIBRARY_WRITE_FRAME = _yamux.Yamux._write_frame
 
 async def _whole_frame(self: _yamux.Yamux, data: bytes) -> None:
     async with self._write_lock:  # waiting for the lock may be cancelled: nothing sent yet
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(FRAME_WRITE_TIMEOUT) as waited:
-                await self.secured_conn.write(data)
-            if waited.cancelled_caught:
-                log.warning(
-                    "yamux: a frame stuck for %.0f s; closing the connection", FRAME_WRITE_TIMEOUT
-                )
-                with trio.move_on_after(1.0):
-                    await self.secured_conn.close()
-                raise RawConnError("yamux frame write timed out")
-    await trio.lowlevel.checkpoint()
+        # Shielded from the caller, not from its own deadline (one scope: this is per frame).
+        deadline = trio.current_time() + FRAME_WRITE_TIMEOUT
+        with trio.CancelScope(shield=True, deadline=deadline) as waited:
+            await self.secured_conn.write(data)
+        if waited.cancelled_caught:
+            log.warning(
+                "yamux: a frame stuck for %.0f s; closing the connection", FRAME_WRITE_TIMEOUT
+            )
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
+                await self.secured_conn.close()
+            raise RawConnError("yamux frame write timed out")
+    # The caller's cancellation, held off while writing, lands here (the socket write already
+    # let other tasks run, so no further pass through the scheduler is needed).
+    await trio.lowlevel.checkpoint_if_cancelled()
 
 
 def write_whole_frames() -> None:

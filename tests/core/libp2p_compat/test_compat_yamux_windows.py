@@ -170,3 +170,36 @@ async def test_library_loses_the_connection_to_a_write_cut_half_way(
 async def test_a_started_frame_is_written_whole_and_the_connection_lives() -> None:
     assert compat.frames_written_whole()
     assert await _connection_survives_a_cut_write()
+
+
+async def test_a_frame_stuck_past_its_bound_ends_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A frame the socket will not take: its caller's own timeout does not cut it, the
+    frame's bound (go-yamux's write timeout) gives the connection up."""
+    from typing import Any
+
+    from libp2p.network.stream.exceptions import StreamError
+
+    monkeypatch.setattr(compat_yamux, "FRAME_WRITE_TIMEOUT", 0.3)
+
+    async def echo(stream: Any) -> None:
+        await stream.write(await stream.read(5))
+
+    async with peer_group(2) as [(sender, _), (receiver, _)]:
+        receiver.host.set_stream_handler(ECHO, echo)
+        await connect(sender, receiver)
+        stream: Any = await sender.host.new_stream(receiver.peer_id, [ECHO])
+        raw: Any = stream.muxed_conn.secured_conn.conn.read_writer.read_write_closer
+
+        async def stuck(data: bytes) -> None:
+            await trio.sleep_forever()
+
+        raw.write = stuck
+        start = trio.current_time()
+        with trio.fail_after(5), trio.move_on_after(0.05), pytest.raises(StreamError):
+            await stream.write(b"hello")  # the library's wrapping of our RawConnError
+        assert trio.current_time() - start >= 0.3
+        with trio.fail_after(5):
+            while sender.host.get_network().get_connections(receiver.peer_id):
+                await trio.sleep(0.05)
