@@ -259,6 +259,10 @@ class Lab:
         return peer
 
     def close(self) -> None:
+        # Every peer is told to stop first, then each is waited for: one by one, a swarm's 50
+        # peers took minutes (each leave is work for all the others still running).
+        for runner in self.processes:
+            runner.hang_up()
         for runner in self.processes:
             runner.close()
         for proc in self.others:
@@ -364,11 +368,18 @@ class RunnerPeer:
                 raise TimeoutError(f"condition not met; last info: {json.dumps(info)[:2000]}")
             time.sleep(0.1)
 
+    def hang_up(self) -> None:
+        """EOF on the runner's stdin: it stops its peer and exits (``close`` waits for it)."""
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass  # it is exiting already
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()  # the runner stops its peer and exits on EOF
+                self.hang_up()
                 self.proc.wait(timeout=8)
             except Exception:
                 self.proc.kill()
