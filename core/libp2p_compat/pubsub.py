@@ -250,7 +250,12 @@ class _BudgetedStream:
     async def read(self, n: int | None = None) -> bytes:
         while self.parsed:
             await self._pubsub.wait_for_room(self.peer)
-            self._pubsub.start_push(self.peer, self.parsed.popleft())
+            if self._pubsub.start_push(self.peer, self.parsed.popleft()):
+                # Each message's task reaches delivery in its first step; it gets that step
+                # before the next message's task exists. Tasks started in one scheduler batch
+                # run in either order (trio reverses batches at random), and one RPC can
+                # carry many messages: without this, a sender's messages came out of order.
+                await trio.lowlevel.checkpoint()
         await self._pubsub.wait_for_room(self.peer)
         return await self._stream.read(n)
 
@@ -329,15 +334,16 @@ class GuardedPubsub(Pubsub):
                 load.room = trio.Event()
             await load.room.wait()
 
-    def start_push(self, peer: ID, msg: rpc_pb2.Message) -> None:
-        """Charges ``peer`` for ``msg`` and starts its validation and delivery task.
+    def start_push(self, peer: ID, msg: rpc_pb2.Message) -> bool:
+        """Charges ``peer`` for ``msg`` and starts its validation and delivery task (returns
+        whether it started one).
 
         A message already seen gets no task: the library's ``push_msg`` would only look it
         up in the seen cache and return. In a swarm most copies are such duplicates (each
         mesh peer forwards each message, and messages under 1 KiB get no IDONTWANT), and a
         manager task costs a walk over all of the service's tasks to find its parent."""
         if not self.manager.is_running or self._is_msg_seen(msg):
-            return
+            return False
         load = self._loads.setdefault(peer, _Load())
         charge = _Charge(peer, msg.ByteSize(), msg)
         load.messages += 1
@@ -350,6 +356,7 @@ class GuardedPubsub(Pubsub):
             raise
         finally:
             _charge.reset(token)
+        return True
 
     def _release(self, charge: _Charge) -> None:
         load = self._loads.get(charge.peer)
