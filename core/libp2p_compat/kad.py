@@ -39,12 +39,13 @@ from libp2p.kad_dht.common import ALPHA, BUCKET_SIZE, MAX_DHT_MESSAGE_SIZE, PROT
 from libp2p.kad_dht.kad_dht import KadDHT, _encode_key
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
-from libp2p.kad_dht.utils import maybe_consume_signed_record, sort_peer_ids_by_distance
+from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 from core.libp2p_compat.pubsub_speed import record_to_send
+from core.libp2p_compat.records import consume_dht_record
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +375,7 @@ def _peers(host: IHost, entries: Any) -> list[PeerInfo]:
             addrs = [multiaddr.Multiaddr(a) for a in entry.addrs]
         except Exception:
             continue
-        maybe_consume_signed_record(entry, host)  # refused when older: the addrs stay
+        consume_dht_record(entry, host)  # refused when forged: the addrs stay
         if addrs:
             store.add_addrs(peer, addrs, ADDR_TTL)
         out.append(PeerInfo(peer, addrs))

@@ -14,9 +14,9 @@ thirds of the time of each side in three places that carry no information:
    carrying an older one (below).
 2. **The same record, verified again on every RPC received** (an ed25519 check and a
    peerstore update, twice for an RPC with control messages: ``continuously_read_stream`` and
-   ``GossipSub.handle_rpc`` both consume it). Bytes identical to the record last accepted from
-   that peer are accepted without a new check for ``RECORD_RECHECK`` seconds; anything else
-   goes through the library's check as before.
+   ``GossipSub.handle_rpc`` both consume it). Bytes that already passed for that peer are
+   accepted without a new check for ``records.RECORD_RECHECK`` seconds (the DHT shares what
+   passed); anything else goes through the library's check as before.
 3. **A whole RPC dropped for a record merely older than one already stored.** The library
    treats a valid record with a lower sequence number like a forged one and ignores the RPC:
    its messages, subscriptions and GRAFTs. A record travels with every RPC while identify
@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextvars
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -68,17 +67,13 @@ from libp2p.pubsub.gossipsub import (
 from libp2p.pubsub.pb import rpc_pb2
 
 from core.libp2p_compat.pubsub import GoLikeGossipSub, GuardedPubsub
-from core.libp2p_compat.records import only_older
+from core.libp2p_compat.records import checked_before, only_older, remember_checked
 
 RECORD_REFRESH = 10.0
 """Seconds a signed peer record built for our RPCs is reused before the addresses are checked.
 Listing the addresses costs 1-3 ms on the 2-core build box; at 1 s it was still ~4 % of a
 swarm peer's CPU under topic traffic. The record is a hint for peer exchange; addresses that
 matter sooner travel by identify."""
-RECORD_RECHECK = 60.0
-"""Seconds a peer's unchanged record is accepted without a new signature check."""
-RECORDS_KEPT = 4096
-"""Peers whose last accepted record is remembered, per host (least recently seen dropped)."""
 IDONTWANT_THRESHOLD = 1024
 """go's GossipSubIDontWantMessageThreshold: smaller messages get no IDONTWANT."""
 
@@ -93,9 +88,6 @@ LIBRARY_CONSUME_RECORD = _pubsub_utils.maybe_consume_signed_record
 
 _sent: weakref.WeakKeyDictionary[IHost, tuple[float, object, bytes]] = weakref.WeakKeyDictionary()
 """Per host: when the addresses were last checked, the local record then, its bytes."""
-_accepted: weakref.WeakKeyDictionary[IHost, OrderedDict[ID, tuple[float, bytes]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def record_to_send(host: IHost) -> tuple[bytes, bool]:
@@ -114,20 +106,11 @@ def _consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
     if not msg.HasField("senderRecord"):
         return True
     record = msg.senderRecord
-    now = time.monotonic()
-    seen = _accepted.get(host)
-    if seen is None:
-        seen = _accepted[host] = OrderedDict()
-    hit = seen.get(peer_id)
-    if hit is not None and hit[1] == record and now - hit[0] < RECORD_RECHECK:
-        seen.move_to_end(peer_id)
+    if checked_before(host, peer_id, record):
         return True
-    if not LIBRARY_CONSUME_RECORD(msg, host, peer_id):
-        return only_older(msg.senderRecord, host, peer_id)
-    seen[peer_id] = (now, record)
-    seen.move_to_end(peer_id)
-    while len(seen) > RECORDS_KEPT:
-        seen.popitem(last=False)
+    if not LIBRARY_CONSUME_RECORD(msg, host, peer_id) and not only_older(record, host, peer_id):
+        return False
+    remember_checked(host, peer_id, record)
     return True
 
 

@@ -15,10 +15,21 @@ pubsub_speed.py, which wraps them anyway) take such a record as stale: the newer
 in the peerstore and the message is handled. A record that is forged, damaged or of
 another peer is refused as before. go-libp2p's pubsub and DHT never drop a message for a
 record's age.
+
+And every check is a signature check, for the same bytes again and again: each pubsub RPC
+and DHT message carries its sender's record, and a GET_PROVIDERS answer carries the record
+of every provider and closer peer it names (~70 in a topic of 50: 7-10 ms of CPU to take in
+one answer, and a topic lookup takes a dozen). Bytes that already passed for a peer pass
+again without a new check for ``RECORD_RECHECK`` seconds (``checked_before``); anything else
+goes through the library's check as before. A record that once passed stays acceptable
+(valid, or stale once a newer one is stored), so remembering it changes no answer.
 """
 
 from __future__ import annotations
 
+import time
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 from libp2p.abc import IHost
@@ -33,6 +44,47 @@ from libp2p.peer.id import ID
 LIBRARY_KAD_CONSUME = _kad_utils.maybe_consume_signed_record
 _KAD_MODULES = (_kad_dht, _peer_routing, _provider_store)
 """The DHT modules that imported the check by name."""
+
+RECORD_RECHECK = 60.0
+"""Seconds a peer's record bytes that passed are taken again without a new signature check."""
+RECORDS_KEPT = 4096
+"""Peers whose records that passed are remembered, per host (least recently seen dropped)."""
+VERSIONS_KEPT = 4
+"""Distinct records remembered per peer: DHT servers relay whichever of its records they
+hold, so a newer and an older one can arrive in turn."""
+
+_checked: weakref.WeakKeyDictionary[IHost, OrderedDict[ID, dict[bytes, float]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per host, per peer: record bytes that passed, and when they were last checked."""
+
+
+def checked_before(host: IHost, peer: ID, data: bytes) -> bool:
+    """``data`` passed as ``peer``'s record within the last ``RECORD_RECHECK`` seconds."""
+    seen = _checked.get(host)
+    versions = seen.get(peer) if seen is not None else None
+    if versions is None or seen is None:
+        return False
+    at = versions.get(data)
+    if at is None or time.monotonic() - at >= RECORD_RECHECK:
+        return False
+    seen.move_to_end(peer)
+    return True
+
+
+def remember_checked(host: IHost, peer: ID, data: bytes) -> None:
+    """``data`` just passed the library's check (or ``only_older``) as ``peer``'s record."""
+    seen = _checked.get(host)
+    if seen is None:
+        seen = _checked[host] = OrderedDict()
+    versions = seen.setdefault(peer, {})
+    versions.pop(data, None)
+    versions[data] = time.monotonic()
+    while len(versions) > VERSIONS_KEPT:
+        del versions[next(iter(versions))]
+    seen.move_to_end(peer)
+    while len(seen) > RECORDS_KEPT:
+        seen.popitem(last=False)
 
 
 def only_older(data: bytes, host: IHost, peer_id: ID) -> bool:
@@ -50,31 +102,39 @@ def only_older(data: bytes, host: IHost, peer_id: ID) -> bool:
     return stored is not None and stored.seq > record.seq
 
 
-def _kad_consume(msg: Any, host: IHost, peer_id: ID | None = None) -> bool:
-    if LIBRARY_KAD_CONSUME(msg, host, peer_id):
-        return True
+def consume_dht_record(msg: Any, host: IHost, peer_id: ID | None = None) -> bool:
+    """The library's check of the record a DHT message (``Message``: its sender's, which
+    must be ``peer_id`` when given) or a peer it names (``Message.Peer``) carries, taking
+    an older record as stale and skipping the check for bytes that passed before."""
     if isinstance(msg, Message):
-        return (
-            peer_id is not None
-            and msg.HasField("senderRecord")
-            and only_older(msg.senderRecord, host, peer_id)
-        )
-    if not msg.HasField("signedRecord"):
-        return False
-    try:
-        owner = ID(msg.id)
-    except Exception:
-        return False
-    return only_older(msg.signedRecord, host, owner)
+        if not msg.HasField("senderRecord"):
+            return True
+        owner, data = peer_id, msg.senderRecord
+    else:
+        if not msg.HasField("signedRecord"):
+            return True
+        try:
+            owner = ID(msg.id)
+        except Exception:
+            return False
+        data = msg.signedRecord
+    if owner is not None and checked_before(host, owner, data):
+        return True
+    if not LIBRARY_KAD_CONSUME(msg, host, peer_id):
+        if owner is None or not only_older(data, host, owner):
+            return False
+    if owner is not None:
+        remember_checked(host, owner, data)
+    return True
 
 
 def tolerate_older_records() -> None:
     """Install the tolerant check in every DHT module of the process (idempotent)."""
     for module in _KAD_MODULES:
-        module.maybe_consume_signed_record = _kad_consume  # type: ignore[attr-defined]
+        module.maybe_consume_signed_record = consume_dht_record  # type: ignore[attr-defined]
 
 
 def older_records_tolerated() -> bool:
     return all(
-        getattr(m, "maybe_consume_signed_record", None) is _kad_consume for m in _KAD_MODULES
+        getattr(m, "maybe_consume_signed_record", None) is consume_dht_record for m in _KAD_MODULES
     )

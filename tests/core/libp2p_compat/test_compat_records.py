@@ -55,19 +55,19 @@ def test_an_older_record_is_stale_but_a_forged_or_foreign_one_is_refused() -> No
     key, other = identity.generate(), identity.generate()
     peer, stranger = ID.from_pubkey(key.public_key), ID.from_pubkey(other.public_key)
     older, newer = _envelope(key, peer, 4001), _envelope(key, peer, 4002)
-    assert records._kad_consume(Message(senderRecord=newer), me, peer)
-    assert records._kad_consume(Message(senderRecord=older), me, peer)
+    assert records.consume_dht_record(Message(senderRecord=newer), me, peer)
+    assert records.consume_dht_record(Message(senderRecord=older), me, peer)
     stored = me.get_peerstore().get_peer_record(peer)
     assert stored is not None and stored.marshal_envelope() == newer  # the newer one stays
-    assert records._kad_consume(Message.Peer(id=peer.to_bytes(), signedRecord=older), me)
-    assert not records._kad_consume(Message(senderRecord=older), me, stranger)
+    assert records.consume_dht_record(Message.Peer(id=peer.to_bytes(), signedRecord=older), me)
+    assert not records.consume_dht_record(Message(senderRecord=older), me, stranger)
     forged = _envelope(other, peer, 4003)  # says it is peer's, signed by another key
-    assert not records._kad_consume(Message(senderRecord=forged), me, peer)
+    assert not records.consume_dht_record(Message(senderRecord=forged), me, peer)
     damaged = older[:-1] + bytes([older[-1] ^ 1])
-    assert not records._kad_consume(Message(senderRecord=damaged), me, peer)
+    assert not records.consume_dht_record(Message(senderRecord=damaged), me, peer)
     unknown = _envelope(other, stranger, 4004)
     me2 = compat.build_host(identity.generate())
-    assert records._kad_consume(Message(senderRecord=unknown), me2, stranger)
+    assert records.consume_dht_record(Message(senderRecord=unknown), me2, stranger)
 
 
 @asynccontextmanager
@@ -111,3 +111,43 @@ async def test_a_dht_server_answers_a_request_with_an_older_record(
             assert answer is not None and answer.type == Message.MessageType.FIND_NODE
             monkeypatch.setattr(kad_dht, "maybe_consume_signed_record", records.LIBRARY_KAD_CONSUME)
             assert await _find_node_with(asker, server, older.marshal_envelope()) is None
+
+
+def test_a_record_that_passed_is_not_checked_again_but_other_bytes_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GET_PROVIDERS answer names ~70 peers with their records; each check is a signature
+    check. The same bytes for the same peer pass without one; anything else is checked."""
+    checks = 0
+    library_consume = records.LIBRARY_KAD_CONSUME
+
+    def counting(msg: object, host: IHost, peer_id: ID | None = None) -> bool:
+        nonlocal checks
+        checks += 1
+        return library_consume(msg, host, peer_id)
+
+    monkeypatch.setattr(records, "LIBRARY_KAD_CONSUME", counting)
+    me = compat.build_host(identity.generate())
+    key, other = identity.generate(), identity.generate()
+    peer, stranger = ID.from_pubkey(key.public_key), ID.from_pubkey(other.public_key)
+    record = _envelope(key, peer, 4001)
+    named = Message.Peer(id=peer.to_bytes(), signedRecord=record)
+    assert records.consume_dht_record(named, me) and checks == 1
+    assert records.consume_dht_record(named, me) and checks == 1  # same bytes: not again
+    assert records.consume_dht_record(Message(senderRecord=record), me, peer) and checks == 1
+    assert not records.consume_dht_record(Message(senderRecord=record), me, stranger)
+    assert not records.consume_dht_record(
+        Message.Peer(id=stranger.to_bytes(), signedRecord=record), me
+    )
+    damaged = record[:-1] + bytes([record[-1] ^ 1])
+    assert not records.consume_dht_record(
+        Message.Peer(id=peer.to_bytes(), signedRecord=damaged), me
+    )
+    assert checks == 4
+    newer = _envelope(key, peer, 4002)
+    assert records.consume_dht_record(Message.Peer(id=peer.to_bytes(), signedRecord=newer), me)
+    assert records.consume_dht_record(named, me) and checks == 5  # the older one: still known
+    other_host = compat.build_host(identity.generate())
+    assert records.consume_dht_record(named, other_host) and checks == 6  # per host
+    monkeypatch.setattr(records, "RECORD_RECHECK", 0.0)
+    assert records.consume_dht_record(named, me) and checks == 7  # checked again when due
