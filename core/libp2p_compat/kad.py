@@ -21,6 +21,18 @@ loaded servers, so records landed on few peers: at 50 members a topic lookup fou
 answers: the library's ``find_peer`` returns the routing table's or peerstore's addresses
 when it has any, stale or not, and the peer's own entry in our table would count as "found"
 in its walk.
+
+And a request's stream must end when the request does, at both ends:
+
+- a request its caller gave up on (a walk that ended, an ask past ``ASK_TIMEOUT``) closed its
+  stream in a ``finally`` under the caller's cancellation, so the close itself was cancelled
+  and the stream stayed open for good; the server, waiting for a next request on it, held
+  one of its few handler slots (12 in py-libp2p) until the connection went. The library's
+  ADD_PROVIDER does the same. Our requests end their streams shielded, bounded: closed after
+  an answer, reset otherwise (go resets a stream on any error too);
+- a py-libp2p server takes the asker's close as an error ("Failed to read DHT message": its
+  stream raises ``StreamEOF`` where the loop expects an empty read) and resets every stream
+  after its answer. ``GoLikeKadDHT`` reads the end of a stream as its end, and closes it.
 """
 
 from __future__ import annotations
@@ -28,18 +40,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import multiaddr
 import trio
 import varint
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.common import ALPHA, BUCKET_SIZE, MAX_DHT_MESSAGE_SIZE, PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import KadDHT, _encode_key
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.provider_store import ProviderRecord, ProviderStore
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
@@ -255,6 +268,48 @@ def widen_inbound_handlers(dht: KadDHT, handlers: int = INBOUND_HANDLERS) -> Non
     dht._inbound_limiter.total_tokens = handlers
 
 
+STREAM_END_WAIT = 1.0
+"""Seconds a request's stream is given to close or reset (shielded from the caller)."""
+
+
+class _EndReadsEmpty:
+    """A DHT server's stream, as its request loop sees it: the asker's close reads as an
+    empty read (the loop's clean end), not as ``StreamEOF`` (its error path, a reset)."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        try:
+            return await self._stream.read(n)
+        except StreamEOF:
+            return b""
+
+
+class GoLikeKadDHT(KadDHT):
+    """The library's DHT, its server closing a stream the asker is done with instead of
+    resetting it (see the module doc)."""
+
+    async def _do_handle_stream(self, stream: INetStream) -> None:
+        await super()._do_handle_stream(cast(INetStream, _EndReadsEmpty(stream)))
+
+
+async def _end(stream: INetStream, answered: bool) -> None:
+    """Close a request's stream after its answer, reset it otherwise; shielded from the
+    caller's cancellation (which is why it ends: a walk done, a timeout) and bounded."""
+    with trio.CancelScope(shield=True), trio.move_on_after(STREAM_END_WAIT):
+        try:
+            if answered:
+                await stream.close()
+            else:
+                await stream.reset()
+        except Exception:
+            log.debug("ending a DHT stream failed", exc_info=True)
+
+
 def install_provider_store(dht: KadDHT, ttl: float = PROVIDER_TTL) -> ExpiringProviderStore:
     """Put an ``ExpiringProviderStore`` in place of the one ``KadDHT`` made (before the DHT
     runs: the stream handler and the maintenance loop look it up on the DHT each time)."""
@@ -325,7 +380,7 @@ async def provide_network(dht: KadDHT, key: str) -> int:
         nonlocal sent
         async with limit:
             with trio.move_on_after(ASK_TIMEOUT):
-                if await store._send_add_provider(peer, raw):
+                if await _add_provider(dht.host, peer, raw):
                     sent += 1
 
     async with trio.open_nursery() as nursery:
@@ -344,6 +399,7 @@ async def _ask(host: IHost, peer: ID, kind: int, key: bytes) -> Message | None:
     except Exception as exc:
         log.debug("no DHT stream to %s: %r", peer, exc)
         return None
+    answered = False
     try:
         request = Message(type=kind, key=key)  # type: ignore[arg-type]
         request.senderRecord = record_to_send(host)[0]
@@ -353,16 +409,40 @@ async def _ask(host: IHost, peer: ID, kind: int, key: bytes) -> Message | None:
         response.ParseFromString(
             await read_varint_prefixed_bytes_limited(stream, MAX_DHT_MESSAGE_SIZE)
         )
+        answered = True
     except Exception as exc:
         log.debug("DHT request %s to %s failed: %r", kind, peer, exc)
         return None
     finally:
-        with trio.move_on_after(1):
-            try:
-                await stream.close()
-            except Exception:
-                pass
+        await _end(stream, answered)
     return response if response.type == kind else None
+
+
+async def _add_provider(host: IHost, peer: ID, key: bytes) -> bool:
+    """ADD_PROVIDER of ``key`` with our addresses to ``peer``, sent as the library sends it
+    (no answer awaited: kubo sends none) but in one write, its stream ended however the
+    caller's wait ends."""
+    try:
+        stream = await host.new_stream(peer, [TProtocol(PROTOCOL_ID)])
+    except Exception as exc:
+        log.debug("no DHT stream to %s: %r", peer, exc)
+        return False
+    sent = False
+    try:
+        record = record_to_send(host)[0]
+        message = Message(type=Message.MessageType.ADD_PROVIDER, key=key, senderRecord=record)
+        provider = message.providerPeers.add()
+        provider.id = host.get_id().to_bytes()
+        provider.addrs.extend(a.to_bytes() for a in host.get_addrs())
+        provider.signedRecord = record
+        body = message.SerializeToString()
+        await stream.write(varint.encode(len(body)) + body)
+        sent = True
+    except Exception as exc:
+        log.debug("ADD_PROVIDER to %s failed: %r", peer, exc)
+    finally:
+        await _end(stream, sent)
+    return sent
 
 
 def _peers(host: IHost, entries: Any) -> list[PeerInfo]:

@@ -118,11 +118,12 @@ async def reserve(transport: Any, host: IHost, relay: ID) -> float | None:
     stream = await host.new_stream(relay, [HOP_PROTOCOL])
     try:
         ok = await transport._make_reservation(stream, relay)
-    finally:
-        try:
-            await stream.close()
-        except Exception:
-            pass
+    finally:  # shielded and bounded: a caller's timeout must not leave the stream open
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            try:
+                await stream.close()
+            except Exception:
+                pass
     if not ok:
         return None
     return float(transport._reservations.get(relay) or time.time() + 3600)

@@ -69,7 +69,7 @@ class Dht:
         self.ready_wait = ready_wait
         self.reprovide_interval = reprovide_interval
         self.rediscover_first = rediscover_first
-        self.kad = KadDHT(host, DHTMode.SERVER)
+        self.kad: KadDHT = compat.GoLikeKadDHT(host, DHTMode.SERVER)
         compat.widen_inbound_handlers(self.kad)
         self.providers = compat.install_provider_store(self.kad, provider_ttl)
         self.ready = trio.Event()

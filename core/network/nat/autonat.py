@@ -29,6 +29,7 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from core import libp2p_compat as compat
+from core.network.framing import reset_quietly
 from core.network.nat.addrs import is_private_or_loopback
 
 log = logging.getLogger(__name__)
@@ -254,8 +255,9 @@ class AutoNatClient:
                 try:
                     await stream.write(encode_varint_prefixed(request.SerializeToString()))
                     raw = await read_varint_prefixed_bytes_limited(stream, MAX_MESSAGE)
-                finally:
-                    await stream.close()
+                finally:  # shielded: a timeout must not leave the stream open
+                    with trio.CancelScope(shield=True):
+                        await reset_quietly(stream)  # after an answer this only cleans up
             reply = Message()
             reply.ParseFromString(raw)
         except Exception as exc:
