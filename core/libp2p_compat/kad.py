@@ -131,16 +131,27 @@ class ExpiringProviderStore(ProviderStore):
     async def _republish_provider_records(self) -> None:
         """Re-providing is the caller's: it knows which keys it still wants to be found by."""
 
-    async def find_providers(self, key: bytes, count: int = 20) -> list[PeerInfo]:
+    async def find_providers(
+        self,
+        key: bytes,
+        count: int = 20,
+        on_found: Callable[[PeerInfo], None] | None = None,
+    ) -> list[PeerInfo]:
         """Providers of ``key`` from the peers closest to it (a ``_Walk`` that ends once the
         closest have answered, or ``count`` providers are known), merged with the records
-        other peers gave us; nothing is stored."""
+        other peers gave us; nothing is stored. ``on_found`` hears of each provider as soon
+        as an answer gives its addresses (go's ``FindProvidersAsync`` streams them too): a
+        walk on a loaded network runs for seconds, and its first answers hold most of them."""
         found: dict[ID, PeerInfo] = {}
+        told: set[ID] = set()
 
         def merge(infos: Sequence[PeerInfo]) -> None:
             for info in infos:
                 known = found.setdefault(info.peer_id, PeerInfo(info.peer_id, []))
                 known.addrs.extend(a for a in info.addrs if a not in known.addrs)
+                if on_found is not None and known.addrs and info.peer_id not in told:
+                    told.add(info.peer_id)
+                    on_found(PeerInfo(info.peer_id, list(known.addrs)))
 
         me = self.host.get_id()
         merge([i for i in self.get_providers(key) if i.peer_id != me])
@@ -322,12 +333,18 @@ def install_provider_store(dht: KadDHT, ttl: float = PROVIDER_TTL) -> ExpiringPr
     return store
 
 
-async def find_providers_network(dht: KadDHT, key: str, count: int = 20) -> list[PeerInfo]:
-    """Providers of ``key`` as the network knows them (``ExpiringProviderStore``)."""
+async def find_providers_network(
+    dht: KadDHT,
+    key: str,
+    count: int = 20,
+    on_found: Callable[[PeerInfo], None] | None = None,
+) -> list[PeerInfo]:
+    """Providers of ``key`` as the network knows them (``ExpiringProviderStore``), each also
+    handed to ``on_found`` as soon as it is known."""
     store = dht.provider_store
     if not isinstance(store, ExpiringProviderStore):
         store = install_provider_store(dht)
-    return await store.find_providers(_encode_key(key), count)
+    return await store.find_providers(_encode_key(key), count, on_found)
 
 
 async def find_peer_network(dht: KadDHT, target: ID) -> PeerInfo | None:

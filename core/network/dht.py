@@ -217,15 +217,9 @@ class Dht:
                 while True:
                     growing = False
                     try:
-                        connected = set(self.host.get_connected_peers())
-                        found = await self.find_topic_peers(topic)
+                        found = await self._find_and_dial(topic)
                         growing = bool({i.peer_id for i in found} - seen)
                         seen.update(i.peer_id for i in found)
-                        todo = [i for i in found if i.peer_id not in connected]
-                        log.debug("topic %s: %d found, dialing %d", topic, len(found), len(todo))
-                        async with trio.open_nursery() as nursery:
-                            for info in todo:
-                                nursery.start_soon(self.dial, info)
                     except Exception as exc:  # a lookup failing now may work next time
                         log.debug("looking for the peers of %s failed: %s", topic, exc)
                     pause = self.rediscover_first if growing else pause
@@ -234,13 +228,43 @@ class Dht:
 
         self.enqueue(discover)
 
-    async def find_topic_peers(self, topic: str) -> list[PeerInfo]:
+    async def _find_and_dial(self, topic: str) -> list[PeerInfo]:
+        """One lookup of the topic's providers; each we are not connected to is dialled as
+        soon as the walk names it, not when the walk ends. Returns when the dials have."""
+        connected = set(self.host.get_connected_peers())
+        dialled: set[ID] = set()
+        async with trio.open_nursery() as nursery:
+
+            def dial_new(info: PeerInfo) -> None:
+                if info.peer_id not in connected and info.peer_id not in dialled:
+                    dialled.add(info.peer_id)
+                    nursery.start_soon(self.dial, info)
+
+            found = await self.find_topic_peers(topic, on_found=dial_new)
+            for info in found:
+                dial_new(info)
+            log.debug("topic %s: %d found, dialing %d", topic, len(found), len(dialled))
+        return found
+
+    async def find_topic_peers(
+        self, topic: str, *, on_found: Callable[[PeerInfo], None] | None = None
+    ) -> list[PeerInfo]:
+        """The topic's providers under both rendezvous names (not us), each also handed to
+        ``on_found`` once, as soon as a walk names it with addresses."""
         me = self.host.get_id()
         answers: list[list[PeerInfo]] = []
+        told = {me}
+
+        def tell(info: PeerInfo) -> None:  # once per peer, whichever name's walk names it
+            if on_found is not None and info.peer_id not in told:
+                told.add(info.peer_id)
+                on_found(PeerInfo(info.peer_id, _dialable(info.addrs)))
 
         async def look(ns: str) -> None:
             key = namespace_cid(ns)
-            answers.append(await compat.find_providers_network(self.kad, key, TOPIC_LOOKUP_COUNT))
+            answers.append(
+                await compat.find_providers_network(self.kad, key, TOPIC_LOOKUP_COUNT, tell)
+            )
 
         async with trio.open_nursery() as nursery:  # both names at once: half the wait
             for ns in rendezvous_namespaces(topic):

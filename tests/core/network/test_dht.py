@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 import trio
 from libp2p import new_host
@@ -48,14 +49,20 @@ async def test_peers_introduced_only_by_a_bootstrap_peer_find_each_other() -> No
         await recs[1].wait_for(lambda: recs[1].of(DhtReady))
         assert recs[0].of(DhtReady)[0].routing_table_size >= 1
         # The provider record of a is found through the bootstrap peer, with a dialable address.
+        told: list[PeerInfo] = []
         with trio.fail_after(10):
             while True:
-                found = {str(i.peer_id): i for i in await b.dht.find_topic_peers("chatroom")}
+                told.clear()
+                infos = await b.dht.find_topic_peers("chatroom", on_found=told.append)
+                found = {str(i.peer_id): i for i in infos}
                 if str(a.peer_id) in found:
                     break
                 await trio.sleep(0.2)
         assert found[str(a.peer_id)].addrs
         assert str(b.peer_id) not in found
+        # Each provider was also handed over as the walk named it, once, dialable.
+        assert sorted(str(i.peer_id) for i in told) == sorted(found)
+        assert all(i.addrs and "/p2p/" not in str(i.addrs[0]) for i in told)
         await b.subscribe("chatroom")
         await recs[1].wait_for(
             lambda: any(e.peer == str(a.peer_id) for e in recs[1].of(PeerConnected)), timeout=20
@@ -86,8 +93,8 @@ async def test_a_topic_member_keeps_looking_for_peers_that_advertise_later() -> 
         lookups: list[set[ID]] = []
         look = early.dht.find_topic_peers
 
-        async def recorded(topic: str) -> list[PeerInfo]:
-            found = await look(topic)
+        async def recorded(topic: str, **kwargs: Any) -> list[PeerInfo]:
+            found = await look(topic, **kwargs)
             lookups.append({info.peer_id for info in found})
             return found
 
@@ -121,7 +128,7 @@ async def test_a_lookup_that_finds_someone_new_starts_the_pause_over() -> None:
     async with trio.open_nursery() as nursery:
         peer = await nursery.start(new_peer(fast_config()).run)
 
-        async def scripted(topic: str) -> list[PeerInfo]:
+        async def scripted(topic: str, **kwargs: Any) -> list[PeerInfo]:
             at.append(trio.current_time())
             return [PeerInfo(p, []) for p in script[min(len(at), len(script)) - 1]]
 
