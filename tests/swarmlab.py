@@ -280,6 +280,7 @@ class Swarm:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None if os.environ.get("NETLAB_DEBUG") else subprocess.DEVNULL,
+            env={**os.environ, "NETLAB_NAME": name},
             text=True,
             bufsize=1,
         )
@@ -383,7 +384,10 @@ def main() -> None:
     nat_runner._emit = _stamped_emit  # type: ignore[assignment]
     nat_runner.quiet_library_logging()
     if debug := os.environ.get("NETLAB_DEBUG"):  # logger names, comma-separated, to stderr
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        who = os.environ.get("NETLAB_NAME", "?")  # which member wrote a line of the shared stderr
+        logging.basicConfig(
+            level=logging.WARNING, format=f"%(asctime)s {who} %(name)s %(levelname)s %(message)s"
+        )
         for name in debug.split(","):
             logging.getLogger(name).setLevel(logging.DEBUG)
     trio.run(nat_runner.main, _Args(**vars(parser.parse_args())))

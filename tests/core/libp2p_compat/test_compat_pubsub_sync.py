@@ -22,6 +22,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.exceptions import StreamFailure
+from libp2p.identity.identify.identify import ID as IDENTIFY
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -183,15 +184,19 @@ async def test_a_restarted_writer_relearns_the_peers_topics(quick_repair: None) 
         assert a.list_peers(TOPIC) == [str(b.peer_id)]
 
 
-def fail_pubsub_streams(host: IHost, pubsub: Pubsub) -> Callable[[], None]:
-    """``host``'s pubsub streams fail as a failed negotiation does (``StreamFailure``, the
-    error the host raises then), while identify still lists pubsub, as in the swarm; returns
-    what ends the failures."""
+def fail_pubsub_streams(
+    host: IHost, pubsub: Pubsub, *, identify_too: bool = False
+) -> Callable[[], None]:
+    """``host``'s pubsub streams (and with ``identify_too`` its identify streams) fail as a
+    failed negotiation does (``StreamFailure``, the error the host raises then); otherwise
+    identify still lists pubsub, as in most of the swarm's failures. Returns what ends the
+    failures."""
     original = host.new_stream
     failing = True
+    failed = set(pubsub.protocols) | ({IDENTIFY} if identify_too else set())
 
     async def new_stream(peer: ID, protocols: Sequence[TProtocol]) -> INetStream:
-        if failing and set(protocols) & set(pubsub.protocols):
+        if failing and set(protocols) & failed:
             raise StreamFailure(f"failed to open a stream to peer {peer} (test)")
         return await original(peer, protocols)
 
@@ -224,6 +229,28 @@ async def test_both_sides_failing_still_ends_with_both_knowing(quick_repair: Non
         await connect(a, b)
         await trio.sleep(1.5)
         assert not a.pubsub.peers and not b.pubsub.peers
+        for stop in stops:
+            stop()
+        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 20)
+
+
+async def test_both_sides_failing_with_identify_failed_too_still_ends_with_both_knowing(
+    quick_repair: None,
+) -> None:
+    """The swarm's case: the streams of a new connection all fail (identify too, so neither
+    side learns that the other speaks pubsub) and no topic is announced either way."""
+    async with peer_group(2) as [(a, _), (b, _)]:
+        await a.subscribe(TOPIC)
+        await b.subscribe(TOPIC)
+        stops = [
+            fail_pubsub_streams(a.host, a.pubsub, identify_too=True),
+            fail_pubsub_streams(b.host, b.pubsub, identify_too=True),
+        ]
+        await connect(a, b)
+        await trio.sleep(1.5)
+        assert not a.pubsub.peers and not b.pubsub.peers
+        for host, other in ((a.host, b.host), (b.host, a.host)):
+            assert not host.get_peerstore().supports_protocols(other.get_id(), [str(IDENTIFY)])
         for stop in stops:
             stop()
         assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 20)
@@ -277,6 +304,10 @@ async def test_a_peer_without_pubsub_is_left_alone(
         await a.subscribe(TOPIC)
         caplog.set_level("INFO", logger=pubsub_sync.__name__)
         await a.connect(f"{plain.get_addrs()[0]}")
+        store = a.host.get_peerstore()
+        assert await until(  # identify has answered: the plain host speaks no pubsub
+            lambda: bool(store.supports_protocols(plain.get_id(), [str(IDENTIFY)])), 10
+        )
         with trio.fail_after(30):
             await pubsub_sync.resync_subscriptions(a.pubsub, plain.get_id())
         assert plain.get_id() not in a.pubsub.peers
