@@ -236,6 +236,7 @@ class Peer:
                 await stack.enter_async_context(background_trio_service(self.router))
                 await stack.enter_async_context(background_trio_service(self.dht.kad))
                 await self.pubsub.wait_until_ready()
+                compat.install_subscription_repair(self.pubsub)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     await nursery.start(self.direct.run)

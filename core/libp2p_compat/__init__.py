@@ -79,7 +79,7 @@ from core.libp2p_compat.pubsub_speed import (
     signed_records_reused,
     skip_own_signature_checks,
 )
-from core.libp2p_compat.pubsub_sync import resync_subscriptions
+from core.libp2p_compat.pubsub_sync import install_subscription_repair, resync_subscriptions
 from core.libp2p_compat.quic import quic_transport
 from core.libp2p_compat.records import older_records_tolerated, tolerate_older_records
 from core.libp2p_compat.yamux import (
@@ -139,6 +139,7 @@ __all__ = [
     "gate_inbound_handshakes",
     "inbound_handshakes_gated",
     "install_provider_store",
+    "install_subscription_repair",
     "is_circuit",
     "is_gossip_peer",
     "keep_one_per_kind",

@@ -20,14 +20,15 @@ tests/core/libp2p_compat/test_compat_pubsub_sync.py:
    reader declares the peer dead and respawns its writer with a hello). We have the stream
    and never the peer's topics.
 
-The repair, ``resync_subscriptions``: make sure we have an outbound stream to the peer (after
-the library's own attempt, reopen it with backoff for as long as the peer stays connected and
-may speak pubsub, up to ``PATIENCE``), then announce our topics on it (receivers treat repeats
-as no-ops). "May speak pubsub" counts a peer we know nothing of: the identify exchange fails
-under load the way case 2's negotiation does (the same streams on the same dying duplicate
-connection), and the library never runs it again. In a 50-member swarm 219 repairs gave up
-"after 0 attempts" for that, and 172 member-list entries were still missing 186 s in (one run);
-only a peer whose identify answer lists no pubsub protocol is left alone. It runs
+The repair, ``resync_subscriptions``: make sure we have an outbound stream to the peer (once
+the library's own attempt has ended without one, or ``FIRST_WAIT`` has passed, reopen it with
+backoff for as long as the peer stays connected and may speak pubsub, up to ``PATIENCE``),
+then announce our topics on it (receivers treat repeats as no-ops). "May speak pubsub" counts
+a peer we know nothing of: under load the identify exchange fails as case 2's negotiations do
+(multistream handshakes cut), and the library never runs it again. In a 50-member swarm 219
+repairs gave up "after 0 attempts" for that, and 172 member-list entries were still missing
+186 s in (one run); only a peer whose identify answer lists no pubsub protocol is left
+alone. It runs
 - on each first connection to a peer (core/peer.py);
 - whenever the peer opens a new pubsub stream to us: a new writer on its side is either a
   first one (case 1) or a restarted one that just forgot our topics (case 3 seen from the
@@ -38,15 +39,19 @@ only a peer whose identify answer lists no pubsub protocol is left alone. It run
 - and every ``REFRESH`` seconds for every peer: our topics are announced again to each peer
   we have a stream to (one small RPC each; whatever lost an announcement, it heals within a
   round), and a connected peer that may speak pubsub and has no stream of ours gets a repair.
-The wrappers and the refresh task are installed on the first call (idempotent). Every
-repair is logged.
+The library's attempt is wrapped on the instance (``_NoticingEnd``) so the repair knows when
+it ended: a failed negotiation ends it at once, and in a 50-member swarm ~60 % of a
+newcomer's connections had no stream from the library, each then waiting the whole
+``FIRST_WAIT`` for its repair. The wrappers and the refresh task are installed by
+``install_subscription_repair`` when the pubsub service runs, or on the first repair
+(idempotent). Every repair is logged.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from weakref import WeakKeyDictionary
 
 import trio
@@ -60,7 +65,8 @@ from libp2p.pubsub.pubsub import Pubsub
 log = logging.getLogger(__name__)
 
 FIRST_WAIT = 10.0
-"""Seconds we leave the library's own stream registration before we step in."""
+"""Seconds we leave the library's own stream registration before we step in, unless it ends
+sooner without a stream."""
 PATIENCE = 120.0
 """Seconds after ``FIRST_WAIT`` we keep reopening a missing stream to a connected peer."""
 BACKOFF = (1.0, 16.0)
@@ -74,6 +80,16 @@ REFRESH = 20.0
 """Seconds between two rounds of re-announcing our topics to every peer."""
 
 _locks: WeakKeyDictionary[Pubsub, dict[ID, trio.Lock]] = WeakKeyDictionary()
+_ended: WeakKeyDictionary[Pubsub, dict[ID, trio.Event]] = WeakKeyDictionary()
+"""Set when one of the library's registration attempts for the peer ends (a new one each)."""
+_gave_up: WeakKeyDictionary[Pubsub, dict[ID, tuple[object, ...]]] = WeakKeyDictionary()
+"""The peer's connections when the library's last attempt ended without a stream."""
+
+
+def install_subscription_repair(pubsub: Pubsub) -> None:
+    """Watch this running pubsub service from now on (module doc); before its first connection,
+    so the library's first attempt is watched too."""
+    _install_hooks(pubsub)
 
 
 async def resync_subscriptions(pubsub: Pubsub, peer: ID) -> None:
@@ -107,11 +123,11 @@ async def _ensure_stream(pubsub: Pubsub, peer: ID, speaks_pubsub: bool) -> bool:
     """Whether we have an outbound pubsub stream to ``peer`` (opened here if the library
     gave up on it). The module's timings are read at each call (tests shorten them)."""
     wait, patience = FIRST_WAIT, PATIENCE
-    try:
-        await pubsub.wait_for_peer(peer, timeout=wait)
+    started = trio.current_time()
+    await _library_attempt(pubsub, peer, wait)
+    if peer in pubsub.peers:
         return True
-    except trio.TooSlowError:
-        pass
+    wait = _since(started)
     started = trio.current_time()
     deadline = started + patience
     delay, attempts = BACKOFF[0], 0
@@ -148,6 +164,40 @@ async def _ensure_stream(pubsub: Pubsub, peer: ID, speaks_pubsub: bool) -> bool:
             return False
         await trio.sleep(delay)
         delay = min(2 * delay, BACKOFF[1])
+
+
+async def _library_attempt(pubsub: Pubsub, peer: ID, wait: float) -> None:
+    """Until the library has registered our stream to ``peer``, or its attempt ended without
+    one while a connection it had is still open, or the peer has no connection, at most
+    ``wait`` seconds."""
+    network = pubsub.host.get_network()
+    with trio.move_on_after(wait):
+        while peer not in pubsub.peers and network.get_connections(peer):
+            current = network.get_connections(peer)
+            if any(c in current for c in _gave_up.get(pubsub, {}).pop(peer, ())):
+                return
+            await _ended.setdefault(pubsub, {}).setdefault(peer, trio.Event()).wait()
+
+
+class _NoticingEnd:
+    """``Pubsub._handle_new_peer_with_retry``, noting when it ends and, if without a stream
+    to a still connected peer, the connections it gave up on."""
+
+    def __init__(self, pubsub: Pubsub, inner: Callable[..., Awaitable[None]]) -> None:
+        self.pubsub = pubsub
+        self.inner = inner
+
+    async def __call__(self, peer_id: ID, timeout: float | None = None) -> None:
+        _gave_up.get(self.pubsub, {}).pop(peer_id, None)
+        try:
+            await self.inner(peer_id, timeout)
+        finally:
+            conns = self.pubsub.host.get_network().get_connections(peer_id)
+            if peer_id not in self.pubsub.peers and conns:
+                _gave_up.setdefault(self.pubsub, {})[peer_id] = tuple(conns)
+            event = _ended.get(self.pubsub, {}).pop(peer_id, None)
+            if event is not None:
+                event.set()
 
 
 def _since(started: float) -> float:
@@ -256,6 +306,9 @@ def _install_hooks(pubsub: Pubsub) -> None:
         if inner is None or isinstance(inner, _AnnouncingHandler):
             continue
         pubsub.host.set_stream_handler(protocol, _AnnouncingHandler(pubsub, inner))
+    if not isinstance(pubsub._handle_new_peer_with_retry, _NoticingEnd):
+        noticing = _NoticingEnd(pubsub, pubsub._handle_new_peer_with_retry)
+        pubsub._handle_new_peer_with_retry = noticing  # type: ignore[method-assign]
     if not isinstance(pubsub._handle_dead_peer, _RepairingDeadPeer):
         repairing = _RepairingDeadPeer(pubsub, pubsub._handle_dead_peer)
         pubsub._handle_dead_peer = repairing  # type: ignore[method-assign]

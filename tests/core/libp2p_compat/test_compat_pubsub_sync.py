@@ -55,6 +55,19 @@ def test_the_library_internals_used_are_still_there() -> None:
         "peer_id",
         "timeout",
     ]
+    # The library's registration attempt, wrapped on the instance to notice its end, is
+    # looked up on the instance by every caller.
+    assert list(inspect.signature(Pubsub._handle_new_peer_with_retry).parameters) == [
+        "self",
+        "peer_id",
+        "timeout",
+    ]
+    assert "run_task(self._handle_new_peer_with_retry, peer_id)" in inspect.getsource(
+        Pubsub.handle_peer_queue
+    )
+    assert "await self._handle_new_peer_with_retry(peer_id, timeout)" in inspect.getsource(
+        Pubsub.ensure_peer_stream
+    )
     assert "priority" in inspect.signature(RpcQueue.push).parameters
     init = inspect.getsource(Pubsub.__init__)
     assert "self.peer_queues = {}" in init and "self.peers = {}" in init
@@ -232,6 +245,23 @@ async def test_both_sides_failing_still_ends_with_both_knowing(quick_repair: Non
         for stop in stops:
             stop()
         assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 20)
+
+
+async def test_a_failed_negotiation_is_repaired_when_the_library_gives_up() -> None:
+    """Not ``FIRST_WAIT`` (10 s) later: the library gives up on a failed negotiation at once,
+    and the repair starts then (its first attempt fails too here, the next one a second later
+    does not)."""
+    assert pubsub_sync.FIRST_WAIT >= 10
+    async with peer_group(2) as [(a, _), (b, _)]:
+        await a.subscribe(TOPIC)
+        await b.subscribe(TOPIC)
+        stops = [fail_pubsub_streams(a.host, a.pubsub), fail_pubsub_streams(b.host, b.pubsub)]
+        await connect(a, b)
+        await trio.sleep(0.5)
+        assert not a.pubsub.peers and not b.pubsub.peers
+        for stop in stops:
+            stop()
+        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 6)
 
 
 async def test_both_sides_failing_with_identify_failed_too_still_ends_with_both_knowing(
