@@ -76,6 +76,14 @@ ASK_TRIES = 2
 WALK_BETA = 3
 """A walk ends once this many of the closest peers it knows have answered (go's resiliency
 figure, beta): a provider record is stored at the 20 closest, so the nearest few hold them."""
+PROVIDER_QUIET = 3
+"""A provider lookup goes on past the closest ``WALK_BETA`` (towards all ``BUCKET_SIZE`` a record
+is stored at) until, once it has found a provider, this many answers in a row named no provider
+it had not heard of. After churn the closest peers to a key may have joined since its records
+were stored, peers that left took their copies, and on a loaded swarm some ADD_PROVIDERs timed
+out: in the 50-member lab after churn a lookup that stopped at the closest three found a median
+29 of 50 members, and 49 of 50 with this rule (one run each). Asking all twenty every time costs
+6 to 7 times the CPU (20-peer topic: 148 against 22 ms a lookup); this rule 52 ms."""
 WALK_ALPHA = 3
 """Peers asked at once by a walk, go's figure (py-libp2p asks 10: in a swarm where everyone
 looks up at once that is more requests than its servers take, 12 at a time, and they reset
@@ -156,15 +164,25 @@ class ExpiringProviderStore(ProviderStore):
         me = self.host.get_id()
         merge([i for i in self.get_providers(key) if i.peer_id != me])
 
+        answers = quiet = 0
+
         async def ask(peer: ID) -> list[ID] | None:
+            nonlocal answers, quiet
             response = await _ask(self.host, peer, Message.MessageType.GET_PROVIDERS, key)
             if response is None:
                 return None
+            before = len(found)
             merge(_peers(self.host, response.providerPeers))
+            answers += 1
+            quiet = quiet + 1 if before and len(found) == before else 0
             return [i.peer_id for i in _peers(self.host, response.closerPeers)]
 
-        walk = _Walk(self.host, key, _starting_peers(self, key), {me})
-        await walk.run(ask, lambda: len(found) >= count)
+        def done() -> bool:
+            agreed = answers >= WALK_BETA and quiet >= PROVIDER_QUIET
+            return len(found) >= count or (agreed and walk.beta_settled())
+
+        walk = _Walk(self.host, key, _starting_peers(self, key), {me}, BUCKET_SIZE)
+        await walk.run(ask, done)
         return list(found.values())
 
 
@@ -173,13 +191,16 @@ class _Walk:
     slow peer holds up its own slot only, not a whole round), over the closest
     ``BUCKET_SIZE`` peers known, nearest first; a peer that gave no answer (busy: py-libp2p
     servers reset requests beyond 12 at once) is asked once more later. The walk ends when
-    the ``WALK_BETA`` closest peers known have answered (or used up their tries), when
-    ``done()`` says so, or after ``WALK_TIMEOUT``."""
+    the ``beta`` closest peers known have answered (or used up their tries), when ``done()``
+    says so, or after ``WALK_TIMEOUT``."""
 
-    def __init__(self, host: IHost, key: bytes, start: list[ID], exclude: set[ID]) -> None:
+    def __init__(
+        self, host: IHost, key: bytes, start: list[ID], exclude: set[ID], beta: int = WALK_BETA
+    ) -> None:
         self.host = host
         self.key = key
         self.exclude = exclude
+        self.beta = beta
         self.candidates = sort_peer_ids_by_distance(key, [p for p in start if p not in exclude])
         self.tries: dict[ID, int] = {}
         self.answered: set[ID] = set()
@@ -205,6 +226,10 @@ class _Walk:
         return None
 
     def _finished(self) -> bool:
+        return all(self._settled(p) for p in self.closest(self.beta))
+
+    def beta_settled(self) -> bool:
+        """Whether the closest ``WALK_BETA`` known have answered (or used up their tries)."""
         return all(self._settled(p) for p in self.closest(WALK_BETA))
 
     async def run(

@@ -302,6 +302,35 @@ async def test_every_member_record_reaches_every_server_through_our_own_walk() -
             p.stop()
 
 
+async def test_a_provider_lookup_finds_a_record_only_peers_past_the_closest_three_hold() -> None:
+    """After churn the closest peers to a key may be ones that joined after its records were
+    stored: a record held only by the 6th and 7th closest is still found (a walk that ended
+    at the closest three, ``WALK_BETA``, did not find it)."""
+    count = 9
+    key = namespace_cid("pastthethree")
+    raw = _encode_key(key)
+    async with trio.open_nursery() as nursery:
+        peers = [await nursery.start(new_peer(fast_config()).run) for _ in range(count + 1)]
+        asker, provider, servers = peers[0], peers[1], peers[2:]
+        for server in servers:
+            await asker.connect(server.listen_addrs()[0])
+        with trio.fail_after(20):
+            while asker.dht.routing_table_size() < len(servers):
+                await trio.sleep(0.05)
+        by_distance = sort_peer_ids_by_distance(raw, [s.peer_id for s in servers])
+        holders = {p for p in by_distance[5:7]}
+        for server in servers:
+            if server.peer_id in holders:
+                server.dht.providers.add_provider(
+                    raw, PeerInfo(provider.peer_id, provider.host.get_addrs())
+                )
+        with trio.fail_after(30):
+            found = {i.peer_id for i in await compat.find_providers_network(asker.dht.kad, key)}
+        assert provider.peer_id in found
+        for p in peers:
+            p.stop()
+
+
 async def test_a_walk_keeps_three_asks_in_flight_retries_once_and_ends_at_the_closest() -> None:
     """The walk's rules on a made-up id space: never more than ``WALK_ALPHA`` asks at once, a
     slow peer holding up only its own slot, a peer that gave no answer asked once more, and
