@@ -164,22 +164,21 @@ class ExpiringProviderStore(ProviderStore):
         me = self.host.get_id()
         merge([i for i in self.get_providers(key) if i.peer_id != me])
 
-        answers = quiet = 0
+        quiet = 0
 
         async def ask(peer: ID) -> list[ID] | None:
-            nonlocal answers, quiet
+            nonlocal quiet
             response = await _ask(self.host, peer, Message.MessageType.GET_PROVIDERS, key)
             if response is None:
                 return None
             before = len(found)
             merge(_peers(self.host, response.providerPeers))
-            answers += 1
             quiet = quiet + 1 if before and len(found) == before else 0
             return [i.peer_id for i in _peers(self.host, response.closerPeers)]
 
         def done() -> bool:
-            agreed = answers >= WALK_BETA and quiet >= PROVIDER_QUIET
-            return len(found) >= count or (agreed and walk.beta_settled())
+            agreed = quiet >= PROVIDER_QUIET and walk.beta_settled()
+            return len(found) >= count or agreed
 
         walk = _Walk(self.host, key, _starting_peers(self, key), {me}, BUCKET_SIZE)
         await walk.run(ask, done)

@@ -171,12 +171,15 @@ async def _library_attempt(pubsub: Pubsub, peer: ID, wait: float) -> None:
     one while a connection it had is still open, or the peer has no connection, at most
     ``wait`` seconds."""
     network = pubsub.host.get_network()
-    with trio.move_on_after(wait):
-        while peer not in pubsub.peers and network.get_connections(peer):
-            current = network.get_connections(peer)
-            if any(c in current for c in _gave_up.get(pubsub, {}).pop(peer, ())):
-                return
-            await _ended.setdefault(pubsub, {}).setdefault(peer, trio.Event()).wait()
+    events = _ended.setdefault(pubsub, {})
+    try:
+        with trio.move_on_after(wait):
+            while peer not in pubsub.peers and (current := network.get_connections(peer)):
+                if any(c in current for c in _gave_up.get(pubsub, {}).pop(peer, ())):
+                    return
+                await events.setdefault(peer, trio.Event()).wait()
+    finally:
+        events.pop(peer, None)  # one waiter per peer (``_sync``'s lock); none left behind
 
 
 class _NoticingEnd:

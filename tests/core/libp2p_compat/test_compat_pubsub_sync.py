@@ -234,17 +234,31 @@ async def test_a_failed_negotiation_is_retried_until_both_know(quick_repair: Non
         assert b.peer_id in a.pubsub.peers and a.peer_id in b.pubsub.peers
 
 
-async def test_both_sides_failing_still_ends_with_both_knowing(quick_repair: None) -> None:
+async def both_fail_then_heal(failing_for: float, bound: float, *, identify_too: bool) -> None:
+    """Two Peerdesk peers whose pubsub streams (and with ``identify_too`` identify streams)
+    fail at both ends for ``failing_for`` seconds after they connect: neither has a stream
+    then, and both know each other's topic within ``bound`` seconds after."""
     async with peer_group(2) as [(a, _), (b, _)]:
         await a.subscribe(TOPIC)
         await b.subscribe(TOPIC)
-        stops = [fail_pubsub_streams(a.host, a.pubsub), fail_pubsub_streams(b.host, b.pubsub)]
+        stops = [
+            fail_pubsub_streams(a.host, a.pubsub, identify_too=identify_too),
+            fail_pubsub_streams(b.host, b.pubsub, identify_too=identify_too),
+        ]
         await connect(a, b)
-        await trio.sleep(1.5)
+        await trio.sleep(failing_for)
         assert not a.pubsub.peers and not b.pubsub.peers
+        if identify_too:
+            for host, other in ((a.host, b.host), (b.host, a.host)):
+                store = host.get_peerstore()
+                assert not store.supports_protocols(other.get_id(), [str(IDENTIFY)])
         for stop in stops:
             stop()
-        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 20)
+        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), bound)
+
+
+async def test_both_sides_failing_still_ends_with_both_knowing(quick_repair: None) -> None:
+    await both_fail_then_heal(1.5, 20, identify_too=False)
 
 
 async def test_a_failed_negotiation_is_repaired_when_the_library_gives_up() -> None:
@@ -252,16 +266,7 @@ async def test_a_failed_negotiation_is_repaired_when_the_library_gives_up() -> N
     and the repair starts then (its first attempt fails too here, the next one a second later
     does not)."""
     assert pubsub_sync.FIRST_WAIT >= 10
-    async with peer_group(2) as [(a, _), (b, _)]:
-        await a.subscribe(TOPIC)
-        await b.subscribe(TOPIC)
-        stops = [fail_pubsub_streams(a.host, a.pubsub), fail_pubsub_streams(b.host, b.pubsub)]
-        await connect(a, b)
-        await trio.sleep(0.5)
-        assert not a.pubsub.peers and not b.pubsub.peers
-        for stop in stops:
-            stop()
-        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 6)
+    await both_fail_then_heal(0.5, 6, identify_too=False)
 
 
 async def test_both_sides_failing_with_identify_failed_too_still_ends_with_both_knowing(
@@ -269,21 +274,7 @@ async def test_both_sides_failing_with_identify_failed_too_still_ends_with_both_
 ) -> None:
     """The swarm's case: the streams of a new connection all fail (identify too, so neither
     side learns that the other speaks pubsub) and no topic is announced either way."""
-    async with peer_group(2) as [(a, _), (b, _)]:
-        await a.subscribe(TOPIC)
-        await b.subscribe(TOPIC)
-        stops = [
-            fail_pubsub_streams(a.host, a.pubsub, identify_too=True),
-            fail_pubsub_streams(b.host, b.pubsub, identify_too=True),
-        ]
-        await connect(a, b)
-        await trio.sleep(1.5)
-        assert not a.pubsub.peers and not b.pubsub.peers
-        for host, other in ((a.host, b.host), (b.host, a.host)):
-            assert not host.get_peerstore().supports_protocols(other.get_id(), [str(IDENTIFY)])
-        for stop in stops:
-            stop()
-        assert await until(lambda: knows(a.pubsub, b.host) and knows(b.pubsub, a.host), 20)
+    await both_fail_then_heal(1.5, 20, identify_too=True)
 
 
 async def test_a_dead_writer_the_library_cannot_reopen_is_reopened(quick_repair: None) -> None:
