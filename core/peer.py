@@ -344,13 +344,18 @@ class Peer:
     async def _dial(self, info: PeerInfo) -> None:
         """Every dial of the peer goes here: an earlier failure is forgotten first (the
         library's backoff would refuse the retry a user or a redial asks for), and the dial is
-        bounded. Any failure is a ConnectionError."""
+        bounded. Any failure is a ConnectionError. A peer we reach only through a relay is
+        then dialled at its public addresses (``HolePunching.go_direct``)."""
         compat.forget_dial_failure(self.host, info.peer_id)
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await self.host.connect(info)
         except Exception as exc:
             raise ConnectionError(str(exc) or type(exc).__name__) from exc
+        # Reached only through a relay (now or before): its public addresses are tried
+        # directly, in the background (the relayed connection already works).
+        if self._nursery is not None and compat.only_relayed(self.host, info.peer_id):
+            self._nursery.start_soon(self.holepunch.go_direct, info.peer_id, info.addrs)
 
     def _on_connected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id

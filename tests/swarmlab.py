@@ -100,7 +100,13 @@ async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
 
         start = time.monotonic()
         with trio.move_on_after(req.get("bound", 10.0)):  # seconds the lookup may take
-            info = await peer.dht.find_peer(ID.from_base58(req["peer"]))
+            target = ID.from_base58(req["peer"])
+            if req.get("walk"):  # through the DHT even when connected (Dht.find_peer is not)
+                from core import libp2p_compat
+
+                info = await libp2p_compat.find_peer_network(peer.dht.kad, target)
+            else:
+                info = await peer.dht.find_peer(target)
             return {"found": info is not None, "took": time.monotonic() - start}
         return {"found": False, "took": time.monotonic() - start}
     if op == "protocols_of":  # what identify told us a peer speaks

@@ -20,6 +20,11 @@
   and ``new_stream`` then fails ("No valid connections") instead of dialling again, so
   nothing reaches that peer any more. ``forget_dead_connections`` takes such connections
   out of the table before a new stream is opened.
+- ``host.connect`` and the swarm's ``dial_peer`` return any open connection, a relayed one
+  too, so a peer first reached through a relay is never dialled directly again; under load
+  the library's DCUtR gives its own direct try 2 s, too short for a handshake, and the pair
+  stays relayed until the relay cuts the circuit (2 minutes). ``dial_direct`` dials a
+  relayed peer's direct addresses regardless.
 - A reservation is made with the relay transport's own request/response code; its result
   (the expiry) is read back from the transport's table.
 """
@@ -68,11 +73,13 @@ __all__ = [
     "circuit_target",
     "connection_kind",
     "dial_circuits",
+    "dial_direct",
     "forget_dead_connections",
     "is_circuit",
     "keep_one_per_kind",
     "make_relay",
     "observed_ips",
+    "only_relayed",
     "reserve",
 ]
 
@@ -102,6 +109,36 @@ def connection_kind(conn: INetConn) -> str:
     except Exception:
         pass
     return "direct"
+
+
+def only_relayed(host: IHost, peer: ID) -> bool:
+    """Whether every open connection to ``peer`` goes through a relay (and there is one)."""
+    conns = [c for c in host.get_network().get_connections(peer) if not c.is_closed]
+    return bool(conns) and all(connection_kind(c) == "relayed" for c in conns)
+
+
+async def dial_direct(host: IHost, peer: ID, addrs: list[multiaddr.Multiaddr]) -> bool:
+    """A direct connection to ``peer`` beside the relayed one we have: ``host.connect`` and
+    the swarm's ``dial_peer`` hand back any open connection, a relayed one too, so nothing
+    above them ever dials a peer we reach through a relay. ``Swarm.dial_addr`` dials the
+    address whatever is open. All of ``addrs`` at once, the first to connect wins; the caller
+    bounds the wait. True once a direct connection is open."""
+    swarm: Any = host.get_network()
+    async with trio.open_nursery() as nursery:
+
+        async def one(addr: multiaddr.Multiaddr) -> None:
+            try:
+                await swarm.dial_addr(addr, peer)
+            except Exception as exc:
+                log.debug("direct dial of %s at %s failed: %s", peer, addr, exc)
+                return
+            nursery.cancel_scope.cancel()
+
+        for addr in addrs:
+            nursery.start_soon(one, addr)
+    return any(
+        connection_kind(c) == "direct" and not c.is_closed for c in swarm.get_connections(peer)
+    )
 
 
 def make_relay(host: IHost, *, hop: bool, limits: RelayLimits | None) -> tuple[Any, Any]:

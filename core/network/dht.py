@@ -229,9 +229,13 @@ class Dht:
         self.enqueue(discover)
 
     async def _find_and_dial(self, topic: str) -> list[PeerInfo]:
-        """One lookup of the topic's providers; each we are not connected to is dialled as
-        soon as the walk names it, not when the walk ends. Returns when the dials have."""
-        connected = set(self.host.get_connected_peers())
+        """One lookup of the topic's providers; each we are not connected to (or only through
+        a relay) is dialled as soon as the walk names it, not when the walk ends. Returns when
+        the dials have."""
+        # A peer we reach only through a relay is dialled too: the dial tries it directly.
+        connected = {
+            p for p in self.host.get_connected_peers() if not compat.only_relayed(self.host, p)
+        }
         dialled: set[ID] = set()
         async with trio.open_nursery() as nursery:
 

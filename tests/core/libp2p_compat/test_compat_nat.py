@@ -37,6 +37,10 @@ def test_library_still_has_the_traps_we_work_round() -> None:
     source = inspect.getsource(Swarm.new_stream)
     assert "if not connections:" in source and "_filter_valid_connections" in source
     assert hasattr(Swarm, "remove_conn") and hasattr(Swarm, "notify_disconnected")
+    # dial_peer hands back any open connection, a relayed one too (so connect() never goes
+    # direct); dial_addr dials whatever is open, which dial_direct relies on.
+    assert "Reusing existing connections" in inspect.getsource(Swarm.dial_peer)
+    assert "_dial_with_retry(addr, peer_id" in inspect.getsource(Swarm.dial_addr)
     # DCUtR binds its dials to the first address we advertise.
     assert "host.get_addrs()" in inspect.getsource(_local_tcp_listen_addrs)
 
