@@ -157,13 +157,26 @@ def _label(peer: SwarmPeer) -> str:
     return f"{peer.name}{' (NAT)' if peer.behind_nat else ''}"
 
 
-def _detail(view: dict[str, Any], peer: str) -> str:
-    """For a "no subscription" entry: whether the peer has a pubsub stream to us at all, and
-    the connections between us (a relayed one names its circuit)."""
+def _detail(view: dict[str, Any], peer: str, other: SwarmPeer | None, me: str) -> str:
+    """For a "no subscription" entry: whether the peer has a pubsub stream to us at all, the
+    connections between us (a relayed one names its circuit), and the other end's side: its
+    writer to us (on which connection, how many RPCs queued) and whether it has our topic."""
     if peer not in view["connected"] or peer not in view["streams"]:
         return ""
     reader = "reader" if peer in view["readers"] else "no reader"
-    return f" [{reader}; {' | '.join(view['connected'][peer])}]"
+    theirs = "?"
+    if other is not None:
+        try:
+            back = other.runner.call("pubsub_view", topic=TOPIC)
+            writer = back.get("writers", {}).get(me)
+            theirs = (
+                f"their writer on {writer['conn']}, {writer['queued']} queued"
+                if writer
+                else "no writer of theirs"
+            ) + (", they have us" if me in back["subscribed"] else ", they lack us")
+        except Exception as exc:
+            theirs = f"their view failed: {exc}"
+    return f" [{reader}; {' | '.join(view['connected'][peer])}; {theirs}]"
 
 
 def diagnose(swarm: Swarm, wrong: dict[str, list[str]]) -> str:
@@ -194,7 +207,8 @@ def diagnose(swarm: Swarm, wrong: dict[str, list[str]]) -> str:
                 natted[kind] += 1
             if len(examples) < 8:
                 label = _label(other) if other is not None else peer[-6:]
-                examples.append(f"{_label(by_name[name])}-{label}: {kind}{_detail(view, peer)}")
+                detail = _detail(view, peer, other, by_name[name].id)
+                examples.append(f"{_label(by_name[name])}-{label}: {kind}{detail}")
     summary = ", ".join(f"{k} {v} ({natted[k]} with NAT)" for k, v in counts.items())
     return f"{summary}; e.g. {', '.join(examples)}" if examples else summary
 

@@ -171,6 +171,8 @@ class Peer:
             ready_wait=self.config.dht_ready_wait,
         )
         self.relays.find_peer = self.dht.find_peer
+        self.relays.on_change = self.dht.addresses_changed
+        self.portmap.on_change = self._mapped_addrs_changed
         self.topics = Topics(
             self.host,
             self.pubsub,
@@ -381,6 +383,11 @@ class Peer:
                 self.profile_names.connected(peer)
                 self._nursery.start_soon(compat.resync_subscriptions, self.pubsub, peer)
                 self._nursery.start_soon(self._first_latency, peer)
+
+    def _mapped_addrs_changed(self) -> None:
+        """A port mapping came or went: AutoNAT asks again, the DHT re-advertises."""
+        self.autonat.recheck()
+        self.dht.addresses_changed()
 
     @property
     def reachability(self) -> str:

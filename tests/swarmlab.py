@@ -83,7 +83,19 @@ async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
             for st in c.get_streams()
             if st.get_protocol() in pubsub.protocols and st is not pubsub.peers.get(p)
         }
+        conn_of = {  # each connection by its muxer, to name the one a writer is on
+            id(c.muxed_conn): c for cs in network.get_connections_map().values() for c in cs
+        }
+        writers = {}
+        for p, st in list(pubsub.peers.items()):
+            conn = conn_of.get(id(st.muxed_conn))
+            queue = pubsub.peer_queues.get(p)
+            writers[str(p)] = {
+                "conn": _conn_label(conn) if conn is not None else "a connection gone",
+                "queued": len(queue) if queue is not None else -1,
+            }
         return {
+            "writers": writers,
             "streams": sorted(str(p) for p in pubsub.peers),
             "readers": sorted(readers),
             "subscribed": sorted(str(p) for p in peer.pubsub.peer_topics.get(req["topic"], ())),

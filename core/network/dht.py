@@ -75,6 +75,8 @@ class Dht:
         self.ready = trio.Event()
         self._queue: list[Operation] = []
         self._advertising: dict[str, trio.CancelScope] = {}
+        self._readvertise: dict[str, trio.Event] = {}
+        """Set to advertise a topic again before its next round (``addresses_changed``)."""
         self._discovering: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -183,10 +185,12 @@ class Dht:
         async def advertise() -> None:
             with scope:
                 while True:
+                    self._readvertise[topic] = trio.Event()
                     async with trio.open_nursery() as nursery:  # both names at once
                         for ns in rendezvous_namespaces(topic):
                             nursery.start_soon(self._provide, ns)
-                    await trio.sleep(self.reprovide_interval)
+                    with trio.move_on_after(self.reprovide_interval):
+                        await self._readvertise[topic].wait()
 
         self.enqueue(advertise)
 
@@ -194,8 +198,18 @@ class Dht:
         sent = await compat.provide_network(self.kad, namespace_cid(namespace))
         log.debug("advertised %s to %d peer(s)", namespace, sent)
 
+    def addresses_changed(self) -> None:
+        """Our advertised addresses changed (a relay reservation made or lost): advertise our
+        topics again now. A provider record carries the addresses we had when we sent it, and
+        servers answer lookups with those: a NATed peer that advertised before its first
+        reservation was listed with its private addresses only, which nobody can dial, until
+        the next round (22 h)."""
+        for event in self._readvertise.values():
+            event.set()
+
     def stop_advertising(self, topic: str) -> None:
         """We left the topic: stop advertising it and looking for its peers."""
+        self._readvertise.pop(topic, None)
         for scopes in (self._advertising, self._discovering):
             scope = scopes.pop(topic, None)
             if scope is not None:

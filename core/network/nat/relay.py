@@ -80,6 +80,8 @@ class Relays:
             except Exception as exc:
                 log.warning("relay address %s is invalid: %s", text, exc)
         self.protocol, self.transport = compat.make_relay(host, hop=service, limits=SERVICE_LIMITS)
+        self.on_change: Callable[[], None] = lambda: None
+        """Called when our circuit addresses change (set by the owner: the DHT re-advertises)."""
         self.find_peer: Callable[[ID], Awaitable[PeerInfo | None]] | None = None
         """The DHT's peer lookup, for dials to peers known only by id (set by the owner, whose
         DHT is made after us)."""
@@ -179,6 +181,7 @@ class Relays:
                 if relay not in self.reservations:
                     changed |= await self._reserve(relay)
         if changed:
+            self.on_change()
             await self._announce()
 
     async def _reserve(self, relay: ID) -> bool:

@@ -370,3 +370,33 @@ async def test_a_walk_keeps_three_asks_in_flight_retries_once_and_ends_at_the_cl
     assert walk.closest()[0] == closest
     # The slow peer is left behind and never answered.
     assert slow not in walk.answered
+
+
+async def test_a_peer_advertises_again_once_it_has_a_relay_address() -> None:
+    """A provider record carries the addresses its sender had, and servers answer with them:
+    a NATed peer that advertised before its first reservation was listed without a circuit
+    address (nobody can dial its private ones) until the next round, 22 h later. A new
+    reservation now advertises the topics again at once."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(new_peer(fast_config()).run)
+        server_addr = server.listen_addrs()[0]
+        relay = await nursery.start(new_peer(fast_config(relay_service=True)).run)
+        config = fast_config(bootstrap=[server_addr], dht_ready_wait=5.0)
+        b = await nursery.start(new_peer(config).run)
+        a = await nursery.start(new_peer(fast_config(bootstrap=[server_addr])).run)
+        await b.subscribe("room")
+
+        async def b_addrs() -> list[str]:
+            infos = await a.dht.find_topic_peers("room")
+            return [str(x) for i in infos if i.peer_id == b.peer_id for x in i.addrs]
+
+        with trio.fail_after(10):
+            while not await b_addrs():
+                await trio.sleep(0.2)
+        assert not any("p2p-circuit" in x for x in await b_addrs())
+        await b.connect(relay.listen_addrs()[0])  # a relay: B reserves on it
+        with trio.fail_after(15):
+            while not any("p2p-circuit" in x for x in await b_addrs()):
+                await trio.sleep(0.2)
+        for p in (a, b, relay, server):
+            p.stop()
