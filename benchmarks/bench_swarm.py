@@ -53,6 +53,10 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+PROVIDERS_WITHIN = 5.0
+"""The issue's bound for a lookup: how many providers the walk has named by then."""
+
+
 def each(swarm: Swarm, fn: Callable[[SwarmPeer], Any], peers: list[SwarmPeer]) -> list[Any]:
     """``fn`` on every peer at once; a peer whose call fails gives None (said, unless the
     peer was leaving)."""
@@ -210,7 +214,25 @@ def diagnose(swarm: Swarm, wrong: dict[str, list[str]]) -> str:
                 detail = _detail(view, peer, other, by_name[name].id)
                 examples.append(f"{_label(by_name[name])}-{label}: {kind}{detail}")
     summary = ", ".join(f"{k} {v} ({natted[k]} with NAT)" for k, v in counts.items())
+    worst = sorted(wrong, key=lambda n: -len(wrong[n]))[:3]
+    states = "; ".join(_state(by_name[n], len(wrong[n])) for n in worst if n in by_name)
+    summary += f"; most missing: {states}"
     return f"{summary}; e.g. {', '.join(examples)}" if examples else summary
+
+
+def _state(peer: SwarmPeer, missing: int) -> str:
+    """What a member with many entries missing looks like from inside: its reachability,
+    relay addresses, connections and DHT."""
+    try:
+        info = peer.runner.call("info")
+        st = peer.runner.call("stats")
+    except Exception as exc:
+        return f"{_label(peer)}: {exc}"
+    return (
+        f"{_label(peer)} misses {missing}: {info['reachability']}, "
+        f"{len(info.get('relay_addrs', []))} relay address(es), {st['peers']} peers connected, "
+        f"DHT {st['dht_mode'].lower()} with {st['routing_table']} in its table"
+    )
 
 
 class Traffic:
@@ -458,7 +480,7 @@ def main() -> None:
             say(f"{key} per survivor ({len(after)}): before churn {spread(b)}; after {spread(a)}")
 
         live = swarm.live
-        peer_times, provider_times, found, providers = [], [], 0, []
+        peer_times, provider_times, found, providers, within = [], [], 0, [], []
         ids = {p.id for p in live}
         for asker in random.sample(live, min(args.lookups, len(live))):
             target = random.choice([p for p in live if p is not asker])
@@ -470,14 +492,18 @@ def main() -> None:
                 peer_times.append(r["took"])
                 r = asker.runner.call("find_providers", topic=TOPIC, bound=30, timeout=40)
                 provider_times.append(r["took"])
-                providers.append(len(set(r["peers"]) & (ids - {asker.id})))
+                others = ids - {asker.id}
+                providers.append(len(set(r["peers"]) & others))
+                named = {p: t for p, t in r.get("named", {}).items() if p in others}
+                within.append(sum(t <= PROVIDERS_WITHIN for t in named.values()))
             except Exception as exc:
                 say(f"  ! lookup from {asker.name}: {exc}")
         say(
             f"DHT find_peer (a walk): {found}/{len(peer_times)} found, "
             f"{spread([1000 * x for x in peer_times], ' ms')}; find_providers: "
             f"{spread([1000 * x for x in provider_times], ' ms')}, live providers found "
-            f"{spread([float(x) for x in providers])} of the {len(live) - 1} others"
+            f"{spread([float(x) for x in providers])} of the {len(live) - 1} others, "
+            f"named within {PROVIDERS_WITHIN:.0f} s {spread([float(x) for x in within])}"
         )
         say(f"whole run: {time.monotonic() - run_started:.0f} s")
 

@@ -132,11 +132,16 @@ async def _swarm_handle(peer: Any, req: dict[str, Any]) -> Any:
         start = time.monotonic()
         # Seconds the lookup may take: past the walk's own 10 s, which ends it with what it
         # found (a bound of 10 cut it at the same moment, and answered nothing).
+        seen: dict[str, float] = {}  # each provider and when the walk named it
+
+        def named(info: Any) -> None:
+            seen.setdefault(str(info.peer_id), time.monotonic() - start)
+
         with trio.move_on_after(req.get("bound", 15.0)):
-            found = await peer.dht.find_topic_peers(req["topic"])
+            found = await peer.dht.find_topic_peers(req["topic"], on_found=named)
             ids = sorted(str(i.peer_id) for i in found)
-            return {"peers": ids, "took": time.monotonic() - start}
-        return {"peers": [], "took": time.monotonic() - start}
+            return {"peers": ids, "took": time.monotonic() - start, "named": seen}
+        return {"peers": [], "took": time.monotonic() - start, "named": seen}
     if op == "held_providers":  # the provider records this peer stores for a topic's keys
         from core.network import dht
 
