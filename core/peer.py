@@ -154,7 +154,7 @@ class Peer:
         )
         compat.advertise_circuits(self.host, self.relays.circuit_addrs)
         self.portmap = PortMapping(
-            self.host, enabled=self.config.port_mapping, on_change=self.autonat.recheck
+            self.host, enabled=self.config.port_mapping, on_change=self._mapped_addrs_changed
         )
         compat.advertise_mapped(self.host, self.portmap.addrs)
         compat.forget_dead_connections(self.host, self._on_disconnected)
@@ -172,7 +172,6 @@ class Peer:
         )
         self.relays.find_peer = self.dht.find_peer
         self.relays.on_change = self.dht.addresses_changed
-        self.portmap.on_change = self._mapped_addrs_changed
         self.topics = Topics(
             self.host,
             self.pubsub,

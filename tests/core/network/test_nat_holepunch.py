@@ -1,5 +1,5 @@
 """core/network/nat/holepunch.py on loopback: a peer we reach only through a relay is dialled
-directly at its public addresses, when it reaches us that way (before DCUtR) and whenever we
+directly at its public addresses, when it reaches us that way (beside DCUtR) and whenever we
 dial it. Loopback stands in for a public address here (the module skips private ones)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def _relayed_pair(relay: Peer, b: Peer, a: Peer) -> None:
     assert "relayed" in _kinds(a, b.peer_id)
 
 
-async def test_a_peer_reaching_us_through_a_relay_is_dialled_directly_first() -> None:
+async def test_a_peer_reaching_us_through_a_relay_is_dialled_directly_beside_the_punch() -> None:
     """What the 50-member swarm showed: on a loaded machine the library's DCUtR gives its own
     direct try 2 s, shorter than a handshake there, and the pair stayed relayed until the
     relay cut it. Here its bound is cut to nothing (the loaded machine); B still dials A's
