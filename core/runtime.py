@@ -25,18 +25,27 @@ STOP_BOUND = 8.0
 
 
 class CoreCall(concurrent.futures.Future[Any]):
-    """A future whose ``cancel()`` also cancels the trio task doing the work."""
+    """A future whose ``cancel()`` also cancels the trio task doing the work: True for a call
+    not finished yet, which then ends cancelled. A plain future refuses once it runs, and the
+    call runs as soon as the trio thread picks it up, so whether a cancel took depended on
+    which thread was quicker (CI failed on it)."""
 
     def __init__(self, runtime: CoreRuntime) -> None:
         super().__init__()
         self._runtime = runtime
         self._scope: trio.CancelScope | None = None
+        self._cancel_asked = False
 
     def cancel(self) -> bool:
+        if super().cancel():  # not started yet: it never will
+            return True
+        if self.done():
+            return False
+        self._cancel_asked = True  # read by the runner once its scope exists
         scope = self._scope
         if scope is not None:
             self._runtime._soon(scope.cancel)
-        return super().cancel()
+        return True
 
 
 class CoreRuntime:
@@ -69,6 +78,8 @@ class CoreRuntime:
                 return
             with trio.CancelScope() as scope:
                 call._scope = scope
+                if call._cancel_asked:  # asked between starting and having a scope
+                    scope.cancel()
                 try:
                     result = await fn(*args)
                 except BaseException as exc:
